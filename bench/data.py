@@ -1,0 +1,187 @@
+"""Data: real Fashion-MNIST found, validated and prepared offline; synthetic linreg data from a seed.
+
+Fashion-MNIST is looked for, in this order: an explicit directory (``--data-dir`` or
+``LINBENCH_DATA``), Debian's ``dataset-fashion-mnist`` files, torchvision's own download. The IDX
+files are validated (magic numbers, counts, 28x28, labels 0..9, sizes) and put, decompressed, where
+``torchvision.datasets.FashionMNIST(root)`` expects them: ``root/FashionMNIST/raw/``.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import UserError
+from impls.common import synthetic_linreg
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+FILES = {  # name -> (magic, count)
+    "train-images-idx3-ubyte": (2051, 60000),
+    "train-labels-idx1-ubyte": (2049, 60000),
+    "t10k-images-idx3-ubyte": (2051, 10000),
+    "t10k-labels-idx1-ubyte": (2049, 10000),
+}
+HOW_TO_GET = ("get Fashion-MNIST one of three ways: pass --data-dir/LINBENCH_DATA (a folder with the 4 IDX "
+              "files, .gz or not), 'apt-get install dataset-fashion-mnist', or a network for torchvision's download")
+LABELS = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+
+
+class DataError(UserError):
+    pass
+
+
+def cache_dir() -> Path:
+    """Where prepared data lives: ``LINBENCH_CACHE`` or ``~/.cache/linbench``."""
+    root = os.environ.get("LINBENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linbench"
+    return Path(root)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: unreadable ({e.__class__.__name__}: {e}); {HOW_TO_GET}") from None
+
+
+def parse_idx(path: Path, raw: bytes, magic: int, count: int) -> np.ndarray:
+    """Validate one IDX file's bytes and return its uint8 array, or raise DataError naming the file."""
+    def bad(why):
+        return DataError(f"{path}: {why}; {HOW_TO_GET}")
+
+    header = 16 if magic == 2051 else 8
+    if len(raw) >= 4 and (found := struct.unpack(">I", raw[:4])[0]) != magic:
+        raise bad(f"wrong magic number {found} (expected {magic})")
+    if len(raw) < header:
+        raise bad(f"truncated ({len(raw)} bytes, shorter than the IDX header)")
+    n = struct.unpack(">I", raw[4:8])[0]
+    if n != count:
+        raise bad(f"holds {n} items (expected {count})")
+    shape = (n,)
+    if magic == 2051:
+        rows, cols = struct.unpack(">II", raw[8:16])
+        if (rows, cols) != (28, 28):
+            raise bad(f"images are {rows}x{cols} (expected 28x28)")
+        shape = (n, 28, 28)
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise bad(f"{'truncated' if len(raw) < expected else 'too long'}: {len(raw)} bytes (expected {expected})")
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    if magic == 2049 and data.max(initial=0) > 9:
+        raise bad(f"label {int(data.max())} out of range 0..9")
+    return data
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz", folder / "FashionMNIST" / "raw" / name,
+                      folder / "FashionMNIST" / "raw" / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _write_atomic(path: Path, raw: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(raw)
+    os.replace(tmp, path)
+
+
+def prepare_from(folder: Path, root: Path) -> Path:
+    """Validate the 4 files in ``folder`` and write them decompressed to ``root/FashionMNIST/raw``."""
+    raw_dir = root / "FashionMNIST" / "raw"
+    for name, (magic, count) in FILES.items():
+        src = _find(folder, name)
+        if src is None:
+            raise DataError(f"{folder / name}: missing (nor .gz); {HOW_TO_GET}")
+        raw = _read(src)
+        parse_idx(src, raw, magic, count)
+        dst = raw_dir / name
+        if src.resolve() != dst.resolve():
+            _write_atomic(dst, raw)
+    return root
+
+
+def _validated(root: Path) -> bool:
+    raw_dir = root / "FashionMNIST" / "raw"
+    for name, (magic, count) in FILES.items():
+        path = raw_dir / name
+        if not path.is_file():
+            return False
+        parse_idx(path, path.read_bytes(), magic, count)
+    return True
+
+
+def fashion_mnist_root(data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The torchvision root holding validated Fashion-MNIST, preparing it on first use."""
+    explicit = data_dir or os.environ.get("LINBENCH_DATA")
+    if explicit:
+        folder = Path(explicit)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no such data directory; {HOW_TO_GET}")
+        if _validated(folder):
+            return folder
+        return prepare_from(folder, cache_dir() / "data")
+    root = cache_dir() / "data"
+    if _validated(root):
+        return root
+    if DEBIAN_DIR.is_dir():
+        return prepare_from(DEBIAN_DIR, root)
+    if download:
+        try:
+            import torchvision
+
+            for train in (True, False):
+                torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
+        except Exception as e:  # noqa: BLE001 - any download failure means the same to the user
+            raise DataError(f"Fashion-MNIST not found and download failed ({e.__class__.__name__}); {HOW_TO_GET}") from None
+        if _validated(root):
+            return root
+    raise DataError(f"Fashion-MNIST not found in {root} or {DEBIAN_DIR}; {HOW_TO_GET}")
+
+
+def fashion_mnist_available(data_dir=None) -> str | None:
+    """None when the real data can be had without a network, else the reason it cannot."""
+    try:
+        fashion_mnist_root(data_dir, download=False)
+    except DataError as e:
+        return str(e)
+    return None
+
+
+@dataclass
+class Split:
+    """A whole split in memory: uint8 images (n, 1, 28, 28) and int64 labels, or linreg's floats."""
+    X: torch.Tensor
+    y: torch.Tensor
+
+    def features(self) -> torch.Tensor:
+        """Float32 features: pixels scaled to [0, 1] exactly as ``ToTensor`` does."""
+        return self.X.to(torch.float32).div_(255) if self.X.dtype == torch.uint8 else self.X
+
+    def __len__(self):
+        return len(self.y)
+
+
+@cache
+def load_split(model: str, train: bool = True, data_dir=None, seed: int = 0) -> Split:
+    """The whole training (or test) split of ``model``'s data as tensors (cached; do not modify)."""
+    if model == "linreg":
+        X, y = synthetic_linreg(seed if train else seed + 1)
+        return Split(X, y)
+    raw_dir = fashion_mnist_root(data_dir) / "FashionMNIST" / "raw"
+    prefix = "train" if train else "t10k"
+    images, labels = (raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte")
+    X = parse_idx(images, images.read_bytes(), *FILES[images.name])
+    y = parse_idx(labels, labels.read_bytes(), *FILES[labels.name])
+    return Split(torch.from_numpy(X.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))

@@ -1,0 +1,96 @@
+"""The model forms and the one registry every tool reads.
+
+The contract of a form (a class, looked up by ``(model, form)``):
+
+- ``Form(params, lr, device)``: ``params`` is a dict of CPU fp64 tensors from
+  :func:`impls.common.init_params` (``w``,``b`` for linreg; ``W``,``b`` for softmax);
+- ``step(X, y)``: one minibatch SGD step on the batch given, returns the batch-mean loss (a 0-dim
+  tensor or a float) without forcing a device sync;
+- ``predict(X)``: outputs (linreg ``y_hat``, softmax logits ``O``); ``state()``: CPU copies of params;
+- ``devices``: the devices it can run on. An optional ``unavailable(device)`` classmethod returns a
+  reason why it cannot run here (missing compiler, no GPU), or None.
+
+Data loading is not part of a form: any form takes batches from any loader.
+A new form is one new module with a ``FORMS = {model: class}`` dict plus one line in ``FORM_MODULES``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from functools import cache
+
+from impls.common import MODELS
+
+# form name -> module defining FORMS = {model: class}; order is the order every tool shows.
+FORM_MODULES: dict[str, str] = {
+    "loop": "impls.loop",
+    "vectorized": "impls.vectorized",
+    "module": "impls.module",
+    "compiled": "impls.compiled",
+}
+
+# (model, form) pairs that are knowingly absent, each with its reason.
+EXEMPTIONS: dict[tuple[str, str], str] = {}
+
+DEVICES = ("cpu", "cuda")
+
+# torch's extension builder (used by torch.compile and the CUDA form) needs the toolkit's root.
+if "CUDA_HOME" not in os.environ and os.path.isdir("/usr/local/cuda"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+
+class UnknownName(ValueError):
+    """A model, form or device name that is not in the registry."""
+
+
+def check_names(kind: str, names, known) -> list[str]:
+    """Return ``names`` as a list, or raise UnknownName naming the first unknown one and the choices."""
+    names = list(names)
+    for name in names:
+        if name not in known:
+            raise UnknownName(f"unknown {kind} {name!r} (choose from {', '.join(known)})")
+    return names
+
+
+@cache
+def _module(form: str):
+    return importlib.import_module(FORM_MODULES[form])
+
+
+def form_class(model: str, form: str):
+    """The class of ``form`` for ``model``."""
+    check_names("model", [model], MODELS)
+    check_names("form", [form], FORM_MODULES)
+    return _module(form).FORMS[model]
+
+
+def cuda_unavailable() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA device on this machine"
+
+
+def unavailable(model: str, form: str, device: str) -> str | None:
+    """Why ``form`` of ``model`` cannot run on ``device`` here, or None when it can."""
+    check_names("device", [device], DEVICES)
+    if (model, form) in EXEMPTIONS:
+        return EXEMPTIONS[(model, form)]
+    cls = form_class(model, form)
+    if device not in cls.devices:
+        return f"{form} runs on {'/'.join(cls.devices)} only"
+    if device == "cuda" and (reason := cuda_unavailable()):
+        return reason
+    check = getattr(cls, "unavailable", None)
+    return check(device) if check else None
+
+
+def entries(models=None, forms=None):
+    """(model, form) pairs of the registry, filtered by name lists (None means all)."""
+    models = check_names("model", models or MODELS, MODELS)
+    forms = check_names("form", forms or FORM_MODULES, FORM_MODULES)
+    return [(m, f) for m in models for f in forms]
+
+
+def build(model: str, form: str, params, lr: float, device: str = "cpu"):
+    """An instance of ``form`` for ``model`` from ``params`` on ``device``."""
+    return form_class(model, form)(params, lr, device)

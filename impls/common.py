@@ -1,0 +1,78 @@
+"""What every form of a model shares: the model specs of d2l chapter 3, seeded inits and data.
+
+Linear regression (d2l 3.2/3.3): ``y_hat = X @ w + b`` with ``squared_loss = (y_hat - y)**2 / 2``.
+Softmax regression (d2l 3.6/3.7): ``O = flatten(X) @ W + b``, mean cross-entropy of ``softmax(O)``.
+Every form minimises exactly these objectives (batch means), so equal inputs give equal results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a form may drift from the fp64 oracle (elementwise ``|got - want| <= atol + rtol*|want|``)."""
+    rtol: float
+    atol: float
+    reason: str
+
+
+FP64 = Tolerance(1e-9, 1e-12, "Python/torch float64: only the order of summation differs from the oracle")
+FP32 = Tolerance(1e-4, 1e-5, "float32 storage and accumulation drift over the steps (about 1e-6 seen)")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    lr: float
+    batch_size: int
+    epochs: int
+    n_features: int
+    n_outputs: int
+    summary: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "linreg": ModelSpec("linreg", lr=0.03, batch_size=10, epochs=3, n_features=2, n_outputs=1,
+                        summary="linear regression on synthetic data (d2l 3.2)"),
+    "softmax": ModelSpec("softmax", lr=0.1, batch_size=256, epochs=10, n_features=784, n_outputs=10,
+                         summary="softmax regression on Fashion-MNIST (d2l 3.6)"),
+}
+
+TRUE_W = (2.0, -3.4)
+TRUE_B = 4.2
+LINREG_NOISE = 0.01
+LINREG_EXAMPLES = 1000
+
+
+def init_params(model: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """d2l's init as CPU fp64 tensors: weights ~ N(0, 0.01), bias 0 (``w``,``b`` or ``W``,``b``)."""
+    spec = MODELS[model]
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.normal(0.0, 0.01, size=(spec.n_features, spec.n_outputs), generator=g,
+                          dtype=torch.float64)
+    bias = torch.zeros(spec.n_outputs if model == "softmax" else 1, dtype=torch.float64)
+    return {"w" if model == "linreg" else "W": weight, "b": bias}
+
+
+def synthetic_linreg(seed: int = 0, n: int = LINREG_EXAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
+    """d2l's ``synthetic_data(true_w, true_b, 1000)``, deterministic from ``seed`` (float32)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.normal(0.0, 1.0, size=(n, len(TRUE_W)), generator=g)
+    y = X @ torch.tensor(TRUE_W).reshape(-1, 1) + TRUE_B
+    y += torch.normal(0.0, LINREG_NOISE, size=y.shape, generator=g)
+    return X, y
+
+
+def flat(X: torch.Tensor) -> torch.Tensor:
+    """Images (n, 1, 28, 28) or rows (n, d) as rows (n, d)."""
+    return X.reshape(X.shape[0], -1)
+
+
+def batch_loss(model: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The objective in fp64-safe torch: mean squared_loss/2 or mean stable cross-entropy."""
+    if model == "linreg":
+        return ((out - y.reshape(out.shape)) ** 2 / 2).mean()
+    return (torch.logsumexp(out, dim=1) - out.gather(1, y.reshape(-1, 1)).squeeze(1)).mean()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Creates or refreshes .venv (torch, the project, its test tools) and prepares Fashion-MNIST.
+# Idempotent: a second run only checks. PYTHON picks the interpreter (default python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv
+python=${PYTHON:-python3}
+
+# System packages where apt and root are at hand (as on CI): the real data set.
+# Elsewhere the data comes from --data-dir/LINBENCH_DATA or a download.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    missing=""
+    for pkg in ${LINBENCH_APT_PACKAGES:-dataset-fashion-mnist}; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        echo "setup: apt-get install$missing"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
+            || echo "setup: warning: apt-get install$missing failed; continuing without"
+    fi
+fi
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+
+# torch and torchvision: the pair known to work together here (pyproject only asks for a range).
+if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
+    echo "setup: installing torch and torchvision"
+    if [ "$(uname -m)" = x86_64 ]; then
+        "$venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+    else
+        "$venv/bin/pip" install -q torch==2.9.1 torchvision==0.24.1
+    fi
+fi
+
+stamp="$venv/.linbench-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing linbench and its tools"
+    "$venv/bin/pip" install -q -e '.[dev]'
+    touch "$stamp"
+fi
+
+echo "setup: Fashion-MNIST at $("$venv/bin/linbench" data)"

@@ -1,0 +1,25 @@
+import pytest
+
+import impls
+from bench.data import fashion_mnist_available
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "data: needs the real Fashion-MNIST")
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """Skip (with the reason) where the real Fashion-MNIST cannot be had offline."""
+    reason = fashion_mnist_available()
+    if reason:
+        pytest.skip(f"real Fashion-MNIST unavailable: {reason}")
+
+
+def skip_if_unavailable(model, form, device):
+    reason = impls.unavailable(model, form, device)
+    if reason:
+        pytest.skip(f"{model}/{form}/{device}: {reason}")
+
+
+ALL_CELLS = [pytest.param(m, f, d, id=f"{m}-{f}-{d}") for m, f in impls.entries() for d in impls.DEVICES]

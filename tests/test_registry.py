@@ -1,0 +1,57 @@
+"""The registry and the contract every form keeps."""
+import pytest
+import torch
+
+import impls
+from impls.common import MODELS, init_params
+from tests.conftest import ALL_CELLS, skip_if_unavailable
+
+
+def test_every_model_has_every_form_or_a_reasoned_exemption():
+    for model in MODELS:
+        for form in impls.FORM_MODULES:
+            if (model, form) in impls.EXEMPTIONS:
+                assert len(impls.EXEMPTIONS[(model, form)]) > 10, "an exemption needs a reason"
+            else:
+                assert model in impls._module(form).FORMS, f"{form} lacks {model}"
+    assert set(impls.EXEMPTIONS) <= {(m, f) for m in MODELS for f in impls.FORM_MODULES}
+
+
+@pytest.mark.parametrize("model,form,device", ALL_CELLS)
+def test_contract(model, form, device):
+    skip_if_unavailable(model, form, device)
+    cls = impls.form_class(model, form)
+    assert cls.__doc__ or impls._module(form).__doc__, "a form says where it comes from"
+    assert cls.tolerance.reason
+    params = init_params(model)
+    before = {k: v.clone() for k, v in params.items()}
+    f = cls(params, MODELS[model].lr, device)
+    n = 8
+    X = torch.rand(n, 2) if model == "linreg" else torch.rand(n, 1, 28, 28)
+    y = torch.rand(n, 1) if model == "linreg" else torch.randint(0, 10, (n,))
+    loss = f.step(X, y)
+    assert torch.as_tensor(loss).dim() == 0
+    assert f.predict(X).shape == (n, MODELS[model].n_outputs)
+    state = f.state()
+    assert state.keys() == params.keys()
+    for k, v in state.items():
+        assert v.device.type == "cpu" and v.shape == params[k].shape
+    assert all(torch.equal(params[k], before[k]) for k in params), "a form must not modify the init it is given"
+    assert any(not torch.allclose(state[k].double(), params[k]) for k in params), "a step moves the parameters"
+
+
+@pytest.mark.parametrize("kind,call", [
+    ("model", lambda: impls.form_class("ridge", "loop")),
+    ("form", lambda: impls.form_class("linreg", "fortran")),
+    ("device", lambda: impls.unavailable("linreg", "loop", "tpu")),
+])
+def test_unknown_names_are_refused(kind, call):
+    with pytest.raises(impls.UnknownName, match=f"unknown {kind}"):
+        call()
+
+
+def test_cuda_is_skipped_with_a_reason_not_hidden():
+    reason = impls.unavailable("softmax", "loop", "cuda")
+    assert reason and "cpu" in reason
+    if not torch.cuda.is_available():
+        assert impls.unavailable("softmax", "module", "cuda") == "no CUDA device on this machine"
