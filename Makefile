@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup.sh
 
 bench: setup
-	$(BIN)/linbench check
+	$(BIN)/linbench run
 
 check: setup
 	$(BIN)/linbench check

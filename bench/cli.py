@@ -7,6 +7,7 @@ import sys
 
 import impls
 from bench import UserError
+from bench.tables import show
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,8 +37,6 @@ def require_devices(devices) -> list[str]:
 
 def cmd_check(args) -> int:
     from bench.check import run_check
-    from bench.tables import show
-
     if args.steps <= 0:
         raise UserError(f"--steps must be positive, got {args.steps}")
     results = run_check(args.models, args.forms, require_devices(args.devices), steps=args.steps, data_dir=args.data_dir)
@@ -57,6 +56,83 @@ def cmd_check(args) -> int:
     return 1 if any(r.status == "fail" for r in results) else 0
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+SUMMARY = ["model", "form", "device", "loader", "workers", "batch_size", "status", "samples_per_s", "epoch_s",
+           "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops", "roofline_frac", "epoch_roofline_frac",
+           "speedup"]
+
+
+def cmd_run(args) -> int:
+    from pathlib import Path
+
+    from bench import grid, runner
+
+    if args.resume:
+        store, config, cells = runner.resume(Path(args.resume))
+    else:
+        overrides = {"model": args.models, "form": args.forms, "device": args.devices, "loader": args.loaders,
+                     "workers": args.workers, "batch_size": args.batch_sizes}
+        grid.validate(overrides)
+        if args.devices:
+            require_devices(args.devices)
+        if args.repeats is not None and args.repeats < 1:
+            raise UserError(f"--repeats must be >= 1, got {args.repeats}")
+        from bench.data import fashion_mnist_root
+
+        if "softmax" in (args.models or ["softmax"]):
+            fashion_mnist_root(args.data_dir)  # a data problem is reported before anything runs
+        config = runner.RunConfig(
+            grid=grid.QUICK_GRID if args.quick else grid.DEFAULT_GRID, overrides=overrides,
+            repeats=args.repeats or (2 if args.quick else 3), quick=args.quick,
+            gate_steps=10 if args.quick else 50, persistent_workers=not args.no_persistent_workers,
+            pin_memory=args.pin_memory, threads=args.threads, data_dir=args.data_dir)
+        store, cells = runner.start(config, Path(args.out))
+    print(f"run {store.folder} ({len(cells)} cells)", file=sys.stderr)
+    try:
+        frame = runner.execute(store, config, cells, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"linbench: interrupted; {len(store.rows)} of {len(cells)} cells kept in {store.folder}; "
+              f"finish with: linbench run --resume {store.folder}", file=sys.stderr)
+        return 130
+    print(show(frame.to_dict("records"), SUMMARY))
+    for line in runner.headlines(frame):
+        print(line)
+    for row in frame.to_dict("records"):
+        if row["status"] in ("failed-equivalence", "error"):
+            print(f"{row['status'].upper()} {row['model']}/{row['form']}/{row['device']}: {row['reason']}")
+    print(f"results: {store.folder / runner.RESULTS}")
+    return 1 if (frame["status"].isin(["failed-equivalence", "error"])).any() else 0
+
+
+def cmd_list(args) -> int:
+    from bench.loaders import LOADERS
+
+    rows = []
+    for model, form in impls.entries():
+        for device in impls.DEVICES:
+            reason = impls.unavailable(model, form, device)
+            rows.append(dict(model=model, form=form, device=device, available="no" if reason else "yes",
+                             reason=reason or ""))
+    print(show(rows, ["model", "form", "device", "available", "reason"]))
+    print(f"loaders: {', '.join(LOADERS)} (workers apply to torchvision and tensor)")
+    print(f"devices: cpu, cuda ({impls.cuda_unavailable() or 'available'})")
+    return 0
+
+
+def cmd_env(args) -> int:
+    from bench.meta import environment
+
+    for key, value in environment().items():
+        print(f"{key:12} {value}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from bench.data import fashion_mnist_root
 
@@ -72,6 +148,28 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="SGD steps per form (default: 50)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("run", help="the benchmark grid (the main job); results under --out")
+    p.add_argument("--quick", action="store_true", help="a small grid, fewer repeats, capped passes (<= 60 s)")
+    p.add_argument("--models", type=_names, help="comma-separated models (replaces the grid's axis)")
+    p.add_argument("--forms", type=_names, help="comma-separated forms")
+    p.add_argument("--devices", type=_names, help="comma-separated devices (cpu, cuda)")
+    p.add_argument("--loaders", type=_names, help="comma-separated loaders (torchvision, tensor, resident)")
+    p.add_argument("--workers", type=_ints, help="comma-separated DataLoader worker counts")
+    p.add_argument("--batch-sizes", type=_ints, help="comma-separated batch sizes")
+    p.add_argument("--repeats", type=int, help="timed epochs per cell (default 3; 2 with --quick)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    p.add_argument("--no-persistent-workers", action="store_true", help="restart DataLoader workers every epoch")
+    p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="pin DataLoader memory (default: only when the device is cuda)")
+    p.add_argument("--out", default="results", help="folder for run folders (default: results)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("env", help="the environment a run records")
+    p.set_defaults(func=cmd_env)
     p = sub.add_parser("data", help="find, validate and prepare Fashion-MNIST; print its torchvision root")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_data)

@@ -16,6 +16,7 @@ A new form is one new module with a ``FORMS = {model: class}`` dict plus one lin
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from functools import cache
 
@@ -34,9 +35,11 @@ EXEMPTIONS: dict[tuple[str, str], str] = {}
 
 DEVICES = ("cpu", "cuda")
 
-# torch's extension builder (used by torch.compile and the CUDA form) needs the toolkit's root.
+# torch's extension builder (used by torch.compile and the CUDA form) needs the toolkit's root;
+# on a machine without a GPU it warns that there is no CUDA runtime, which is nothing to act on.
 if "CUDA_HOME" not in os.environ and os.path.isdir("/usr/local/cuda"):
     os.environ["CUDA_HOME"] = "/usr/local/cuda"
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 class UnknownName(ValueError):

@@ -76,3 +76,15 @@ def batch_loss(model: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if model == "linreg":
         return ((out - y.reshape(out.shape)) ** 2 / 2).mean()
     return (torch.logsumexp(out, dim=1) - out.gather(1, y.reshape(-1, 1)).squeeze(1)).mean()
+
+
+def step_cost(model: str, n: int) -> tuple[float, float]:
+    """(FLOPs, bytes) of one training step on ``n`` examples: the minimum a roofline counts.
+
+    FLOPs: forward GEMM and weight-gradient GEMM, 2 per multiply-add each (the bias, softmax and
+    loss are lower order). Bytes: the batch read once in float32 (X and, for linreg, y).
+    """
+    spec = MODELS[model]
+    flops = 2 * 2 * n * spec.n_features * spec.n_outputs
+    bytes_ = 4 * n * (spec.n_features + (1 if model == "linreg" else 0))
+    return float(flops), float(bytes_)

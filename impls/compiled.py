@@ -7,16 +7,11 @@ by every instance of a (model, device) pair; any recompile after the first compi
 """
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
 
 from impls.common import FP32, batch_loss, flat
-
-
-# torch's extension builder warns on every compile of a machine without a GPU; nothing to act on.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 class CompiledStep:

@@ -1,0 +1,76 @@
+"""Loader kinds, each yielding the same (X, y) batches in the same order for a given seed and epoch.
+
+- ``torchvision``: the seeds' pipeline, ``FashionMNIST(transform=ToTensor())`` + ``DataLoader``
+  (per-sample PIL -> tensor); for linreg the seeds' ``load_array`` (``TensorDataset`` + ``DataLoader``);
+- ``tensor``: the whole set as tensors, ``TensorDataset`` + ``DataLoader`` that fetches a whole batch
+  per index list (a ``BatchSampler`` as the sampler), so nothing is collated one item at a time;
+- ``resident``: the whole set already on the device, shuffled index batches, no DataLoader.
+All three draw the epoch's order from one seeded permutation (:class:`EpochPermutation`).
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler, TensorDataset
+
+from bench.data import fashion_mnist_root, load_split
+
+LOADERS = ("torchvision", "tensor", "resident")
+DATALOADER_KINDS = ("torchvision", "tensor")
+
+
+class EpochPermutation(Sampler[int]):
+    """A new seeded permutation per epoch: ``randperm(n)`` with seed ``seed + epoch``."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def order(self) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+    def __iter__(self):
+        order = self.order()
+        self.epoch += 1
+        return iter(order.tolist())
+
+    def __len__(self):
+        return self.n
+
+
+class Resident:
+    """The whole split on ``device``; each epoch yields ``X[idx], y[idx]`` for shuffled index batches."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, device, seed: int = 0):
+        self.X, self.y = X.to(device), y.to(device)
+        self.batch_size, self.sampler = batch_size, EpochPermutation(len(y), seed)
+
+    def __iter__(self):
+        order = self.sampler.order().to(self.X.device)
+        self.sampler.epoch += 1
+        for idx in order.split(self.batch_size):
+            yield self.X.index_select(0, idx), self.y.index_select(0, idx)
+
+    def __len__(self):
+        return -(-len(self.y) // self.batch_size)
+
+
+def make_loader(kind: str, model: str, batch_size: int, workers: int = 0, device="cpu", seed: int = 0,
+                persistent_workers: bool = True, pin_memory: bool | None = None, data_dir=None):
+    """An iterable of one epoch of ``(X, y)`` batches (re-iterable: each ``iter`` is a new epoch)."""
+    split = load_split(model, True, data_dir)
+    if kind == "resident":
+        return Resident(split.features(), split.y, batch_size, device, seed)
+    if kind == "torchvision" and model == "softmax":
+        import torchvision
+        from torchvision import transforms
+
+        dataset = torchvision.datasets.FashionMNIST(str(fashion_mnist_root(data_dir)), train=True,
+                                                    transform=transforms.ToTensor())
+    else:
+        dataset = TensorDataset(split.features(), split.y)
+    sampler = EpochPermutation(len(split), seed)
+    options = dict(num_workers=workers, persistent_workers=persistent_workers and workers > 0,
+                   pin_memory=torch.device(device).type == "cuda" if pin_memory is None else pin_memory)
+    if kind == "tensor":
+        return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=False),
+                          **options)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **options)

@@ -1,0 +1,190 @@
+"""The runner: grid and skip rules, the gate before the clock, honest timing, interruption and resume."""
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+import impls
+from bench import UserError, grid, runner
+from bench.grid import Cell
+from bench.loaders import make_loader
+from bench.timer import time_autorange, time_repeats
+
+
+def cell(**kw):
+    base = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256)
+    return Cell(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw,reason", [
+    (dict(loader="resident", workers=2), "resident loader has no workers"),
+    (dict(form="loop", device="cuda"), "loop runs on cpu only"),
+    (dict(model="linreg", batch_size=4096), "larger than the 1000 training examples"),
+])
+def test_skip_rules(kw, reason):
+    assert reason in grid.skip_reason(cell(**kw))
+
+
+def test_cuda_cells_skip_without_a_gpu():
+    if torch.cuda.is_available():
+        assert grid.skip_reason(cell(device="cuda")) is None
+    else:
+        assert grid.skip_reason(cell(device="cuda")) == "no CUDA device on this machine"
+
+
+def test_no_skip_for_a_plain_cell_and_loop_is_capped():
+    assert grid.skip_reason(cell(loader="tensor", workers=2)) is None
+    assert grid.sample_cap(cell(form="loop"), quick=False) == grid.LOOP_SAMPLE_CAP
+    assert grid.sample_cap(cell(), quick=False) is None
+
+
+def test_default_grid_holds_both_baselines_and_every_form():
+    cells = grid.expand(grid.DEFAULT_GRID)
+    keys = {c.key() for c in cells}
+    assert len(keys) == len(cells)
+    for base in grid.BASELINES.values():
+        assert Cell(**base).key() in keys
+    assert {c.form for c in cells} == set(impls.FORM_MODULES)
+
+
+def test_overrides_replace_an_axis_everywhere():
+    cells = grid.expand(grid.DEFAULT_GRID, {"model": ["linreg"], "batch_size": [5, 20]})
+    assert {c.model for c in cells} == {"linreg"} and {c.batch_size for c in cells} == {5, 20}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"model": ["ridge"]}, "unknown model"), ({"loader": ["hdf5"]}, "unknown loader"),
+    ({"workers": [-1]}, "--workers must be >= 0"), ({"batch_size": [0]}, "must be positive"),
+    ({"model": ["linreg"], "batch_size": [1001]}, "larger than the data"),
+])
+def test_validate_refuses_bad_axes(overrides, message):
+    with pytest.raises((UserError, impls.UnknownName), match=message):
+        grid.validate(overrides)
+
+
+@pytest.mark.parametrize("model", ["linreg", "softmax"])
+def test_every_loader_yields_the_same_batches(model, real_data):
+    batch = 10 if model == "linreg" else 512
+    reference = None
+    for kind, workers in [("resident", 0), ("tensor", 0), ("tensor", 2), ("torchvision", 0)]:
+        loader = make_loader(kind, model, batch, workers)
+        for _ in range(2):  # the second epoch is a new permutation, the same for every kind
+            batches = [b for _, b in zip(range(3), loader)]
+        if reference is None:
+            reference = batches
+        for (X, y), (X0, y0) in zip(batches, reference):
+            assert torch.equal(X.reshape(X0.shape), X0) and torch.equal(y.reshape(y0.shape), y0), (kind, workers)
+
+
+def test_timer_measures_a_known_sleep():
+    stats = time_repeats(lambda: time.sleep(0.05), repeats=5, warmup=1)
+    assert stats.n == 5 and abs(stats.median - 0.05) / 0.05 < 0.03
+    auto = time_autorange(lambda: time.sleep(0.01), min_run_time=0.2)
+    assert abs(auto.median - 0.01) / 0.01 < 0.05
+
+
+class Wrong(impls.form_class("linreg", "vectorized")):
+    """A planted bug: a learning rate 1% too large."""
+
+    def __init__(self, params, lr, device):
+        super().__init__(params, lr * 1.01, device)
+
+
+def test_the_gate_blocks_a_wrong_form_from_the_clock(tmp_path, monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "planted_form", types.SimpleNamespace(FORMS={"linreg": Wrong}))
+    monkeypatch.setitem(impls.FORM_MODULES, "planted", "planted_form")
+    config = runner.RunConfig(grid=[dict(model=["linreg"], form=["planted", "vectorized"], device=["cpu"],
+                                         loader=["resident"], workers=[0], batch_size=[10])],
+                              repeats=1, quick=True, gate_steps=20)
+    store, cells = runner.start(config, tmp_path)
+    frame = runner.execute(store, config, cells, progress=False).set_index("form")
+    assert frame.loc["planted", "status"] == "failed-equivalence"
+    assert "out of tolerance" in frame.loc["planted", "reason"]
+    assert math.isnan(frame.loc["planted", "samples_per_s"])  # never timed
+    assert frame.loc["vectorized", "status"] == "ok" and frame.loc["vectorized", "samples_per_s"] > 0
+    gate = pd.read_csv(store.folder / runner.GATE)
+    assert set(gate["status"]) == {"pass", "fail"}
+
+
+def linbench(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def rows_of(folder):
+    path = folder / runner.RESULTS
+    return list(csv.DictReader(path.open())) if path.exists() else []
+
+
+def test_sigint_keeps_finished_cells_and_resume_completes_without_duplicates(tmp_path):
+    args = ["run", "--models", "linreg", "--forms", "loop", "--devices", "cpu", "--loaders", "resident",
+            "--workers", "0", "--batch-sizes", "1,2,3,4,5,6,7,8", "--repeats", "25", "--out", str(tmp_path),
+            "--no-progress"]
+    proc = linbench(*args)
+    deadline = time.time() + 120
+    folder = None
+    while time.time() < deadline and proc.poll() is None:
+        folders = [p for p in tmp_path.iterdir() if p.is_dir()]
+        if folders and any(r["status"] == "ok" for r in rows_of(folders[0])):
+            folder = folders[0]
+            break
+        time.sleep(0.02)
+    assert folder is not None, "no cell finished in time"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    kept = rows_of(folder)
+    assert 1 <= len(kept) < 8
+    proc = linbench("run", "--resume", str(folder), "--no-progress")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    final = rows_of(folder)
+    assert sorted(int(r["batch_size"]) for r in final) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert all(r["status"] == "ok" for r in final)
+    by_batch = {r["batch_size"]: r for r in final}
+    for r in kept:  # finished cells are kept as they were, not re-run
+        assert by_batch[r["batch_size"]]["samples_per_s"] == r["samples_per_s"]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temporary files left behind"
+
+
+def test_quick_run_writes_results_metadata_and_summary(tmp_path, real_data):
+    proc = linbench("run", "--quick", "--out", str(tmp_path), "--no-progress")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    frame = runner.read_results(folder)
+    meta = runner.read_meta(folder)
+    assert set(frame["status"]) <= {"ok", "skipped"}
+    ok = frame[frame["status"] == "ok"]
+    assert set(ok["form"]) == {f for f in impls.FORM_MODULES if not impls.unavailable("softmax", f, "cpu")}
+    assert (ok["samples_per_s"] > 0).all() and (ok["epoch_roofline_frac"] > 0).all()
+    assert ok["speedup"].notna().all()
+    assert meta["env"]["torch"] == torch.__version__ and meta["peaks"]["cpu"]["gflops"] > 0
+    assert "speedup" in out and "roofline_frac" in out and "fastest softmax on cpu" in out
+
+
+BAD_RUNS = [
+    ["--models", "ridge"], ["--forms", "fortran"], ["--loaders", "hdf5"], ["--batch-sizes", "0"],
+    ["--batch-sizes", "70000"], ["--workers", "-1"], ["--workers", "two"], ["--repeats", "0"],
+    ["--resume", "/nonexistent/run"], ["--out", "/proc/linbench-results"],
+]
+if not torch.cuda.is_available():
+    BAD_RUNS.append(["--devices", "cuda"])
+
+
+@pytest.mark.parametrize("args", BAD_RUNS, ids=" ".join)
+def test_bad_run_input_is_one_line_and_exit_2(args, tmp_path):
+    proc = linbench("run", *args, cwd=tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 1 and err.startswith("linbench: error:") and "Traceback" not in err
