@@ -3,7 +3,7 @@
 The step is functional: ``torch.func.grad_and_value`` of the scratch objective, then the SGD update,
 all in one graph (``fullgraph=True``). The learning rate is a 0-dim tensor and the batch dimension is
 marked dynamic, so neither a new lr nor a partial last batch recompiles. One compiled step is shared
-by every instance of a (model, device) pair; any recompile after the first compile raises.
+by every instance of a (model, device, thread count); any recompile after the first compile raises.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ class CompiledStep:
 
         self.compiles += 1
         if self.compiles > 1:
-            raise RuntimeError(f"compiled {self.model} step recompiled (compile #{self.compiles}); "
-                               "inputs changed dtype, device or rank")
+            raise RuntimeError(f"compiled {self.model} step recompiled (compile #{self.compiles}): a guard "
+                               "failed (input dtype, device or rank, or a global setting changed)")
         return compile_fx(gm, example_inputs)
 
     def _step(self, weight, b, lr, X, y):
@@ -49,7 +49,7 @@ class CompiledStep:
         return out
 
 
-_STEPS: dict[tuple[str, str], CompiledStep] = {}
+_STEPS: dict[tuple[str, str, int], CompiledStep] = {}
 
 
 class _CompiledForm:
@@ -61,7 +61,7 @@ class _CompiledForm:
         self.weight = params[self.weight_name].to(self.device, torch.float32).clone()
         self.b = params["b"].to(self.device, torch.float32).clone()
         self.lr = torch.tensor(float(lr), device=self.device)
-        key = (self.model, self.device.type)
+        key = (self.model, self.device.type, torch.get_num_threads())  # inductor's CPU code is per thread count
         if key not in _STEPS:
             _STEPS[key] = CompiledStep(self.model)
         self.compiled = _STEPS[key]

@@ -95,3 +95,18 @@ def test_softmax_is_stable_for_logits_in_the_thousands(form):
     assert reference[0][0] > 1000  # the planted logits really are in the thousands
     result = check_form("softmax", form, "cpu", batches, params, reference)
     assert result.status == "pass", result.reason
+
+
+def test_compiled_form_compiles_per_thread_count_without_a_false_recompile_error():
+    from impls.compiled import CompiledLinReg
+
+    X, y = torch.randn(10, 2), torch.randn(10, 1)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            form = CompiledLinReg(init_params("linreg"), 0.03, "cpu")
+            form.step(X, y)
+            assert form.compiled.compiles <= 1
+    finally:
+        torch.set_num_threads(threads)
