@@ -4,7 +4,7 @@
   (per-sample PIL -> tensor); for linreg the seeds' ``load_array`` (``TensorDataset`` + ``DataLoader``);
 - ``tensor``: the whole set as tensors, ``TensorDataset`` + ``DataLoader`` that fetches a whole batch
   per index list (a ``BatchSampler`` as the sampler), so nothing is collated one item at a time;
-- ``resident``: the whole set already on the device, shuffled index batches, no DataLoader.
+- ``resident``: the whole set already on the device (uint8 images), shuffled index batches, no DataLoader.
 All three draw the epoch's order from one seeded permutation (:class:`EpochPermutation`).
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ class EpochPermutation(Sampler[int]):
 
 
 class Resident:
-    """The whole split on ``device``; each epoch yields ``X[idx], y[idx]`` for shuffled index batches."""
+    """The whole split on ``device`` as stored (Fashion-MNIST as uint8, a quarter of the float bytes);
+    each epoch yields shuffled index batches, pixels scaled to [0, 1] per batch as ``ToTensor`` does."""
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, device, seed: int = 0):
         self.X, self.y = X.to(device), y.to(device)
@@ -47,7 +48,8 @@ class Resident:
         order = self.sampler.order().to(self.X.device)
         self.sampler.epoch += 1
         for idx in order.split(self.batch_size):
-            yield self.X.index_select(0, idx), self.y.index_select(0, idx)
+            X = self.X.index_select(0, idx)
+            yield (X.to(torch.float32).div_(255) if X.dtype == torch.uint8 else X), self.y.index_select(0, idx)
 
     def __len__(self):
         return -(-len(self.y) // self.batch_size)
@@ -58,7 +60,7 @@ def make_loader(kind: str, model: str, batch_size: int, workers: int = 0, device
     """An iterable of one epoch of ``(X, y)`` batches (re-iterable: each ``iter`` is a new epoch)."""
     split = load_split(model, True, data_dir)
     if kind == "resident":
-        return Resident(split.features(), split.y, batch_size, device, seed)
+        return Resident(split.X, split.y, batch_size, device, seed)
     if kind == "torchvision" and model == "softmax":
         import torchvision
         from torchvision import transforms
