@@ -372,7 +372,7 @@ def headlines(frame: pd.DataFrame) -> list[str]:
         best = group.loc[group["samples_per_s"].idxmax()]
         lines.append(f"fastest {model} on {device}: {best['form']} ({best['loader']}, w{best['workers']}, "
                      f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, epoch {best['epoch_s']:.3g} s, "
-                     f"{best['speedup']:.1f}x the seeds' pipeline, {best['epoch_roofline_frac']:.0%} of the roofline")
+                     f"{best['speedup']:.1f}x the seeds' pipeline, {100 * best['epoch_roofline_frac']:.2g}% of the roofline")
     loaders = ok[(ok["model"] == "softmax") & (ok["device"] == "cpu") & (ok["batch_size"] == 256)]
     tv = loaders[(loaders["loader"] == "torchvision") & (loaders["workers"] == 4)]["loader_epoch_s"]
     res = loaders[loaders["loader"] == "resident"]["loader_epoch_s"]
