@@ -91,7 +91,8 @@ def cmd_run(args) -> int:
             grid=grid.QUICK_GRID if args.quick else grid.DEFAULT_GRID, overrides=overrides,
             repeats=args.repeats or (2 if args.quick else 3), quick=args.quick,
             gate_steps=10 if args.quick else 50, persistent_workers=not args.no_persistent_workers,
-            pin_memory=args.pin_memory, threads=args.threads, data_dir=args.data_dir)
+            pin_memory=args.pin_memory, threads=args.threads, data_dir=args.data_dir,
+            curves_epochs=0 if args.no_curves else (2 if args.quick else 10))
         store, cells = runner.start(config, Path(args.out))
     print(f"run {store.folder} ({len(cells)} cells)", file=sys.stderr)
     try:
@@ -107,7 +108,33 @@ def cmd_run(args) -> int:
         if row["status"] in ("failed-equivalence", "error"):
             print(f"{row['status'].upper()} {row['model']}/{row['form']}/{row['device']}: {row['reason']}")
     print(f"results: {store.folder / runner.RESULTS}")
+    if not args.no_report:
+        from bench.report import Run, build
+
+        print(f"report: {build([Run(store.folder)], Path(args.report_dir) / store.folder.name)}")
     return 1 if (frame["status"].isin(["failed-equivalence", "error"])).any() else 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from bench.report import Run, build
+
+    folders = args.runs
+    if not folders:
+        found = sorted((p for p in Path("results").glob("*") if (p / "meta.json").exists()),
+                       key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise UserError("no results to report: give a run folder (none under results/)")
+        folders = [found[-1]]
+    if len(folders) > 2:
+        raise UserError(f"give one run, or two to compare (got {len(folders)})")
+    if not 0 < args.threshold < 1:
+        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    runs = [Run(f) for f in folders]
+    out = Path(args.out) if args.out else Path("reports") / (runs[-1].id if len(runs) == 1 else f"{runs[0].id}-vs-{runs[1].id}")
+    print(build(runs, out, args.asv_results, args.pytest_benchmark, args.threshold))
+    return 0
 
 
 def cmd_list(args) -> int:
@@ -164,8 +191,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="folder for run folders (default: results)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-curves", action="store_true", help="skip the softmax training curves")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--report-dir", default="reports", help="folder for reports (default: reports)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="tables and plots of runs (two runs: a comparison) as an HTML page")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run folders (default: the newest under results/)")
+    p.add_argument("--asv-results", metavar="DIR", help="asv's results folder (e.g. .asv/results)")
+    p.add_argument("--pytest-benchmark", nargs="+", default=[], metavar="JSON", help="--benchmark-json files")
+    p.add_argument("--out", help="output folder (default: reports/<run-id>)")
+    p.add_argument("--threshold", type=float, default=0.10, help="relative change flagged in a comparison")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("env", help="the environment a run records")

@@ -53,6 +53,7 @@ class RunConfig:
     pin_memory: bool | None = None
     threads: int | None = None
     data_dir: str | None = None
+    curves_epochs: int = 10
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -325,9 +326,30 @@ class Runner:
                     row = self.row(cell, "error", f"{e.__class__.__name__}: {e}".splitlines()[0])
             self.store.put(row)
             self.store.write()
+        self.curves(cells)
         meta["complete"] = len(self.store.rows) >= len(cells)
         self.store.write()
         return self.store.frame()
+
+    def curves(self, cells: list[Cell]) -> None:
+        """Training curves and predictions of the run's softmax forms (skipped when already there)."""
+        from bench.curves import train_curves
+        from bench.report import CURVES, PREDICTIONS
+
+        folder, epochs = self.store.folder, self.config.curves_epochs
+        if not epochs or (folder / CURVES).exists():
+            return
+        ok = [r for r in self.store.rows.values() if r["status"] == "ok" and r["model"] == "softmax"]
+        curves, predictions, skipped = [], [], {}
+        for device in dict.fromkeys(r["device"] for r in ok):
+            forms = list(dict.fromkeys(r["form"] for r in ok if r["device"] == device))
+            c, p, s = train_curves(forms, device, epochs, self.config.seed, self.config.data_dir)
+            curves.append(c), predictions.append(p)
+            skipped.update({f"{form} on {device}": reason for form, reason in s.items()})
+        if curves:
+            write_atomic(folder / PREDICTIONS, pd.concat(predictions).to_csv(index=False))
+            write_atomic(folder / CURVES, pd.concat(curves).to_csv(index=False))
+            self.store.meta["curves_skipped"] = skipped
 
 
 def _sigterm(signum, frame):

@@ -128,7 +128,7 @@ def rows_of(folder):
 def test_sigint_keeps_finished_cells_and_resume_completes_without_duplicates(tmp_path):
     args = ["run", "--models", "linreg", "--forms", "loop", "--devices", "cpu", "--loaders", "resident",
             "--workers", "0", "--batch-sizes", "1,2,3,4,5,6,7,8", "--repeats", "25", "--out", str(tmp_path),
-            "--no-progress"]
+            "--no-progress", "--no-report"]
     proc = linbench(*args)
     deadline = time.time() + 120
     folder = None
@@ -145,7 +145,7 @@ def test_sigint_keeps_finished_cells_and_resume_completes_without_duplicates(tmp
     assert "--resume" in err
     kept = rows_of(folder)
     assert 1 <= len(kept) < 8
-    proc = linbench("run", "--resume", str(folder), "--no-progress")
+    proc = linbench("run", "--resume", str(folder), "--no-progress", "--no-report")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     final = rows_of(folder)
@@ -158,10 +158,11 @@ def test_sigint_keeps_finished_cells_and_resume_completes_without_duplicates(tmp
 
 
 def test_quick_run_writes_results_metadata_and_summary(tmp_path, real_data):
-    proc = linbench("run", "--quick", "--out", str(tmp_path), "--no-progress")
+    proc = linbench("run", "--quick", "--out", str(tmp_path / "results"), "--no-progress",
+                    "--report-dir", str(tmp_path / "reports"))
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    folder = next((tmp_path / "results").iterdir())
     frame = runner.read_results(folder)
     meta = runner.read_meta(folder)
     assert set(frame["status"]) <= {"ok", "skipped"}
@@ -171,6 +172,9 @@ def test_quick_run_writes_results_metadata_and_summary(tmp_path, real_data):
     assert ok["speedup"].notna().all()
     assert meta["env"]["torch"] == torch.__version__ and meta["peaks"]["cpu"]["gflops"] > 0
     assert "speedup" in out and "roofline_frac" in out and "fastest softmax on cpu" in out
+    curves = pd.read_csv(folder / "curves.csv")
+    assert set(curves["epoch"]) == {1, 2} and (curves["test_acc"] > 0.7).all()  # d2l: ~0.79 after one epoch
+    assert (tmp_path / "reports" / folder.name / "index.html").exists()
 
 
 BAD_RUNS = [

@@ -1,0 +1,49 @@
+"""Training curves of softmax regression per form: the chart d2l's ``train_ch3`` draws with its Animator.
+
+Per epoch: mean train loss and train accuracy over the epoch's batches (of the outputs before each
+update, as ``train_epoch_ch3`` counts them) and test accuracy after the epoch. Plus the seeds'
+``predict_ch3``: the first test images with their true and predicted labels.
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import torch
+
+import impls
+from bench.data import LABELS, load_split
+from bench.loaders import Resident
+from impls.common import MODELS, init_params
+
+SLOW_FORMS = {"loop": "pure Python takes about 30 s per epoch: too slow for 10 epochs"}
+PREDICTIONS = 8
+
+
+def train_curves(forms, device: str = "cpu", epochs: int = 10, seed: int = 0, data_dir=None):
+    """(curves frame, predictions frame, {form: reason not trained}) for the softmax ``forms``."""
+    spec = MODELS["softmax"]
+    train, test = load_split("softmax", True, data_dir), load_split("softmax", False, data_dir)
+    X_test, y_test = test.features().to(device), test.y.to(device)
+    rows, predictions, skipped = [], [], {}
+    for form in forms:
+        reason = SLOW_FORMS.get(form) or impls.unavailable("softmax", form, device)
+        if reason:
+            skipped[form] = reason
+            continue
+        model = impls.build("softmax", form, init_params("softmax", seed), spec.lr, device)
+        batches = Resident(train.X, train.y, spec.batch_size, device, seed)
+        start = time.perf_counter()
+        for epoch in range(1, epochs + 1):
+            loss_sum = correct = seen = 0.0
+            for X, y in batches:
+                correct += float((model.predict(X).argmax(1) == y).sum())
+                loss_sum += float(model.step(X, y)) * len(y)
+                seen += len(y)
+            test_acc = float((model.predict(X_test).argmax(1) == y_test).float().mean())
+            rows.append(dict(form=form, device=device, epoch=epoch, train_loss=loss_sum / seen,
+                             train_acc=correct / seen, test_acc=test_acc, seconds=time.perf_counter() - start))
+        predicted = model.predict(X_test[:PREDICTIONS]).argmax(1).tolist()
+        predictions += [dict(form=form, device=device, index=i, true=LABELS[int(y_test[i])], predicted=LABELS[p])
+                        for i, p in enumerate(predicted)]
+    return pd.DataFrame(rows), pd.DataFrame(predictions), skipped
