@@ -29,6 +29,11 @@ def ready(cell, benchmark, kind):
     return bench
 
 
+def per_second(benchmark, samples):
+    """Samples/s at the median time; None under ``--benchmark-disable`` (one untimed call, no stats)."""
+    return samples / benchmark.stats.stats.median if benchmark.stats else None
+
+
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.loader == "resident"], ids=cell_id)
 def test_step(benchmark, cell):
     bench = ready(cell, benchmark, "step")
@@ -40,7 +45,7 @@ def test_step(benchmark, cell):
 
     benchmark.pedantic(steps, rounds=20, warmup_rounds=2)
     samples = sum(len(y) for _, y in batches)
-    benchmark.extra_info["samples_per_s"] = samples / benchmark.stats.stats.median
+    benchmark.extra_info["samples_per_s"] = per_second(benchmark, samples)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=cell_id)
@@ -52,5 +57,5 @@ def test_epoch(benchmark, cell):
         sync(bench.dev)
 
     benchmark.pedantic(epoch, rounds=3, warmup_rounds=0)
-    benchmark.extra_info["samples_per_s"] = bench.samples / benchmark.stats.stats.median
+    benchmark.extra_info["samples_per_s"] = per_second(benchmark, bench.samples)
     benchmark.extra_info["capped_samples"] = bench.cap
