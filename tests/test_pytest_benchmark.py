@@ -32,6 +32,7 @@ def test_benchmarks_run_save_and_compare(tmp_path):
                           "--benchmark-compare-fail=median:1000%")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "0001" in second.stdout  # the saved run it compared against
+    assert "machine_info is different" not in second.stdout + second.stderr
 
 
 def test_benchmarks_pass_as_plain_tests_with_timing_off(tmp_path):
