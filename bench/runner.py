@@ -154,7 +154,7 @@ def read_results(folder: Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: lacks columns {', '.join(missing)}")
-    frame["reason"] = frame["reason"].fillna("")
+    frame["reason"] = frame["reason"].astype(object).where(frame["reason"].notna(), "")
     return frame
 
 

@@ -8,8 +8,9 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import UserError, report, runner
-from bench.grid import BASELINES
+from bench import cli, report, runner
+from bench.curves import train_curves
+from bench.data import LABELS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -41,12 +42,14 @@ def full_rows(scale=1.0):
     rows += [dict(model="softmax", form="loop", device="cuda", loader="resident", workers=0, batch_size=256,
                   status="skipped", reason="loop runs on cpu only"),
              dict(model="softmax", form="vectorized", device="cpu", loader="resident", workers=0, batch_size=256,
-                  status="failed-equivalence", reason="W[3, 4]: got 1, oracle 2")]
+                  status="failed-equivalence", reason="W[3, 4]: got 1, oracle 2"),
+             dict(model="linreg", form="compiled", device="cpu", loader="resident", workers=0, batch_size=10,
+                  status="error", reason="RuntimeError: out of memory")]
     return rows
 
 
 def test_full_report_has_every_figure_and_table(tmp_path):
-    run = write_run(tmp_path / "run-a", full_rows())
+    run = write_run(tmp_path / "run-a", full_rows(), curves_skipped={"loop on cpu": "too slow for 10 epochs"})
     pd.DataFrame([dict(form="module", device="cpu", epoch=e, train_loss=1 / e, train_acc=0.7, test_acc=0.75,
                        seconds=e) for e in (1, 2)]).to_csv(run / report.CURVES, index=False)
     index = report.build([report.Run(run)], tmp_path / "out")
@@ -56,10 +59,26 @@ def test_full_report_has_every_figure_and_table(tmp_path):
         assert f'src="figures/{name}.png"' in page and (tmp_path / "out" / "figures" / f"{name}.png").stat().st_size > 0
     assert "fastest softmax on cpu: compiled" in page and "speedup" in page
     assert "failed-equivalence" in page and "W[3, 4]" in page and "loop runs on cpu only" in page
-    assert "prediction grid: this run has no predictions" in page  # missing parts are said, not hidden
+    assert "RuntimeError: out of memory" in page and "the run has no gate.csv" in page
+    assert "Not trained: loop on cpu: too slow for 10 epochs" in page
+    assert "Not shown: prediction grid: the run has no predictions.csv" in page  # missing parts are said
     results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
     assert len(results) == len(full_rows())
-    assert (tmp_path / "out" / "report.md").read_text().count("![figures/") == 6
+    headline = pd.read_csv(tmp_path / "out" / "tables" / "headline.csv")
+    assert headline[["form", "batch_size"]].values.tolist() == [["compiled", 1024]]
+    assert headline["speedup"].iloc[0] == pytest.approx(150 * 1024 / 5000)  # over torchvision w4 module b256
+    assert pd.read_csv(tmp_path / "out" / "tables" / "training.csv")["epochs"].tolist() == [2]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.count("](figures/") == 6 and "| softmax | cpu | compiled |" in md
+
+
+@pytest.mark.usefixtures("real_data")
+def test_prediction_grid_from_the_real_test_images(tmp_path):
+    run = write_run(tmp_path / "run", full_rows())
+    pd.DataFrame([dict(form="module", device="cpu", index=i, true="ankle boot", predicted=p)
+                  for i, p in enumerate(["ankle boot", "shirt"])]).to_csv(run / report.PREDICTIONS, index=False)
+    page = report.build([report.Run(run)], tmp_path / "out").read_text()
+    assert 'src="figures/predictions.png"' in page and (tmp_path / "out" / "figures" / "predictions.png").exists()
 
 
 def test_empty_run_still_gives_a_readable_page(tmp_path):
@@ -69,6 +88,22 @@ def test_empty_run_still_gives_a_readable_page(tmp_path):
     assert "no cell was timed in this run" in page and "no CUDA device on this machine" in page
     assert "Not shown: roofline: no timed cell" in page
     assert "no softmax speedups: its baseline cell" in page
+    assert "no softmax form was timed in this run" in page
+
+
+def test_run_with_no_rows_and_an_incomplete_run_say_so(tmp_path):
+    config = {"grid": [dict(model=["softmax"], form=["module", "compiled"], device=["cpu"], loader=["resident"],
+                            workers=[0], batch_size=[256])], "curves_epochs": 10}
+    nothing = write_run(tmp_path / "nothing", [], complete=False, config=config)
+    out = tmp_path / "out"
+    report.build([report.Run(write_run(tmp_path / "full", full_rows()))], out)
+    page = report.build([report.Run(nothing)], out).read_text()
+    assert "This run is incomplete: 0 of 2 cells finished" in page and f"--resume {nothing}" in page
+    assert "no cell was timed in this run" in page and "Cells: none." in page
+    assert not list((out / "figures").iterdir())  # nothing left over from the report built there before
+    partial = write_run(tmp_path / "partial", full_rows()[:1], complete=False, config=config)
+    page = report.build([report.Run(partial)], tmp_path / "out2").read_text()
+    assert "stopped before its curves phase" in page and "1 of 2 cells finished" in page
 
 
 def test_comparison_flags_changes_beyond_the_threshold_in_red(tmp_path):
@@ -80,26 +115,47 @@ def test_comparison_flags_changes_beyond_the_threshold_in_red(tmp_path):
     page = report.build([report.Run(a), report.Run(b)], tmp_path / "out").read_text()
     diff = pd.read_csv(tmp_path / "out" / "tables" / "comparison.csv")
     assert diff["change"].tolist().count("worse") == 1 and diff["change"].tolist().count("same") == len(diff) - 1
-    assert page.count('<tr class="worse">') == 1
+    assert page.count('<tr class="worse">') == 1 and "1 worse, 0 better" in page
 
 
-def test_pytest_benchmark_and_asv_sources(tmp_path):
+def test_comparison_of_a_cpu_run_and_a_gpu_run_joins_on_the_other_axes(tmp_path):
+    a = write_run(tmp_path / "cpu", full_rows())
+    b = write_run(tmp_path / "gpu", [{**r, "device": "cuda", "samples_per_s": r.get("samples_per_s", 0) * 20}
+                                     for r in full_rows() if r["status"] == "ok"])
+    diff = report.compare(report.Run(a), report.Run(b), 0.1)
+    assert len(diff) == 9 and set(diff["device_b"]) == {"cuda"} and set(diff["change"]) == {"better"}
+    assert diff["ratio"].tolist() == pytest.approx([20.0] * 9)
+
+
+def test_asv_and_pytest_benchmark_results_join_the_runner_cells(tmp_path):
     bj = tmp_path / "pb.json"
-    bj.write_text(json.dumps({"benchmarks": [{"name": "test_step[softmax-module]", "group": "g",
-                                              "stats": {"median": 0.001, "iqr": 0.0001, "rounds": 5},
-                                              "extra_info": {"samples_per_s": 256000.0}}]}))
-    asv = tmp_path / "asv" / "machine"
-    asv.mkdir(parents=True)
-    (asv / "machine.json").write_text("{}")
-    (asv / "abc-existing.json").write_text(json.dumps({
-        "commit_hash": "abcdef123", "result_columns": ["result", "params"],
-        "results": {"bench.TimeStep.time_step": [[0.5, 0.25], [["'linreg'", "'softmax'"]]]}}))
-    frame = report.read_pytest_benchmark([bj])
-    assert frame.loc[0, "samples_per_s"] == 256000.0
-    assert report.read_asv(tmp_path / "asv")["value"].tolist() == [0.5, 0.25]
-    page = report.build([report.Run(write_run(tmp_path / "r", full_rows()))], tmp_path / "out",
-                        tmp_path / "asv", [bj]).read_text()
-    assert "test_step[softmax-module]" in page and "bench.TimeStep.time_step" in page
+    bj.write_text(json.dumps({"commit_info": {"id": "abc"}, "machine_info": {"node": "vm"}, "benchmarks": [
+        {"name": "test_epoch[softmax-module-cpu-resident-w0-b256]", "group": "g",
+         "stats": {"median": 0.25, "iqr": 0.01, "rounds": 3},
+         "extra_info": dict(model="softmax", form="module", device="cpu", loader="resident", workers=0,
+                            batch_size=256, samples_per_s=240000.0)},
+        {"name": "test_step[softmax-loop-cpu-resident-w0-b256]", "stats": None, "extra_info": {}}]}))
+    results = tmp_path / "asv"
+    (results / "vm").mkdir(parents=True)
+    (results / "vm" / "machine.json").write_text("{}")
+    (results / "benchmarks.json").write_text(json.dumps({"version": 2, "bench_training.Epoch.track_epoch_s": {
+        "param_names": ["model", "form", "device", "loader", "workers", "batch_size"], "unit": "s"}}))
+    params = [["'softmax'"], ["'module'", "'compiled'"], ["'cpu'"], ["'resident'"], ["0"], ["256"]]
+    (results / "vm" / "abc12345-existing.json").write_text(json.dumps({
+        "commit_hash": "abc12345", "date": 1, "result_columns": ["result", "params", "version"],
+        "results": {"bench_training.Epoch.track_epoch_s": [[0.3, None], params, "1"]}}))
+    asv = report.read_asv(results)
+    assert asv[["benchmark", "form", "workers", "value", "unit"]].values.tolist() == [
+        ["Epoch.track_epoch_s", "module", 0, 0.3, "s"]]  # the skipped combination (None) is left out
+    assert report.read_pytest_benchmark([bj])["value"].tolist() == [0.25]  # no stats (disabled): left out
+    out = tmp_path / "out"
+    page = report.build([report.Run(write_run(tmp_path / "r", full_rows()))], out, results, [bj]).read_text()
+    assert "Every source side by side" in page
+    table = pd.read_csv(out / "tables" / "side_by_side.csv")
+    row = table[(table["form"] == "module") & (table["loader"] == "resident") & (table["batch_size"].astype(str) == "256")]
+    assert row[["asv Epoch.track_epoch_s (s)", "pytest-benchmark test_epoch (s)", "linbench epoch_s (s)"]
+               ].values.tolist() == [[0.3, 0.25, pytest.approx(60000 / 25600)]]
+    assert set(pd.read_csv(out / "tables" / "sources.csv")["source"]) == {"linbench", "asv", "pytest-benchmark"}
 
 
 def linbench(*args, cwd=None):
@@ -107,15 +163,30 @@ def linbench(*args, cwd=None):
                           timeout=120, cwd=cwd)
 
 
-def test_bad_report_input_is_one_line(tmp_path):
+def test_bad_report_input_is_one_line(tmp_path, monkeypatch, capsys):
     newer = write_run(tmp_path / "newer", full_rows(), schema=runner.SCHEMA + 1)
     not_json = tmp_path / "bad.json"
     not_json.write_text("{")
-    for args in (["report"], ["report", str(tmp_path / "missing")], ["report", str(newer)],
-                 ["report", str(write_run(tmp_path / "ok", full_rows())), "--pytest-benchmark", str(not_json)]):
-        out = linbench(*args, cwd=tmp_path)
-        assert out.returncode == 2, (args, out.stderr)
-        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    good = str(write_run(tmp_path / "ok", full_rows()))
+    (tmp_path / "profile").mkdir()  # a folder without asv results
+    (tmp_path / "results" / "stub").mkdir(parents=True)
+    (tmp_path / "results" / "stub" / "meta.json").write_text("{}")  # a run killed before its first write
+    cases = {("report",): "results/stub/meta.json: results schema None",
+             ("report", str(tmp_path / "missing")): "no such run folder",
+             ("report", str(newer)): f"results schema {runner.SCHEMA + 1} is not the schema",
+             ("report", good, "--pytest-benchmark", str(not_json)): "not a pytest-benchmark JSON file",
+             ("report", good, "--pytest-benchmark", str(tmp_path / "none.json")): "none.json: missing",
+             ("report", good, "--asv-results", str(tmp_path / "no-asv")): "no such asv results folder",
+             ("report", good, "--asv-results", str(tmp_path / "profile")): "no asv results",
+             ("report", good, good, good): "give one run, or two to compare"}
+    monkeypatch.chdir(tmp_path)
+    for args, message in cases.items():
+        assert cli.main(list(args)) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("linbench: error: ") and message in err, err
+    shutil.rmtree(tmp_path / "results")
+    out = linbench("report", cwd=tmp_path)  # the installed command, end to end
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "none under results/" in out.stderr, out.stderr
 
 
 def render(index, tmp_path):
@@ -132,14 +203,48 @@ def render(index, tmp_path):
     return body, shot
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="Chromium not installed (apt-get install chromium)")
-def test_page_renders_in_chromium_without_broken_images_or_errors(tmp_path):
-    run = write_run(tmp_path / "run", full_rows())
-    index = report.build([report.Run(run)], tmp_path / "out")
+def check_in_chromium(index, tmp_path):
     body, shot = render(index, tmp_path)
     assert 'data-checked="yes"' in body, body
     assert 'data-broken-images="0"' in body and 'data-errors="0"' in body, body
     assert shot.stat().st_size > 10_000
+    return shot
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="Chromium not installed (apt-get install chromium)")
+def test_page_renders_in_chromium_without_broken_images_or_errors(tmp_path):
+    run = write_run(tmp_path / "run", full_rows())
+    index = report.build([report.Run(run)], tmp_path / "out")
+    check_in_chromium(index, tmp_path)
     (tmp_path / "out" / "figures" / "roofline.png").unlink()  # the check can fail: a broken image is seen
     body, _ = render(index, tmp_path)
     assert 'data-broken-images="1"' in body, body
+    index.write_text(index.read_text().replace("</body>", "<script>console.error('boom')</script></body>"))
+    body, _ = render(index, tmp_path)
+    assert 'data-errors="0"' not in body, body  # and so is a console error
+    empty = write_run(tmp_path / "empty", [])
+    check_in_chromium(report.build([report.Run(empty)], tmp_path / "out-empty"), tmp_path)
+
+
+@pytest.mark.usefixtures("real_data")
+def test_report_of_a_real_run_with_curves(tmp_path):
+    """A small real run through the runner, its training curves and predictions, and its page."""
+    grid = [dict(model=["softmax"], form=["module"], device=["cpu"], loader=["resident"], workers=[0],
+                 batch_size=[256])]
+    config = runner.RunConfig(grid=grid, repeats=1, quick=True, gate_steps=5, curves_epochs=1)
+    store, cells = runner.start(config, tmp_path / "results")
+    runner.execute(store, config, cells, progress=False)
+    run = report.Run(store.folder)
+    assert run.curves["form"].tolist() == ["module"] and run.curves["test_acc"].iloc[0] > 0.7  # d2l: ~0.79
+    assert len(run.predictions) == 8 and set(run.predictions["true"]) <= set(LABELS)
+    index = report.build([run], tmp_path / "report")
+    for name in ("training_curves", "predictions", "roofline", "where_the_time_goes"):
+        assert (tmp_path / "report" / "figures" / f"{name}.png").exists(), name
+    if CHROMIUM:
+        check_in_chromium(index, tmp_path)
+
+
+@pytest.mark.usefixtures("real_data")
+def test_loop_form_is_not_trained_for_curves():
+    curves, predictions, skipped = train_curves(["loop"], epochs=10)
+    assert curves.empty and predictions.empty and "too slow" in skipped["loop"]
