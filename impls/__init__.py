@@ -28,6 +28,8 @@ FORM_MODULES: dict[str, str] = {
     "vectorized": "impls.vectorized",
     "module": "impls.module",
     "compiled": "impls.compiled",
+    "cuda": "impls.cuda_kernels",
+    "triton": "impls.triton_kernels",
 }
 
 # (model, form) pairs that are knowingly absent, each with its reason.

@@ -1,0 +1,161 @@
+"""The ``triton`` form: d2l ch. 3's whole training step fused into Triton kernels (``@triton.jit``).
+
+The scratch objective of d2l 3.2/3.6 (linreg mean ``(y_hat - y)**2 / 2``, softmax mean stable
+cross-entropy) and its SGD update, in fp32, the same design as the ``cuda`` form: linreg in 1 launch
+per step, softmax in 2 (logits, softmax, loss and dO per block of rows; then ``W -= lr * X^T dO`` per
+block of features, program 0 also updating ``b`` and writing the loss). Matrix products use
+``tl.dot`` in IEEE fp32 (no TF32). lr is a device tensor, so nothing syncs.
+
+It runs on CUDA tensors; with ``TRITON_INTERPRET=1`` set before triton is imported, the same kernels
+run on CPU tensors through Triton's interpreter (slow: for checking, not for timing).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from impls.common import FP32, flat
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _linreg_step(w_ptr, b_ptr, X_ptr, y_ptr, lr_ptr, loss_ptr, n, d, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    cols = tl.arange(0, BLOCK_D)
+    cmask = cols < d
+    w = tl.load(w_ptr + cols, mask=cmask, other=0.0)
+    b = tl.load(b_ptr)
+    g_w = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    g_b = tl.zeros([BLOCK_N], tl.float32)
+    total = tl.zeros([BLOCK_N], tl.float32)
+    for start in range(0, n, BLOCK_N):
+        rows = start + tl.arange(0, BLOCK_N)
+        rmask = rows < n
+        x = tl.load(X_ptr + rows[:, None] * d + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
+        y = tl.load(y_ptr + rows, mask=rmask, other=0.0)
+        res = tl.where(rmask, tl.sum(x * w[None, :], axis=1) + b - y, 0.0)
+        g_w += x * res[:, None]
+        g_b += res
+        total += res * res / 2
+    step = tl.load(lr_ptr) / n
+    tl.store(w_ptr + cols, w - step * tl.sum(g_w, axis=0), mask=cmask)
+    tl.store(b_ptr, b - step * tl.sum(g_b, axis=0))
+    tl.store(loss_ptr, tl.sum(total, axis=0) / n)
+
+
+@triton.jit
+def _softmax_grad(X_ptr, W_ptr, b_ptr, y_ptr, dO_ptr, row_loss_ptr, n, d, k,
+                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < n
+    cls = tl.arange(0, BLOCK_K)
+    kmask = cls < k
+    acc = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
+    for start in range(0, d, BLOCK_D):
+        feats = start + tl.arange(0, BLOCK_D)
+        fmask = feats < d
+        x = tl.load(X_ptr + rows[:, None] * d + feats[None, :], mask=rmask[:, None] & fmask[None, :], other=0.0)
+        w = tl.load(W_ptr + feats[:, None] * k + cls[None, :], mask=fmask[:, None] & kmask[None, :], other=0.0)
+        acc = tl.dot(x, w, acc=acc, input_precision="ieee")
+    O = tl.where(kmask[None, :], acc + tl.load(b_ptr + cls, mask=kmask, other=0.0)[None, :], float("-inf"))
+    top = tl.max(O, axis=1)
+    e = tl.exp(O - top[:, None])
+    total = tl.sum(e, axis=1)
+    y = tl.load(y_ptr + rows, mask=rmask, other=0)
+    hot = cls[None, :] == y[:, None]
+    tl.store(row_loss_ptr + rows, top + tl.log(total) - tl.sum(tl.where(hot, O, 0.0), axis=1), mask=rmask)
+    dO = (e / total[:, None] - hot.to(tl.float32)) / n
+    tl.store(dO_ptr + rows[:, None] * k + cls[None, :], dO, mask=rmask[:, None] & kmask[None, :])
+
+
+@triton.jit
+def _softmax_update(X_ptr, dO_ptr, row_loss_ptr, W_ptr, b_ptr, lr_ptr, loss_ptr, n, d, k,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    feats = pid * BLOCK_D + tl.arange(0, BLOCK_D)
+    fmask = feats < d
+    cls = tl.arange(0, BLOCK_K)
+    kmask = cls < k
+    g = tl.zeros([BLOCK_D, BLOCK_K], tl.float32)
+    g_b = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
+    total = tl.zeros([BLOCK_M], tl.float32)
+    for start in range(0, n, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
+        rmask = rows < n
+        xt = tl.load(X_ptr + rows[None, :] * d + feats[:, None], mask=fmask[:, None] & rmask[None, :], other=0.0)
+        dO = tl.load(dO_ptr + rows[:, None] * k + cls[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+        g = tl.dot(xt, dO, acc=g, input_precision="ieee")
+        g_b += dO
+        total += tl.load(row_loss_ptr + rows, mask=rmask, other=0.0)
+    rate = tl.load(lr_ptr)
+    wmask = fmask[:, None] & kmask[None, :]
+    W = tl.load(W_ptr + feats[:, None] * k + cls[None, :], mask=wmask)
+    tl.store(W_ptr + feats[:, None] * k + cls[None, :], W - rate * g, mask=wmask)
+    if pid == 0:  # every program summed dO and the row losses; the first one writes b and the loss
+        b = tl.load(b_ptr + cls, mask=kmask)
+        tl.store(b_ptr + cls, b - rate * tl.sum(g_b, axis=0), mask=kmask)
+        tl.store(loss_ptr, tl.sum(total, axis=0) / n)
+
+
+def linreg_step(w, b, X, y, lr):
+    """Updates ``w`` (d, 1) and ``b`` (1,) in place; returns the batch-mean loss (0-dim)."""
+    n, d = X.shape
+    loss = X.new_empty(())
+    _linreg_step[(1,)](w, b, X, y, lr, loss, n, d, BLOCK_N=64, BLOCK_D=triton.next_power_of_2(d))
+    return loss
+
+
+def softmax_step(W, b, X, y, lr, BLOCK_M=16, BLOCK_D=32):
+    """Updates ``W`` (d, k) and ``b`` (k,) in place; returns the batch-mean loss (0-dim)."""
+    (n, d), k = X.shape, W.shape[1]
+    block_k = max(16, triton.next_power_of_2(k))  # tl.dot needs every dimension >= 16
+    dO, row_loss, loss = X.new_empty((n, k)), X.new_empty((n,)), X.new_empty(())
+    _softmax_grad[(triton.cdiv(n, BLOCK_M),)](X, W, b, y, dO, row_loss, n, d, k,
+                                              BLOCK_M=BLOCK_M, BLOCK_D=64, BLOCK_K=block_k)
+    _softmax_update[(triton.cdiv(d, BLOCK_D),)](X, dO, row_loss, W, b, lr, loss, n, d, k,
+                                                BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_D, BLOCK_K=block_k)
+    return loss
+
+
+class _TritonForm:
+    devices = ("cpu", "cuda")  # cpu only through the interpreter (TRITON_INTERPRET=1)
+    tolerance = FP32
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cuda"):
+        self.device = torch.device(device)
+        self.weight = params[self.weight_name].to(self.device, torch.float32, copy=True).contiguous()
+        self.b = params["b"].to(self.device, torch.float32, copy=True).contiguous()
+        self.lr = torch.tensor(float(lr), device=self.device)
+
+    @classmethod
+    def unavailable(cls, device: str) -> str | None:
+        if device == "cpu" and not INTERPRET:
+            return "triton needs a GPU; set TRITON_INTERPRET=1 to run it on CPU via the interpreter"
+        if device == "cuda" and INTERPRET:
+            return "TRITON_INTERPRET=1 runs triton on the CPU; unset it to run on the GPU"
+        return None
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        return flat(X).to(self.device, torch.float32) @ self.weight + self.b
+
+    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        X = flat(X).to(self.device, torch.float32).contiguous()
+        y = y.to(self.device, self.label_dtype).reshape(-1).contiguous()
+        return self.fused_step(self.weight, self.b, X, y, self.lr)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}
+
+
+class TritonLinReg(_TritonForm):
+    weight_name, label_dtype, fused_step = "w", torch.float32, staticmethod(linreg_step)
+
+
+class TritonSoftmax(_TritonForm):
+    weight_name, label_dtype, fused_step = "W", torch.int64, staticmethod(softmax_step)
+
+
+FORMS = {"linreg": TritonLinReg, "softmax": TritonSoftmax}
