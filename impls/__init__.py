@@ -80,7 +80,10 @@ def unavailable(model: str, form: str, device: str) -> str | None:
     check_names("device", [device], DEVICES)
     if (model, form) in EXEMPTIONS:
         return EXEMPTIONS[(model, form)]
-    cls = form_class(model, form)
+    try:
+        cls = form_class(model, form)
+    except ImportError as e:  # e.g. a torch build without triton
+        return f"{form} cannot be imported here ({e})"
     if device not in cls.devices:
         return f"{form} runs on {'/'.join(cls.devices)} only"
     if device == "cuda" and (reason := cuda_unavailable()):

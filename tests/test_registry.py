@@ -55,3 +55,9 @@ def test_cuda_is_skipped_with_a_reason_not_hidden():
     assert reason and "cpu" in reason
     if not torch.cuda.is_available():
         assert impls.unavailable("softmax", "module", "cuda") == "no CUDA device on this machine"
+
+
+def test_a_form_that_cannot_be_imported_is_skipped_with_the_reason(monkeypatch):
+    monkeypatch.setitem(impls.FORM_MODULES, "absent", "impls.no_such_module")
+    reason = impls.unavailable("linreg", "absent", "cpu")
+    assert reason.startswith("absent cannot be imported here") and "no_such_module" in reason
