@@ -88,3 +88,30 @@ def step_cost(model: str, n: int) -> tuple[float, float]:
     flops = 2 * 2 * n * spec.n_features * spec.n_outputs
     bytes_ = 4 * n * (spec.n_features + (1 if model == "linreg" else 0))
     return float(flops), float(bytes_)
+
+
+class FusedStepForm:
+    """The shell of a form whose whole SGD step is one fused op ``op(weight, b, X, y, lr)``.
+
+    The op updates float32 ``weight`` and ``b`` in place and returns the batch-mean loss (0-dim);
+    ``lr`` is a 0-dim tensor on the device, so a step never syncs. Subclasses set ``devices``,
+    ``weight_name``, ``label_dtype`` and ``op`` (the ``cuda`` and ``triton`` forms).
+    """
+    tolerance = FP32
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cuda"):
+        self.device = torch.device(device)
+        self.weight = params[self.weight_name].to(self.device, torch.float32, copy=True).contiguous()
+        self.b = params["b"].to(self.device, torch.float32, copy=True).contiguous()
+        self.lr = torch.tensor(float(lr), device=self.device)
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        return flat(X).to(self.device, torch.float32) @ self.weight + self.b
+
+    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        X = flat(X).to(self.device, torch.float32).contiguous()
+        y = y.to(self.device, self.label_dtype).reshape(-1).contiguous()
+        return self.op(self.weight, self.b, X, y, self.lr)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}

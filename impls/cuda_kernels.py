@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from impls.common import FP32, flat
+from impls.common import FusedStepForm
 
 SOURCE = Path(__file__).with_name("fused_step.cu")
 os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
@@ -91,30 +91,12 @@ def _(weight, b, X, y, lr):
     return X.new_empty(())
 
 
-class _CudaForm:
+class _CudaForm(FusedStepForm):
     devices = ("cuda",)
-    tolerance = FP32
-
-    def __init__(self, params: dict[str, Tensor], lr: float, device: str = "cuda"):
-        self.device = torch.device(device)
-        self.weight = params[self.weight_name].to(self.device, torch.float32, copy=True).contiguous()
-        self.b = params["b"].to(self.device, torch.float32, copy=True).contiguous()
-        self.lr = torch.tensor(float(lr), device=self.device)
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
         return toolkit_missing()
-
-    def predict(self, X: Tensor) -> Tensor:
-        return flat(X).to(self.device, torch.float32) @ self.weight + self.b
-
-    def step(self, X: Tensor, y: Tensor) -> Tensor:
-        X = flat(X).to(self.device, torch.float32).contiguous()
-        y = y.to(self.device, self.label_dtype).reshape(-1).contiguous()
-        return self.op(self.weight, self.b, X, y, self.lr)
-
-    def state(self) -> dict[str, Tensor]:
-        return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}
 
 
 class CudaLinReg(_CudaForm):

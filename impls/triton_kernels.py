@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from impls.common import FP32, flat
+from impls.common import FusedStepForm
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -120,15 +120,8 @@ def softmax_step(W, b, X, y, lr, BLOCK_M=16, BLOCK_D=32):
     return loss
 
 
-class _TritonForm:
+class _TritonForm(FusedStepForm):
     devices = ("cpu", "cuda")  # cpu only through the interpreter (TRITON_INTERPRET=1)
-    tolerance = FP32
-
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cuda"):
-        self.device = torch.device(device)
-        self.weight = params[self.weight_name].to(self.device, torch.float32, copy=True).contiguous()
-        self.b = params["b"].to(self.device, torch.float32, copy=True).contiguous()
-        self.lr = torch.tensor(float(lr), device=self.device)
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
@@ -138,24 +131,13 @@ class _TritonForm:
             return "TRITON_INTERPRET=1 runs triton on the CPU; unset it to run on the GPU"
         return None
 
-    def predict(self, X: torch.Tensor) -> torch.Tensor:
-        return flat(X).to(self.device, torch.float32) @ self.weight + self.b
-
-    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        X = flat(X).to(self.device, torch.float32).contiguous()
-        y = y.to(self.device, self.label_dtype).reshape(-1).contiguous()
-        return self.fused_step(self.weight, self.b, X, y, self.lr)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}
-
 
 class TritonLinReg(_TritonForm):
-    weight_name, label_dtype, fused_step = "w", torch.float32, staticmethod(linreg_step)
+    weight_name, label_dtype, op = "w", torch.float32, staticmethod(linreg_step)
 
 
 class TritonSoftmax(_TritonForm):
-    weight_name, label_dtype, fused_step = "W", torch.int64, staticmethod(softmax_step)
+    weight_name, label_dtype, op = "W", torch.int64, staticmethod(softmax_step)
 
 
 FORMS = {"linreg": TritonLinReg, "softmax": TritonSoftmax}
