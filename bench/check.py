@@ -106,22 +106,27 @@ def check_form(model: str, form: str, device: str, batches, params, reference, c
     return result
 
 
+def gate_inputs(model: str, steps: int = DEFAULT_STEPS, batch_size: int | None = None, seed: int = 0,
+                data_dir=None):
+    """What every form of ``model`` is checked on: (batches, init params, the oracle's losses and state)."""
+    batches = gate_batches(model, steps, batch_size, seed, data_dir)
+    params = init_params(model, seed)
+    return batches, params, run_oracle(model, batches, params)
+
+
+def check_if_available(model: str, form: str, device: str, inputs) -> CheckResult:
+    """``check_form`` where the form can run here, else a ``skipped`` result with the reason."""
+    reason = impls.unavailable(model, form, device)
+    if reason:
+        return CheckResult(model, form, device, "skipped", reason)
+    return check_form(model, form, device, *inputs)
+
+
 def run_check(models=None, forms=None, devices=("cpu",), steps: int = DEFAULT_STEPS, data_dir=None,
               seed: int = 0, batch_size: int | None = None) -> list[CheckResult]:
     """The gate over a (model x form x device) selection; unavailable forms come back as skipped."""
     devices = impls.check_names("device", devices, impls.DEVICES)
     selected = impls.entries(models, forms)
-    inputs = {}  # all data first, so a data problem stops the gate before any form runs
-    for model in dict.fromkeys(m for m, _ in selected):
-        batches = gate_batches(model, steps, batch_size, seed, data_dir)
-        params = init_params(model, seed)
-        inputs[model] = (batches, params, run_oracle(model, batches, params))
-    results = []
-    for model, form in selected:
-        for device in devices:
-            reason = impls.unavailable(model, form, device)
-            if reason:
-                results.append(CheckResult(model, form, device, "skipped", reason))
-            else:
-                results.append(check_form(model, form, device, *inputs[model]))
-    return results
+    # all data first, so a data problem stops the gate before any form runs
+    inputs = {m: gate_inputs(m, steps, batch_size, seed, data_dir) for m in dict.fromkeys(m for m, _ in selected)}
+    return [check_if_available(m, f, d, inputs[m]) for m, f in selected for d in devices]

@@ -22,11 +22,11 @@ import torch
 
 import impls
 from bench import UserError
-from bench.check import run_check
+from bench.check import check_if_available, gate_inputs
 from bench.grid import AXES, BASELINES, TRAIN_EXAMPLES, Cell, expand, sample_cap, skip_reason
 from bench.loaders import make_loader
 from bench.meta import environment, probe_peaks
-from bench.timer import sync, time_autorange, time_repeats
+from bench.timer import time_autorange, time_repeats
 from impls.common import MODELS, init_params, step_cost
 
 SCHEMA = 1
@@ -287,11 +287,13 @@ class Runner:
         """Run the equal-results gate for the (model, form, device) triples about to be timed."""
         failures, rows = {}, list(self.store.meta.get("gate", []))
         done = {(r["model"], r["form"], r["device"]) for r in rows}
-        wanted = list(dict.fromkeys((c.model, c.form, c.device) for c in cells))
+        wanted = [t for t in dict.fromkeys((c.model, c.form, c.device) for c in cells) if t not in done]
+        inputs = {}  # batches and oracle once per model, shared by its forms
         for model, form, device in wanted:
-            if (model, form, device) not in done:
-                rows += [r.as_dict() for r in run_check([model], [form], [device], self.config.gate_steps,
-                                                        self.config.data_dir, self.config.seed)]
+            if model not in inputs:
+                inputs[model] = gate_inputs(model, self.config.gate_steps, seed=self.config.seed,
+                                            data_dir=self.config.data_dir)
+            rows.append(check_if_available(model, form, device, inputs[model]).as_dict())
         self.store.meta["gate"] = rows
         write_atomic(self.store.folder / GATE, pd.DataFrame(rows).to_csv(index=False))
         for r in rows:

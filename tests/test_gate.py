@@ -5,16 +5,13 @@ import pytest
 import torch
 
 import impls
-from bench.check import check_form, gate_batches, run_oracle
-from impls.common import MODELS, init_params
+from bench import check
+from bench.check import check_form, run_oracle
+from impls.common import init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
 
-@cache
-def gate_inputs(model, steps=50):
-    batches = gate_batches(model, steps)
-    params = init_params(model)
-    return batches, params, run_oracle(model, batches, params)
+gate_inputs = cache(check.gate_inputs)
 
 
 @pytest.mark.parametrize("model,form,device", ALL_CELLS)

@@ -77,9 +77,8 @@ class CudaStep:
     track_step_ms.unit = "ms"
 
 
-class Epoch:
-    """End to end, loader and training, over every cell: epoch seconds (extrapolated past a sample cap)."""
-    params = [values(a) for a in grid.AXES]
+class _WarmCell:
+    """Set up the grid cell of these axes, warmed (or skip it): shared by the whole-cell benchmarks."""
     param_names = list(grid.AXES)
     version = "1"
     timeout = 900
@@ -87,6 +86,11 @@ class Epoch:
     def setup(self, *axes):
         self.bench = CellBench(cell_or_skip(*axes))
         self.bench.warm()
+
+
+class Epoch(_WarmCell):
+    """End to end, loader and training, over every cell: epoch seconds (extrapolated past a sample cap)."""
+    params = [values(a) for a in grid.AXES]
 
     def track_epoch_s(self, *axes):
         stats = bench.timer.time_repeats(self.bench.train_pass, 3, self.bench.dev, warmup=0)
@@ -141,16 +145,9 @@ class Compile:
     track_compile_s.unit = "s"
 
 
-class CudaMemory:
+class CudaMemory(_WarmCell):
     """Peak CUDA memory allocated over an epoch (the host's peak is ``Epoch.peakmem_epoch``)."""
     params = [values(a) if a != "device" else ["cuda"] for a in grid.AXES]
-    param_names = list(grid.AXES)
-    version = "1"
-    timeout = 900
-
-    def setup(self, *axes):
-        self.bench = CellBench(cell_or_skip(*axes))
-        self.bench.warm()
 
     def track_cuda_peak_mb(self, *axes):
         import torch
