@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: what the GPU side of linbench does there, in one folder.
+#   scripts/gpu-check.sh [OUT_DIR] [STAGES]
+# STAGES (comma-separated, default all): env, tests, check, run. Each stage's output goes to
+# OUT_DIR/<stage>.log and its exit status to OUT_DIR/status.tsv; a failing stage does not stop the
+# next. `run` is the default grid on cpu and cuda with its report, under OUT_DIR/results and
+# OUT_DIR/reports. PYTHON picks the interpreter (default .venv/bin/python, else python3).
+# LINBENCH_GRID_ARGS adds flags to `linbench run` (e.g. "--quick").
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-results/gpu-check-$(date -u +%Y%m%d-%H%M%S)}
+stages=${2:-env,tests,check,run}
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$out"
+printf 'stage\texit\tseconds\n' >"$out/status.tsv"
+linbench() { "$PYTHON" -m bench.cli "$@"; }
+
+stage() {  # stage NAME COMMAND...: run it, log it, record its exit status and time
+    local name=$1; shift
+    case ",$stages," in *",$name,"*) ;; *) return 0 ;; esac
+    echo "== $name: $*"
+    local t0=$SECONDS
+    "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >>"$out/status.tsv"
+    echo "== $name: exit $rc in $((SECONDS - t0)) s"
+    tail -n 25 "$out/$name.log"
+}
+
+env_stage() {
+    nvidia-smi || echo "nvidia-smi: not found"
+    command -v nvcc >/dev/null && nvcc --version | tail -n 2
+    "$PYTHON" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda,
+    'available', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+    linbench env && linbench list
+}
+
+tests_stage() {
+    # Every test that touches the GPU: the kernel file whole, and the cuda cells of the others.
+    local ignore=()
+    "$PYTHON" -c "import asv, jsonschema" 2>/dev/null || ignore=(--ignore tests/test_asv.py)
+    "$PYTHON" -m pytest -p no:cacheprovider -q -rs "${ignore[@]}" tests/test_kernels.py; local rc=$?
+    "$PYTHON" -m pytest -p no:cacheprovider -q -rs "${ignore[@]}" tests -k "cuda or gpu" \
+        --deselect tests/test_kernels.py || rc=$?
+    return "$rc"
+}
+
+run_stage() {
+    # shellcheck disable=SC2086
+    linbench run --devices cpu,cuda --no-progress --out "$out/results" --report-dir "$out/reports" \
+        ${LINBENCH_GRID_ARGS:-}
+}
+
+stage env env_stage
+stage tests tests_stage
+stage check linbench check --devices cuda
+stage run run_stage
+echo "== status ($out/status.tsv)"
+cat "$out/status.tsv"
+! grep -qP '\t[1-9][0-9]*\t' "$out/status.tsv"
