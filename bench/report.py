@@ -262,12 +262,17 @@ def fig_roofline(ok: pd.DataFrame, peaks: dict, folder: Path):
     return _save(fig, folder, "roofline"), None
 
 
-def fig_compile_memory(ok: pd.DataFrame, folder: Path):
+def fig_compile_memory(ok: pd.DataFrame, folder: Path, compiles: dict | None = None):
+    """Compile seconds per (model, form, device): every compilation the run logged (``meta['compiles']``:
+    the gate's and the cells'), else the cells' ``compile_s``; and peak memory."""
     per_form = ok.groupby(["model", "device", "form"], sort=False).agg(
         compile_s=("compile_s", "max"), peak_rss_mb=("peak_rss_mb", "max"), cuda_peak_mb=("cuda_peak_mb", "max"))
     if per_form.empty:
         return None, "compile time and memory: no timed cell"
     per_form = per_form.reset_index()
+    for i, r in per_form.iterrows():
+        if (log := (compiles or {}).get(f"{r.model}/{r.form}/{r.device}")) is not None:
+            per_form.loc[i, "compile_s"] = sum(e["seconds"] for e in log)
     labels = [f"{r.model}/{r.form}/{r.device}" for r in per_form.itertuples()]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 0.35 * len(labels) + 1.8))
     a.barh(labels, per_form["compile_s"].fillna(0), color="tab:purple", label="torch.compile time")
@@ -513,12 +518,13 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
     section("Roofline")
     figure(fig_roofline(ok, peaks, out), "achieved GFLOP/s against arithmetic intensity with the probed ceilings")
     section("Compile time and peak memory")
-    figure(fig_compile_memory(ok, out), "compile time and peak memory per form")
+    figure(fig_compile_memory(ok, out, run.meta.get("compiles")), "compile time and peak memory per form")
 
     section("Equal results against the fp64 oracle")
     if run.gate is not None and not run.gate.empty:
-        gate = run.gate[[c for c in ["model", "form", "device", "status", "loss_max_abs", "loss_max_rel",
-                                     "param_max_abs", "param_max_rel", "rtol", "atol", "tolerance_reason", "reason"]
+        gate = run.gate[[c for c in ["model", "form", "device", "case", "batches", "status", "loss_max_abs",
+                                     "loss_max_rel", "param_max_abs", "param_max_rel", "predict_max_abs",
+                                     "tol_used", "rtol", "atol", "tolerance_reason", "reason"]
                          if c in run.gate.columns]].copy()
         for c in ("reason", "tolerance_reason"):
             if c in gate.columns:

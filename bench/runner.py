@@ -22,7 +22,7 @@ import torch
 
 import impls
 from bench import UserError
-from bench.check import check_if_available, gate_inputs
+from bench import check
 from bench.grid import AXES, BASELINES, TRAIN_EXAMPLES, Cell, expand, sample_cap, skip_reason
 from bench.loaders import make_loader
 from bench.meta import environment, probe_peaks
@@ -85,6 +85,12 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return math.nan
+
+
+def compile_log(form) -> list[dict] | None:
+    """The form's compilations so far (see the form contract), or None for a form that does not compile."""
+    log = getattr(form, "compile_log", None)
+    return log() if log else None
 
 
 def row_key(row: dict) -> tuple:
@@ -231,6 +237,7 @@ class Runner:
     def __init__(self, config: RunConfig, store: Store, progress: bool = True):
         self.config, self.store, self.progress = config, store, progress
         self.loader_cache: dict[tuple, tuple] = {}
+        self.compile_logs: dict[tuple, object] = {}
 
     # -- one cell ---------------------------------------------------------------------------
     def row(self, cell: Cell, status: str, reason: str = "", **values) -> dict:
@@ -244,6 +251,7 @@ class Runner:
         if bench.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bench.dev)
         rss_reset = reset_peak_rss()
+        compiled_before = len(compile_log(bench.form) or [])
         bench.warm()
         e2e = time_repeats(bench.train_pass, cfg.repeats, bench.dev, warmup=0)
         samples = bench.samples
@@ -265,8 +273,14 @@ class Runner:
         epoch_flops, epoch_bytes = step_cost(cell.model, bench.total)
         roofline_epoch = max(epoch_flops / (peaks["gflops"] * 1e9), epoch_bytes / (peaks["gbps"] * 1e9))
         roofline_step = max(flops / (peaks["gflops"] * 1e9), bytes_ / (peaks["gbps"] * 1e9))
-        compiled = getattr(bench.form, "compiled", None)
+        log = compile_log(bench.form)
+        compiles = log[compiled_before:] if log is not None else None
+        if log is not None:
+            self.compile_logs[(cell.model, cell.form, cell.device)] = bench.form.compile_log
         notes = []
+        if compiles:
+            notes.append(f"compiled {len(compiles)} time(s) during the cell, at batch size(s) "
+                         + ", ".join(str(e["batch_size"]) for e in compiles))
         if bench.cap:
             notes.append(f"capped at {samples} samples per pass; epoch_s extrapolated")
         if e2e.noisy or step.noisy:
@@ -276,7 +290,7 @@ class Runner:
             epoch_s=e2e.median * scale, epoch_s_iqr=e2e.iqr * scale, n=e2e.n, noisy=e2e.noisy or step.noisy,
             step_ms=step_s * 1e3, step_ms_iqr=step.iqr / len(resident) * 1e3, step_n=step.n,
             loader_epoch_s=load.median * scale, loader_epoch_s_iqr=load.iqr * scale, loader_n=load.n,
-            compile_s=compiled.compile_seconds if compiled else math.nan,
+            compile_s=sum(e["seconds"] for e in compiles) if compiles is not None else math.nan,
             peak_rss_mb=peak_rss, cuda_peak_mb=cuda_peak,
             gflops=flops / step_s / 1e9, gbps=bytes_ / step_s / 1e9,
             roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / (e2e.median * scale),
@@ -284,22 +298,26 @@ class Runner:
 
     # -- the run ----------------------------------------------------------------------------
     def gate(self, cells: list[Cell]) -> dict[tuple, str]:
-        """Run the equal-results gate for the (model, form, device) triples about to be timed."""
-        failures, rows = {}, list(self.store.meta.get("gate", []))
+        """The equal-results gate for each (model, form, device) about to be timed, at every batch size
+        it is timed at; returns the failures. On ``--resume`` the triples already gated are kept."""
+        cfg, rows = self.config, list(self.store.meta.get("gate", []))
         done = {(r["model"], r["form"], r["device"]) for r in rows}
-        wanted = [t for t in dict.fromkeys((c.model, c.form, c.device) for c in cells) if t not in done]
-        inputs = {}  # batches and oracle once per model, shared by its forms
-        for model, form, device in wanted:
-            if model not in inputs:
-                inputs[model] = gate_inputs(model, self.config.gate_steps, seed=self.config.seed,
-                                            data_dir=self.config.data_dir)
-            rows.append(check_if_available(model, form, device, inputs[model]).as_dict())
+        sizes: dict[tuple, set] = {}
+        for c in cells:
+            if (c.model, c.form, c.device) not in done:
+                sizes.setdefault((c.model, c.form, c.device), set()).add(c.batch_size)
+        for (model, form, device), batch_sizes in sizes.items():
+            cases = check.gate_cases(model, batch_sizes, cfg.gate_steps, cfg.seed, cfg.data_dir)
+            rows += [r.as_dict() for r in check.check_if_available(model, form, device, cases)]
         self.store.meta["gate"] = rows
         write_atomic(self.store.folder / GATE, pd.DataFrame(rows).to_csv(index=False))
-        for r in rows:
-            if r["status"] == "fail":
-                failures[(r["model"], r["form"], r["device"])] = r["reason"]
-        return failures
+        return check.failures(rows)
+
+    def record_compiles(self) -> None:
+        """Every compilation so far per (model, form, device), with its batch size and seconds."""
+        logs = self.store.meta.setdefault("compiles", {})
+        for (model, form, device), log in self.compile_logs.items():
+            logs[f"{model}/{form}/{device}"] = log()
 
     def run(self, cells: list[Cell]) -> pd.DataFrame:
         from tqdm import tqdm
@@ -327,6 +345,7 @@ class Runner:
                 except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
                     row = self.row(cell, "error", f"{e.__class__.__name__}: {e}".splitlines()[0])
             self.store.put(row)
+            self.record_compiles()
             self.store.write()
         self.curves(cells)
         meta["complete"] = len(self.store.rows) >= len(cells)

@@ -9,6 +9,9 @@ The contract of a form (a class, looked up by ``(model, form)``):
 - ``predict(X)``: outputs (linreg ``y_hat``, softmax logits ``O``); ``state()``: CPU copies of params;
 - ``devices``: the devices it can run on. An optional ``unavailable(device)`` classmethod returns a
   reason why it cannot run here (missing compiler, no GPU), or None.
+- ``tolerance``: a :class:`impls.common.Tolerance`, how far it may drift from the fp64 oracle, and why;
+- optional ``compile_log()``: a form that compiles returns ``[{"batch_size", "seconds"}, ...]``, one
+  entry per compilation so far (the runner records them per (model, form, device)).
 
 Data loading is not part of a form: any form takes batches from any loader.
 A new form is one new module with a ``FORMS = {model: class}`` dict plus one line in ``FORM_MODULES``.

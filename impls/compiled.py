@@ -2,8 +2,11 @@
 
 The step is functional: ``torch.func.grad_and_value`` of the scratch objective, then the SGD update,
 all in one graph (``fullgraph=True``). The learning rate is a 0-dim tensor and the batch dimension is
-marked dynamic, so neither a new lr nor a partial last batch recompiles. One compiled step is shared
-by every instance of a (model, device, thread count); any recompile after the first compile raises.
+marked dynamic, so a new lr or another batch size does not recompile. By design there are at most two
+graphs per (model, device, thread count): torch.compile specialises a dimension of size 1, so a batch
+of one example (a ragged last batch, or ``--batch-sizes 1``) gets a graph of its own, and every other
+size shares the dynamic one, in whatever order the sizes come. Each compilation is counted with the
+batch size that caused it and its seconds; a third one raises.
 """
 from __future__ import annotations
 
@@ -13,23 +16,42 @@ import torch
 
 from impls.common import FP32, batch_loss, flat
 
+MAX_COMPILES = 2  # the dynamic batch graph and the batch-of-one graph
+# Every CompiledStep (one per model, device and thread count, plus any a test makes) caches its graphs
+# on the same code object; dynamo's default of 8 per code object would make later ones run eagerly.
+torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+
+class RecompileError(RuntimeError):
+    """A compiled step asked to compile more graphs than it allows."""
+
 
 class CompiledStep:
-    """A compiled training step that counts its compilations and fails loudly on a recompile."""
+    """A compiled training step that logs its compilations and fails loudly past ``max_compiles``."""
 
-    def __init__(self, model: str):
-        self.model = model
-        self.compiles = 0
-        self.compile_seconds = 0.0
+    def __init__(self, model: str, max_compiles: int = MAX_COMPILES):
+        self.model, self.max_compiles = model, max_compiles
+        self.log: list[dict] = []  # one {"batch_size", "seconds"} per compilation
+        self._batch_size = 0
         self._fn = torch.compile(self._step, backend=self._backend, fullgraph=True)
+
+    @property
+    def compiles(self) -> int:
+        return len(self.log)
+
+    @property
+    def compile_seconds(self) -> float:
+        return sum(e["seconds"] for e in self.log)
 
     def _backend(self, gm, example_inputs):
         from torch._inductor.compile_fx import compile_fx
 
-        self.compiles += 1
-        if self.compiles > 1:
-            raise RuntimeError(f"compiled {self.model} step recompiled (compile #{self.compiles}): a guard "
-                               "failed (input dtype, device or rank, or a global setting changed)")
+        if self.compiles >= self.max_compiles:
+            seen = ", ".join(str(e["batch_size"]) for e in self.log)
+            raise RecompileError(f"compiled {self.model} step recompiled (compile #{self.compiles + 1}, batch "
+                               f"{self._batch_size}; earlier graphs for batches {seen}): a guard failed (input "
+                               "dtype, device or rank, or a global setting changed)")
+        self.log.append({"batch_size": self._batch_size, "seconds": 0.0})
         return compile_fx(gm, example_inputs)
 
     def _step(self, weight, b, lr, X, y):
@@ -43,9 +65,15 @@ class CompiledStep:
         torch._dynamo.maybe_mark_dynamic(X, 0)
         torch._dynamo.maybe_mark_dynamic(y, 0)
         before, start = self.compiles, time.perf_counter()
-        out = self._fn(weight, b, lr, X, y)
-        if self.compiles != before:
-            self.compile_seconds += time.perf_counter() - start
+        self._batch_size = X.shape[0]
+        try:
+            out = self._fn(weight, b, lr, X, y)
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # say why, not where dynamo caught it
+            if isinstance(getattr(e, "inner_exception", None), RecompileError):
+                raise e.inner_exception from None
+            raise
+        if self.compiles != before:  # the first call of a new graph: tracing, compiling and the run
+            self.log[-1]["seconds"] = time.perf_counter() - start
         return out
 
 
@@ -75,6 +103,10 @@ class _CompiledForm:
             y = y.reshape(-1, 1)
         self.weight, self.b, loss = self.compiled(self.weight, self.b, self.lr, X, y)
         return loss
+
+    def compile_log(self) -> list[dict]:
+        """Every compilation of the shared step so far: ``{"batch_size", "seconds"}`` each."""
+        return list(self.compiled.log)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}

@@ -16,6 +16,8 @@ BAD = [
     ["check", "--forms", "loop,fortran"],
     ["check", "--devices", "tpu"],
     ["check", "--steps", "0"],
+    ["check", "--batch-sizes", "0"],
+    ["check", "--models", "linreg", "--batch-sizes", "2000"],
     ["check", "--data-dir", "/nonexistent/fashion"],
     ["check", "--format", "xml"],
     ["frobnicate"],
@@ -38,3 +40,4 @@ def test_check_json(real_data):
     rows = json.loads(out.stdout)
     assert [(r["form"], r["status"]) for r in rows] == [("loop", "pass"), ("vectorized", "pass")]
     assert all(r["rtol"] > 0 and r["tolerance_reason"] for r in rows)
+    assert [(r["case"], r["batch_size"], r["batches"]) for r in rows] == [("batch 10", 10, "50x10 + 1")] * 2

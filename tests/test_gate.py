@@ -1,26 +1,42 @@
-"""The equal-results gate: every registered form passes; planted wrong forms fail."""
-from functools import cache
+"""The equal-results gate: every registered form passes at every batch size it is timed at; planted
+wrong forms fail, in the gate's functions and through ``linbench check``."""
+import io
+import json
+import sys
+import types
+from contextlib import redirect_stdout
 
 import pytest
 import torch
 
 import impls
-from bench import check
-from bench.check import check_form, run_oracle
+from bench import check, cli
+from bench.check import batch_case, check_case, check_form, gate_cases, large_logit_case, run_oracle
 from impls.common import init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
 
-gate_inputs = cache(check.gate_inputs)
+def gate_inputs(model, steps=check.DEFAULT_STEPS):
+    """(batches, params, reference) of the model's default ``batch B`` case."""
+    trial = batch_case(model, impls.common.MODELS[model].batch_size, steps).trials[0]
+    return trial.batches, trial.params, trial.reference
 
 
 @pytest.mark.parametrize("model,form,device", ALL_CELLS)
 def test_every_form_passes_the_gate(model, form, device, real_data):
     skip_if_unavailable(model, form, device)
-    result = check_form(model, form, device, *gate_inputs(model))
-    assert result.status == "pass", result.reason
-    assert result.param_max_abs <= result.atol + result.rtol  # parameters are O(1): a sanity bound
+    cases = gate_cases(model, check.default_batch_sizes(model, form))
+    for result in check.check_if_available(model, form, device, cases):
+        assert result.status == "pass", result.reason
+        assert result.tol_used <= 1
+    assert [c.name for c in cases][-1] == ("large logits" if model == "softmax" else f"batch {cases[-1].batch_size}")
 
+
+def test_gate_batches_end_with_the_loaders_ragged_batch_and_a_batch_of_one(real_data):
+    sizes = [len(y) for _, y in check.gate_batches("softmax", 1024)]
+    assert sizes == [1024] * 13 + [60000 % 1024, 1]
+    assert [len(y) for _, y in check.gate_batches("linreg", 10)] == [10] * 50 + [1]  # 1000 % 10 == 0: no tail
+    assert check.batch_case("linreg", 9).describe() == "50x9 + 2x1"  # 1000 % 9 == 1, then the batch of 1
 
 def _planted(model, base, change):
     """A subclass of ``base`` that is wrong in one small way."""
@@ -57,7 +73,7 @@ def test_a_crashing_form_fails_with_its_error(real_data):
             raise RuntimeError("boom")
 
     result = check_form("linreg", "broken", "cpu", *gate_inputs("linreg"), cls=Broken)
-    assert (result.status, result.reason) == ("fail", "RuntimeError: boom")
+    assert (result.status, result.reason) == ("fail", "batch 10: RuntimeError: boom")
 
 
 def test_gate_rejects_nan():
@@ -74,11 +90,53 @@ def test_compiled_form_does_not_recompile_on_partial_batch_or_new_lr():
     from impls.compiled import CompiledLinReg
 
     X, y = torch.randn(23, 2), torch.randn(23, 1)
+    form = CompiledLinReg(init_params("linreg"), 0.03, "cpu")
+    form.step(X[:10], y[:10])
+    before = len(form.compile_log())
     for lr in (0.03, 0.01):
         form = CompiledLinReg(init_params("linreg"), lr, "cpu")
-        for size in (10, 10, 3, 7):
+        for size in (10, 10, 3, 7, 23):
             form.step(X[:size], y[:size])
-    assert form.compiled.compiles == 1
+    assert len(form.compile_log()) == before <= 2
+
+
+ANY_ORDER = """
+import json, torch
+from impls.common import batch_loss
+from impls.compiled import CompiledStep
+out = {}
+for order in ([1, 9, 37, 1, 2, 256], [9, 9, 1, 9, 37, 1]):
+    step, w, b, lr = CompiledStep("softmax"), torch.zeros(784, 10), torch.zeros(10), torch.tensor(0.1)
+    for n in order:
+        X, y = torch.rand(n, 784), torch.randint(0, 10, (n,))
+        w2, b2, loss = step(w, b, lr, X, y)
+        want = batch_loss("softmax", X @ w + b, y)
+        assert torch.allclose(loss, want, rtol=1e-5, atol=1e-6), (n, float(loss), float(want))
+        w, b = w2, b2
+    out[str(order)] = step.log
+print(json.dumps(out))
+"""
+
+
+def test_compiled_step_takes_any_batch_order_with_two_graphs_and_logs_each():
+    import subprocess
+
+    # a fresh process: the first batch this process's compiled step ever sees matters
+    proc = subprocess.run([sys.executable, "-c", ANY_ORDER], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    logs = json.loads(proc.stdout.splitlines()[-1])
+    for order, log in logs.items():
+        first_larger = next(n for n in json.loads(order) if n > 1)
+        assert sorted(e["batch_size"] for e in log) == [1, first_larger], order
+        assert all(e["seconds"] > 0 for e in log)
+
+
+def test_compiled_form_passes_the_gate_at_ragged_batch_sizes(real_data):
+    results = check.run_check(["linreg"], ["compiled"], batch_sizes=[1, 9, 10, 37])
+    assert [(r.batch_size, r.status) for r in results] == [(1, "pass"), (9, "pass"), (10, "pass"), (37, "pass")]
+    assert [r.batches for r in results] == ["51x1", "50x9 + 2x1", "50x10 + 1", "50x37 + 2x1"]
+    log = impls.build("linreg", "compiled", init_params("linreg"), 0.03).compile_log()
+    assert 1 <= len(log) <= 2 and 1 in {e["batch_size"] for e in log}
 
 
 @pytest.mark.parametrize("form", list(impls.FORM_MODULES))
@@ -89,7 +147,7 @@ def test_softmax_is_stable_for_logits_in_the_thousands(form):
     g = torch.Generator().manual_seed(0)
     batches = [(torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
     reference = run_oracle("softmax", batches, params)
-    assert reference[0][0] > 1000  # the planted logits really are in the thousands
+    assert reference.losses[0] > 1000  # the planted logits really are in the thousands
     result = check_form("softmax", form, "cpu", batches, params, reference)
     assert result.status == "pass", result.reason
 
@@ -104,6 +162,77 @@ def test_compiled_form_compiles_per_thread_count_without_a_false_recompile_error
             torch.set_num_threads(n)
             form = CompiledLinReg(init_params("linreg"), 0.03, "cpu")
             form.step(X, y)
-            assert form.compiled.compiles <= 1
+            assert form.compiled.compiles <= 2  # the batch graph and, where a batch of 1 came, its own
     finally:
         torch.set_num_threads(threads)
+
+
+# -- planted bugs, each caught by `linbench check` -----------------------------------------------------
+
+def _naive_cross_entropy(O, y):
+    """The book's first softmax, without the max-subtraction: exp overflows at logits of +-1000."""
+    E = torch.exp(O)
+    return -torch.log((E / E.sum(dim=1, keepdim=True))[torch.arange(len(y)), y])
+
+
+class NaiveSoftmax(impls.form_class("softmax", "vectorized")):
+    loss = staticmethod(_naive_cross_entropy)
+
+
+class PredictWithoutBias(impls.form_class("linreg", "compiled")):
+    def predict(self, X):
+        return X.to(self.device) @ self.weight
+
+
+class DropsRowsPast16(impls.form_class("softmax", "module")):
+    """A kernel that tiles by 16 and forgets the remainder of a batch larger than one tile."""
+    def step(self, X, y):
+        keep = len(y) - len(y) % 16 if len(y) >= 16 else len(y)
+        return super().step(X[:keep], y[:keep])
+
+
+class CompiledOnce(impls.form_class("linreg", "compiled")):
+    """The compiled form as it was: one graph, so a batch of 1 after a batch of 9 recompiled and raised."""
+    def __init__(self, params, lr, device="cpu"):
+        from impls.compiled import CompiledStep
+
+        super().__init__(params, lr, device)
+        self.compiled = _COMPILED_ONCE.setdefault("step", CompiledStep("linreg", max_compiles=1))
+
+
+_COMPILED_ONCE = {}
+
+
+def linbench_check(monkeypatch, name, model, cls, *args):
+    """`linbench check` in this process with ``cls`` registered as form ``name``: (exit status, output)."""
+    module = types.SimpleNamespace(FORMS={model: cls})
+    monkeypatch.setitem(sys.modules, f"planted_{name}", module)
+    monkeypatch.setitem(impls.FORM_MODULES, name, f"planted_{name}")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = cli.main(["check", "--models", model, "--forms", name, *args])
+    return status, out.getvalue()
+
+
+@pytest.mark.parametrize("name,model,cls,args,where", [
+    ("naive-softmax", "softmax", NaiveSoftmax, ["--batch-sizes", "256"], "all logits +1000: loss["),
+    ("predict-without-bias", "linreg", PredictWithoutBias, [], "predict(batch first)"),
+    ("drops-rows-past-16", "softmax", DropsRowsPast16, ["--batch-sizes", "100"], "batch 100: loss["),
+    ("compiled-once", "linreg", CompiledOnce, ["--batch-sizes", "9"], "RecompileError: compiled linreg step recompiled (compile #2, batch 1;"),
+])
+def test_linbench_check_catches_a_planted_bug(monkeypatch, name, model, cls, args, where, real_data):
+    status, out = linbench_check(monkeypatch, name, model, cls, *args)
+    assert status == 1, out
+    failed = [line for line in out.splitlines() if line.startswith("FAIL ")]
+    assert failed and all(line.startswith(f"FAIL {model}/{name}/cpu: ") for line in failed), out
+    assert where in out, out
+
+
+def test_a_row_dropping_form_passes_at_256_and_the_rows_say_which_batch_sizes_were_checked(monkeypatch, real_data):
+    # 256 = 16 x 16, its ragged tail 96 = 6 x 16, and a batch of 1 is one short tile: the bug hides there,
+    # which is why the gate runs at every batch size a run times.
+    status, out = linbench_check(monkeypatch, "drops-rows-past-16", "softmax", DropsRowsPast16,
+                                 "--batch-sizes", "256", "--format", "json")
+    rows = json.loads(out)
+    assert status == 0 and [(r["case"], r["batches"], r["status"]) for r in rows] == [
+        ("batch 256", "50x256 + 96 + 1", "pass"), ("large logits", "3x64 + 32 + 1", "pass")]

@@ -192,3 +192,18 @@ def test_bad_run_input_is_one_line_and_exit_2(args, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert err.count("\n") == 1 and err.startswith("linbench: error:") and "Traceback" not in err
+
+
+def test_compiled_cells_at_ragged_batch_sizes_run_and_compiles_are_logged_per_form(tmp_path, real_data):
+    config = runner.RunConfig(grid=[dict(model=["linreg"], form=["compiled"], device=["cpu"], loader=["resident"],
+                                         workers=[0], batch_size=[1, 9, 37])],
+                              repeats=1, quick=True, gate_steps=5, curves_epochs=0)
+    store, cells = runner.start(config, tmp_path)
+    frame = runner.execute(store, config, cells, progress=False)
+    assert list(frame["status"]) == ["ok"] * 3, frame["reason"].tolist()
+    log = store.meta["compiles"]["linreg/compiled/cpu"]
+    assert 1 <= len(log) <= 2 and all(e["seconds"] > 0 for e in log)
+    # the gate ran every batch size (and its batch of 1) first, so no cell compiled inside its timed passes
+    assert (frame["compile_s"] == 0).all()
+    gate = pd.read_csv(store.folder / runner.GATE)
+    assert list(gate["batch_size"]) == [1, 9, 37] and set(gate["status"]) == {"pass"}
