@@ -81,6 +81,8 @@ def cmd_run(args) -> int:
     from pathlib import Path
 
     from bench import grid, runner
+    from bench.report.analysis import headlines
+    from bench.store import RESULTS
 
     if args.resume:
         store, config, cells = runner.resume(Path(args.resume))
@@ -111,14 +113,14 @@ def cmd_run(args) -> int:
               f"finish with: linbench run --resume {store.folder}", file=sys.stderr)
         return 130
     print(show(frame.to_dict("records"), SUMMARY))
-    for line in runner.headlines(frame):
+    for line in headlines(frame):
         print(line)
     for row in frame.to_dict("records"):
         if row["status"] in ("failed-equivalence", "error"):
             print(f"{row['status'].upper()} {row['model']}/{row['form']}/{row['device']}: {row['reason']}")
-    print(f"results: {store.folder / runner.RESULTS}")
+    print(f"results: {store.folder / RESULTS}")
     if not args.no_report:
-        from bench.report import Run, build
+        from bench.report.page import Run, build
 
         try:
             print(f"report: {build([Run(store.folder)], Path(args.report_dir) / store.folder.name)}")
@@ -130,7 +132,7 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from bench.report import Run, build
+    from bench.report.page import Run, build
 
     folders = args.runs
     if not folders:

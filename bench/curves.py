@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-import torch
 
 import impls
 from bench.data import LABELS, load_split

@@ -59,11 +59,11 @@ def probe_peaks(device: str, quick: bool = False) -> dict:
     n = 4096 if dev.type == "cuda" else (1024 if quick else 2048)
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     gemm = time_autorange(lambda: torch.mm(a, b), min_run_time=0.2 if quick else 0.5)
-    del a, b
+    a = b = None  # free the GEMM's inputs before the copy's buffers
     size = (1 << 28 if dev.type == "cuda" else 1 << 26)  # floats: 1 GiB on GPU, 256 MiB on CPU
     src, dst = torch.empty(size, device=dev).normal_(), torch.empty(size, device=dev)
     copy = time_autorange(lambda: dst.copy_(src), min_run_time=0.2 if quick else 0.5)
-    del src, dst
+    src = dst = None
     sync(dev)
     return {"gflops": 2 * n**3 / gemm.median / 1e9, "gbps": 2 * 4 * size / copy.median / 1e9,
             "gemm_n": n, "copy_bytes": 4 * size}

@@ -8,11 +8,8 @@ Results are rewritten atomically after every cell, so an interrupted run keeps w
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,25 +17,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-import impls
-from bench import UserError
-from bench import check
-from bench.grid import AXES, BASELINES, TRAIN_EXAMPLES, Cell, expand, sample_cap, skip_reason
-from bench.loaders import make_loader
+from bench import UserError, check
+from bench.cell import CellBench, Settings
+from bench.grid import Cell, expand, skip_reason
 from bench.meta import environment, probe_peaks
-from bench.timer import time_autorange, time_repeats
-from impls.common import MODELS, init_params, step_cost
-
-SCHEMA = 1
-RESULTS, META, GATE = "results.csv", "meta.json", "gate.csv"
-COLUMNS = [
-    "model", "form", "device", "loader", "workers", "batch_size", "status", "reason",
-    "samples", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "noisy",
-    "step_ms", "step_ms_iqr", "step_n", "loader_epoch_s", "loader_epoch_s_iqr", "loader_n",
-    "compile_s", "peak_rss_mb", "cuda_peak_mb", "gflops", "gbps", "roofline_frac", "epoch_roofline_frac",
-    "speedup", "threads",
-]
-DONE = ("ok", "skipped", "failed-equivalence", "error")
+from bench.store import CURVES, GATE, PREDICTIONS, SCHEMA, Store, empty_row
+from impls.common import step_cost
 
 
 @dataclass
@@ -54,18 +38,6 @@ class RunConfig:
     threads: int | None = None
     data_dir: str | None = None
     curves_epochs: int = 10
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def reset_peak_rss() -> bool:
@@ -93,146 +65,6 @@ def compile_log(form) -> list[dict] | None:
     return log() if log else None
 
 
-def row_key(row: dict) -> tuple:
-    return tuple(row[a] for a in AXES)
-
-
-class Store:
-    """One run's folder: ``results.csv`` (one row per cell), ``meta.json`` and ``gate.csv``."""
-
-    def __init__(self, folder: Path, meta: dict, rows: dict | None = None):
-        self.folder, self.meta, self.rows = folder, meta, rows or {}
-
-    @classmethod
-    def create(cls, out: Path, meta: dict) -> Store:
-        folder, n = out / meta["run_id"], 1
-        while folder.exists():
-            n += 1
-            folder = out / f"{meta['run_id']}.{n}"
-        try:
-            folder.mkdir(parents=True)
-            write_atomic(folder / META, "{}")
-        except OSError as e:
-            raise UserError(f"cannot write results under {out}: {e.strerror or e}") from None
-        meta["run_id"] = folder.name
-        return cls(folder, meta)
-
-    @classmethod
-    def load(cls, folder: Path) -> Store:
-        meta = read_meta(folder)
-        rows = {row_key(r): r for r in read_results(folder).to_dict("records") if r["status"] in DONE}
-        return cls(Path(folder), meta, rows)
-
-    def put(self, row: dict) -> None:
-        self.rows[row_key(row)] = row
-
-    def frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame(list(self.rows.values()), columns=COLUMNS)
-        return add_speedup(frame)
-
-    def write(self) -> None:
-        write_atomic(self.folder / RESULTS, self.frame().to_csv(index=False))
-        write_atomic(self.folder / META, json.dumps(self.meta, indent=2, default=str))
-
-
-def read_meta(folder: Path) -> dict:
-    path = Path(folder) / META
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (not a linbench run folder)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e})") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise UserError(f"{path}: results schema {meta.get('schema') if isinstance(meta, dict) else '?'} "
-                        f"is not the schema {SCHEMA} this linbench reads")
-    return meta
-
-
-def read_results(folder: Path) -> pd.DataFrame:
-    path = Path(folder) / RESULTS
-    try:
-        frame = pd.read_csv(path, keep_default_na=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing") from None
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise UserError(f"{path}: unreadable ({e.__class__.__name__})") from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{path}: lacks columns {', '.join(missing)}")
-    frame["reason"] = frame["reason"].astype(object).where(frame["reason"].notna(), "")
-    return frame
-
-
-def baseline_rows(frame: pd.DataFrame, model: str) -> pd.DataFrame:
-    base = frame[frame["status"] == "ok"]
-    for axis, value in BASELINES[model].items():
-        base = base[base[axis] == value]
-    return base
-
-
-def add_speedup(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each row's samples/s over its model's baseline cell (the seeds' pipeline); NaN without one."""
-    frame["speedup"] = math.nan
-    for model in frame["model"].unique():
-        base = baseline_rows(frame, model)
-        if len(base):
-            mine = frame["model"] == model
-            frame.loc[mine, "speedup"] = frame.loc[mine, "samples_per_s"] / float(base["samples_per_s"].iloc[0])
-    return frame
-
-
-class CellBench:
-    """One cell made ready to time: its loader, a fresh form from the seeded init, and passes.
-
-    Every tool times the same things through it: the runner, asv and pytest-benchmark.
-    A pass covers one epoch, or ``cap`` samples where the cell is capped (see ``grid.sample_cap``).
-    """
-
-    def __init__(self, cell: Cell, seed: int = 0, quick: bool = False, persistent_workers: bool = True,
-                 pin_memory: bool | None = None, data_dir=None):
-        self.cell, self.dev = cell, torch.device(cell.device)
-        self.cap, self.total = sample_cap(cell, quick), TRAIN_EXAMPLES[cell.model]
-        self.loader = make_loader(cell.loader, cell.model, cell.batch_size, cell.workers, cell.device, seed,
-                                  persistent_workers, pin_memory, data_dir)
-        self.form = impls.build(cell.model, cell.form, init_params(cell.model, seed), MODELS[cell.model].lr,
-                                cell.device)
-        self.samples = 0
-
-    def batches(self):
-        """One pass of batches, moved to the device."""
-        seen, limit = 0, self.cap or self.total
-        for X, y in self.loader:
-            yield X.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
-            seen += len(y)
-            if seen >= limit:
-                return
-
-    def train_pass(self) -> None:
-        """End to end: load and step through one pass; ``samples`` counts what it covered."""
-        self.samples = 0
-        for X, y in self.batches():
-            self.form.step(X, y)
-            self.samples += len(y)
-
-    def loader_pass(self) -> None:
-        for _ in self.batches():
-            pass
-
-    def warm(self, steps: int = 3) -> None:
-        """A few steps untimed: compilation, allocator and caches warm, workers started."""
-        for _, (X, y) in zip(range(steps), self.batches()):
-            self.form.step(X, y)
-
-    def device_batches(self, count: int = 16) -> list:
-        """The first ``count`` batches of a pass, already on the device (for compute-only timing)."""
-        return [b for _, b in zip(range(count), self.batches())]
-
-    def steps(self, batches) -> None:
-        for X, y in batches:
-            self.form.step(X, y)
-
-
 class Runner:
     def __init__(self, config: RunConfig, store: Store, progress: bool = True):
         self.config, self.store, self.progress = config, store, progress
@@ -241,34 +73,30 @@ class Runner:
 
     # -- one cell ---------------------------------------------------------------------------
     def row(self, cell: Cell, status: str, reason: str = "", **values) -> dict:
-        row = {c: math.nan for c in COLUMNS}
-        row.update(cell.as_dict(), status=status, reason=reason, threads=torch.get_num_threads(), **values)
-        return row
+        return empty_row(cell.as_dict(), status, reason, threads=torch.get_num_threads(), **values)
 
     def measure(self, cell: Cell) -> dict:
-        cfg = self.config
-        bench = CellBench(cell, cfg.seed, cfg.quick, cfg.persistent_workers, cfg.pin_memory, cfg.data_dir)
+        bench = CellBench(cell, Settings.of(self.config))
         if bench.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bench.dev)
         rss_reset = reset_peak_rss()
         compiled_before = len(compile_log(bench.form) or [])
         bench.warm()
-        e2e = time_repeats(bench.train_pass, cfg.repeats, bench.dev, warmup=0)
+        e2e = bench.epoch_s()
         samples = bench.samples
         peak_rss = peak_rss_mb() if rss_reset else math.nan
         cuda_peak = torch.cuda.max_memory_allocated(bench.dev) / 2**20 if bench.dev.type == "cuda" else math.nan
 
         resident = bench.device_batches()
-        step = time_autorange(lambda: bench.steps(resident), 0.1 if cfg.quick else 0.3)
-        step_s = step.median / len(resident)
+        step = bench.step_ms(resident)
+        step_s = step.median / 1e3
         flops, bytes_ = step_cost(cell.model, sum(len(y) for _, y in resident) / len(resident))
 
         key = (cell.model, cell.loader, cell.workers, cell.batch_size, cell.device, bench.cap)
         if key not in self.loader_cache:
-            self.loader_cache[key] = time_repeats(bench.loader_pass, cfg.repeats, bench.dev, warmup=1)
+            self.loader_cache[key] = bench.loader_epoch_s()
         load = self.loader_cache[key]
 
-        scale = bench.total / samples
         peaks = self.store.meta["peaks"][bench.dev.type]
         epoch_flops, epoch_bytes = step_cost(cell.model, bench.total)
         roofline_epoch = max(epoch_flops / (peaks["gflops"] * 1e9), epoch_bytes / (peaks["gbps"] * 1e9))
@@ -286,14 +114,14 @@ class Runner:
         if e2e.noisy or step.noisy:
             notes.append("noisy (IQR >= 10% of median)")
         return self.row(
-            cell, "ok", "; ".join(notes), samples=samples, samples_per_s=samples / e2e.median,
-            epoch_s=e2e.median * scale, epoch_s_iqr=e2e.iqr * scale, n=e2e.n, noisy=e2e.noisy or step.noisy,
-            step_ms=step_s * 1e3, step_ms_iqr=step.iqr / len(resident) * 1e3, step_n=step.n,
-            loader_epoch_s=load.median * scale, loader_epoch_s_iqr=load.iqr * scale, loader_n=load.n,
+            cell, "ok", "; ".join(notes), samples=samples, samples_per_s=bench.total / e2e.median,
+            epoch_s=e2e.median, epoch_s_iqr=e2e.iqr, n=e2e.n, noisy=e2e.noisy or step.noisy,
+            step_ms=step.median, step_ms_iqr=step.iqr, step_n=step.n,
+            loader_epoch_s=load.median, loader_epoch_s_iqr=load.iqr, loader_n=load.n,
             compile_s=sum(e["seconds"] for e in compiles) if compiles is not None else math.nan,
             peak_rss_mb=peak_rss, cuda_peak_mb=cuda_peak,
             gflops=flops / step_s / 1e9, gbps=bytes_ / step_s / 1e9,
-            roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / (e2e.median * scale),
+            roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / e2e.median,
         )
 
     # -- the run ----------------------------------------------------------------------------
@@ -310,7 +138,7 @@ class Runner:
             cases = check.gate_cases(model, batch_sizes, cfg.gate_steps, cfg.seed, cfg.data_dir)
             rows += [r.as_dict() for r in check.check_if_available(model, form, device, cases)]
         self.store.meta["gate"] = rows
-        write_atomic(self.store.folder / GATE, pd.DataFrame(rows).to_csv(index=False))
+        self.store.write_table(GATE, pd.DataFrame(rows))
         return check.failures(rows)
 
     def record_compiles(self) -> None:
@@ -355,7 +183,6 @@ class Runner:
     def curves(self, cells: list[Cell]) -> None:
         """Training curves and predictions of the run's softmax forms (skipped when already there)."""
         from bench.curves import train_curves
-        from bench.report import CURVES, PREDICTIONS
 
         folder, epochs = self.store.folder, self.config.curves_epochs
         if not epochs or (folder / CURVES).exists():
@@ -368,8 +195,8 @@ class Runner:
             curves.append(c), predictions.append(p)
             skipped.update({f"{form} on {device}": reason for form, reason in s.items()})
         if curves:
-            write_atomic(folder / PREDICTIONS, pd.concat(predictions).to_csv(index=False))
-            write_atomic(folder / CURVES, pd.concat(curves).to_csv(index=False))
+            self.store.write_table(PREDICTIONS, pd.concat(predictions))
+            self.store.write_table(CURVES, pd.concat(curves))
             self.store.meta["curves_skipped"] = skipped
 
 
@@ -405,25 +232,3 @@ def execute(store: Store, config: RunConfig, cells: list[Cell], progress: bool =
     finally:
         signal.signal(signal.SIGTERM, previous)
         store.write()
-
-
-def headlines(frame: pd.DataFrame) -> list[str]:
-    """The run's findings in words: the fastest form per model and device, and the loader ratio."""
-    lines = []
-    ok = frame[frame["status"] == "ok"]
-    for (model, device), group in ok.groupby(["model", "device"], sort=False):
-        best = group.loc[group["samples_per_s"].idxmax()]
-        lines.append(f"fastest {model} on {device}: {best['form']} ({best['loader']}, w{best['workers']}, "
-                     f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, epoch {best['epoch_s']:.3g} s, "
-                     f"{best['speedup']:.1f}x the seeds' pipeline, {100 * best['epoch_roofline_frac']:.2g}% of the roofline")
-    loaders = ok[(ok["model"] == "softmax") & (ok["device"] == "cpu") & (ok["batch_size"] == 256)]
-    tv = loaders[(loaders["loader"] == "torchvision") & (loaders["workers"] == 4)]["loader_epoch_s"]
-    res = loaders[loaders["loader"] == "resident"]["loader_epoch_s"]
-    if len(tv) and len(res):
-        lines.append(f"softmax loader epoch on cpu: resident {res.min():.3g} s vs torchvision with 4 workers "
-                     f"{tv.min():.3g} s ({tv.min() / res.min():,.0f}x)")
-    for model in frame["model"].unique():
-        if not len(baseline_rows(frame, model)):
-            lines.append(f"no {model} speedups: its baseline cell ("
-                         + ", ".join(f"{k}={v}" for k, v in BASELINES[model].items()) + ") is not in this run")
-    return lines

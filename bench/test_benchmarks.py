@@ -8,7 +8,7 @@ Warm-up and compilation happen before the measured function; CUDA is synchronize
 import pytest
 
 from bench import grid
-from bench.runner import CellBench
+from bench.cell import CellBench
 from bench.timer import sync
 
 CELLS = grid.expand(grid.DEFAULT_GRID)

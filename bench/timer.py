@@ -30,6 +30,10 @@ class Stats:
         q1, q2, q3 = np.percentile(np.asarray(times, dtype=float), [25, 50, 75])
         return cls(float(q2), float(q3 - q1), len(times))
 
+    def scaled(self, factor: float) -> Stats:
+        """The same measurement in other units (per step, per epoch, ms)."""
+        return Stats(self.median * factor, self.iqr * factor, self.n)
+
     @property
     def noisy(self) -> bool:
         return self.n > 1 and self.iqr >= NOISY * self.median

@@ -11,7 +11,7 @@ import torch
 
 import impls
 from bench import check, cli
-from bench.check import batch_case, check_case, check_form, gate_cases, large_logit_case, run_oracle
+from bench.check import batch_case, check_form, gate_cases, run_oracle
 from impls.common import init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 

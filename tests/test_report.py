@@ -8,7 +8,10 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import cli, report, runner
+from bench.store import COLUMNS, CURVES, PREDICTIONS, Run, SCHEMA, Store
+from bench import cli, runner
+from bench.report import analysis
+from bench.report import page as report
 from bench.curves import train_curves
 from bench.data import LABELS
 
@@ -17,13 +20,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def write_run(folder, rows, **meta):
     """A run folder in the runner's own schema (Store), holding ``rows`` over the given axes."""
-    meta = {"schema": runner.SCHEMA, "run_id": folder.name, "config": {},
+    meta = {"schema": SCHEMA, "run_id": folder.name, "config": {},
             "env": {"cpu": "test cpu", "threads": 2, "commit": "abc123", "torch": "x"},
             "peaks": {"cpu": {"gflops": 100.0, "gbps": 20.0}}, **meta}
     folder.mkdir(parents=True)
-    store = runner.Store(folder, meta)
+    store = Store(folder, meta)
     for r in rows:
-        row = {c: math.nan for c in runner.COLUMNS}
+        row = {c: math.nan for c in COLUMNS}
         row.update({"threads": 2, "reason": "", **r})
         store.put(row)
     store.write()
@@ -51,8 +54,8 @@ def full_rows(scale=1.0):
 def test_full_report_has_every_figure_and_table(tmp_path):
     run = write_run(tmp_path / "run-a", full_rows(), curves_skipped={"loop on cpu": "too slow for 10 epochs"})
     pd.DataFrame([dict(form="module", device="cpu", epoch=e, train_loss=1 / e, train_acc=0.7, test_acc=0.75,
-                       seconds=e) for e in (1, 2)]).to_csv(run / report.CURVES, index=False)
-    index = report.build([report.Run(run)], tmp_path / "out")
+                       seconds=e) for e in (1, 2)]).to_csv(run / CURVES, index=False)
+    index = report.build([Run(run)], tmp_path / "out")
     page = index.read_text()
     for name in ("throughput_vs_batch_size", "epoch_time_vs_workers", "where_the_time_goes", "roofline",
                  "compile_time_and_memory", "training_curves"):
@@ -76,15 +79,15 @@ def test_full_report_has_every_figure_and_table(tmp_path):
 def test_prediction_grid_from_the_real_test_images(tmp_path):
     run = write_run(tmp_path / "run", full_rows())
     pd.DataFrame([dict(form="module", device="cpu", index=i, true="ankle boot", predicted=p)
-                  for i, p in enumerate(["ankle boot", "shirt"])]).to_csv(run / report.PREDICTIONS, index=False)
-    page = report.build([report.Run(run)], tmp_path / "out").read_text()
+                  for i, p in enumerate(["ankle boot", "shirt"])]).to_csv(run / PREDICTIONS, index=False)
+    page = report.build([Run(run)], tmp_path / "out").read_text()
     assert 'src="figures/predictions.png"' in page and (tmp_path / "out" / "figures" / "predictions.png").exists()
 
 
 def test_empty_run_still_gives_a_readable_page(tmp_path):
     rows = [dict(model="softmax", form="module", device="cuda", loader="resident", workers=0, batch_size=256,
                  status="skipped", reason="no CUDA device on this machine")]
-    page = report.build([report.Run(write_run(tmp_path / "empty", rows))], tmp_path / "out").read_text()
+    page = report.build([Run(write_run(tmp_path / "empty", rows))], tmp_path / "out").read_text()
     assert "no cell was timed in this run" in page and "no CUDA device on this machine" in page
     assert "Not shown: roofline: no timed cell" in page
     assert "no softmax speedups: its baseline cell" in page
@@ -96,13 +99,13 @@ def test_run_with_no_rows_and_an_incomplete_run_say_so(tmp_path):
                             workers=[0], batch_size=[256])], "curves_epochs": 10}
     nothing = write_run(tmp_path / "nothing", [], complete=False, config=config)
     out = tmp_path / "out"
-    report.build([report.Run(write_run(tmp_path / "full", full_rows()))], out)
-    page = report.build([report.Run(nothing)], out).read_text()
+    report.build([Run(write_run(tmp_path / "full", full_rows()))], out)
+    page = report.build([Run(nothing)], out).read_text()
     assert "This run is incomplete: 0 of 2 cells finished" in page and f"--resume {nothing}" in page
     assert "no cell was timed in this run" in page and "Cells: none." in page
     assert not list((out / "figures").iterdir())  # nothing left over from the report built there before
     partial = write_run(tmp_path / "partial", full_rows()[:1], complete=False, config=config)
-    page = report.build([report.Run(partial)], tmp_path / "out2").read_text()
+    page = report.build([Run(partial)], tmp_path / "out2").read_text()
     assert "stopped before its curves phase" in page and "1 of 2 cells finished" in page
 
 
@@ -112,7 +115,7 @@ def test_comparison_flags_changes_beyond_the_threshold_in_red(tmp_path):
     rows[0] = {**rows[0], "samples_per_s": rows[0]["samples_per_s"] * 0.5}  # module b64: twice as slow
     rows[1] = {**rows[1], "samples_per_s": rows[1]["samples_per_s"] * 1.05}  # within 10%: not flagged
     b = write_run(tmp_path / "b", rows)
-    page = report.build([report.Run(a), report.Run(b)], tmp_path / "out").read_text()
+    page = report.build([Run(a), Run(b)], tmp_path / "out").read_text()
     diff = pd.read_csv(tmp_path / "out" / "tables" / "comparison.csv")
     assert diff["change"].tolist().count("worse") == 1 and diff["change"].tolist().count("same") == len(diff) - 1
     assert page.count('<tr class="worse">') == 1 and "1 worse, 0 better" in page
@@ -122,7 +125,7 @@ def test_comparison_of_a_cpu_run_and_a_gpu_run_joins_on_the_other_axes(tmp_path)
     a = write_run(tmp_path / "cpu", full_rows())
     b = write_run(tmp_path / "gpu", [{**r, "device": "cuda", "samples_per_s": r.get("samples_per_s", 0) * 20}
                                      for r in full_rows() if r["status"] == "ok"])
-    diff = report.compare(report.Run(a), report.Run(b), 0.1)
+    diff = analysis.compare(Run(a), Run(b), 0.1)
     assert len(diff) == 9 and set(diff["device_b"]) == {"cuda"} and set(diff["change"]) == {"better"}
     assert diff["ratio"].tolist() == pytest.approx([20.0] * 9)
 
@@ -149,7 +152,7 @@ def test_asv_and_pytest_benchmark_results_join_the_runner_cells(tmp_path):
         ["Epoch.track_epoch_s", "module", 0, 0.3, "s"]]  # the skipped combination (None) is left out
     assert report.read_pytest_benchmark([bj])["value"].tolist() == [0.25]  # no stats (disabled): left out
     out = tmp_path / "out"
-    page = report.build([report.Run(write_run(tmp_path / "r", full_rows()))], out, results, [bj]).read_text()
+    page = report.build([Run(write_run(tmp_path / "r", full_rows()))], out, results, [bj]).read_text()
     assert "Every source side by side" in page
     table = pd.read_csv(out / "tables" / "side_by_side.csv")
     row = table[(table["form"] == "module") & (table["loader"] == "resident") & (table["batch_size"].astype(str) == "256")]
@@ -164,7 +167,7 @@ def linbench(*args, cwd=None):
 
 
 def test_bad_report_input_is_one_line(tmp_path, monkeypatch, capsys):
-    newer = write_run(tmp_path / "newer", full_rows(), schema=runner.SCHEMA + 1)
+    newer = write_run(tmp_path / "newer", full_rows(), schema=SCHEMA + 1)
     not_json = tmp_path / "bad.json"
     not_json.write_text("{")
     good = str(write_run(tmp_path / "ok", full_rows()))
@@ -173,7 +176,7 @@ def test_bad_report_input_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "results" / "stub" / "meta.json").write_text("{}")  # a run killed before its first write
     cases = {("report",): "results/stub/meta.json: results schema None",
              ("report", str(tmp_path / "missing")): "no such run folder",
-             ("report", str(newer)): f"results schema {runner.SCHEMA + 1} is not the schema",
+             ("report", str(newer)): f"results schema {SCHEMA + 1} is not the schema",
              ("report", good, "--pytest-benchmark", str(not_json)): "not a pytest-benchmark JSON file",
              ("report", good, "--pytest-benchmark", str(tmp_path / "none.json")): "none.json: missing",
              ("report", good, "--asv-results", str(tmp_path / "no-asv")): "no such asv results folder",
@@ -214,7 +217,7 @@ def check_in_chromium(index, tmp_path):
 @pytest.mark.skipif(not CHROMIUM, reason="Chromium not installed (apt-get install chromium)")
 def test_page_renders_in_chromium_without_broken_images_or_errors(tmp_path):
     run = write_run(tmp_path / "run", full_rows())
-    index = report.build([report.Run(run)], tmp_path / "out")
+    index = report.build([Run(run)], tmp_path / "out")
     check_in_chromium(index, tmp_path)
     (tmp_path / "out" / "figures" / "roofline.png").unlink()  # the check can fail: a broken image is seen
     body, _ = render(index, tmp_path)
@@ -223,7 +226,7 @@ def test_page_renders_in_chromium_without_broken_images_or_errors(tmp_path):
     body, _ = render(index, tmp_path)
     assert 'data-errors="0"' not in body, body  # and so is a console error
     empty = write_run(tmp_path / "empty", [])
-    check_in_chromium(report.build([report.Run(empty)], tmp_path / "out-empty"), tmp_path)
+    check_in_chromium(report.build([Run(empty)], tmp_path / "out-empty"), tmp_path)
 
 
 @pytest.mark.usefixtures("real_data")
@@ -234,7 +237,7 @@ def test_report_of_a_real_run_with_curves(tmp_path):
     config = runner.RunConfig(grid=grid, repeats=1, quick=True, gate_steps=5, curves_epochs=1)
     store, cells = runner.start(config, tmp_path / "results")
     runner.execute(store, config, cells, progress=False)
-    run = report.Run(store.folder)
+    run = Run(store.folder)
     assert run.curves["form"].tolist() == ["module"] and run.curves["test_acc"].iloc[0] > 0.7  # d2l: ~0.79
     assert len(run.predictions) == 8 and set(run.predictions["true"]) <= set(LABELS)
     index = report.build([run], tmp_path / "report")

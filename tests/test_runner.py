@@ -1,7 +1,6 @@
 """The runner: grid and skip rules, the gate before the clock, honest timing, interruption and resume."""
 import csv
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import impls
+from bench.store import GATE, RESULTS, read_meta, read_results
 from bench import UserError, grid, runner
 from bench.grid import Cell
 from bench.loaders import make_loader
@@ -111,7 +111,7 @@ def test_the_gate_blocks_a_wrong_form_from_the_clock(tmp_path, monkeypatch):
     assert "out of tolerance" in frame.loc["planted", "reason"]
     assert math.isnan(frame.loc["planted", "samples_per_s"])  # never timed
     assert frame.loc["vectorized", "status"] == "ok" and frame.loc["vectorized", "samples_per_s"] > 0
-    gate = pd.read_csv(store.folder / runner.GATE)
+    gate = pd.read_csv(store.folder / GATE)
     assert set(gate["status"]) == {"pass", "fail"}
 
 
@@ -121,7 +121,7 @@ def linbench(*args, **kw):
 
 
 def rows_of(folder):
-    path = folder / runner.RESULTS
+    path = folder / RESULTS
     return list(csv.DictReader(path.open())) if path.exists() else []
 
 
@@ -163,8 +163,8 @@ def test_quick_run_writes_results_metadata_and_summary(tmp_path, real_data):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     folder = next((tmp_path / "results").iterdir())
-    frame = runner.read_results(folder)
-    meta = runner.read_meta(folder)
+    frame = read_results(folder)
+    meta = read_meta(folder)
     assert set(frame["status"]) <= {"ok", "skipped"}
     ok = frame[frame["status"] == "ok"]
     assert set(ok["form"]) == {f for f in impls.FORM_MODULES if not impls.unavailable("softmax", f, "cpu")}
@@ -205,5 +205,5 @@ def test_compiled_cells_at_ragged_batch_sizes_run_and_compiles_are_logged_per_fo
     assert 1 <= len(log) <= 2 and all(e["seconds"] > 0 for e in log)
     # the gate ran every batch size (and its batch of 1) first, so no cell compiled inside its timed passes
     assert (frame["compile_s"] == 0).all()
-    gate = pd.read_csv(store.folder / runner.GATE)
+    gate = pd.read_csv(store.folder / GATE)
     assert list(gate["batch_size"]) == [1, 9, 37] and set(gate["status"]) == {"pass"}

@@ -9,7 +9,7 @@ Lower is better everywhere (asv flags increases): epochs and loader passes are t
 """
 import bench.timer  # not ``from bench import timer``: asv reads a module-level ``timer`` as its clock
 from bench import grid
-from bench.runner import CellBench
+from bench.cell import CellBench
 
 CELLS = {c.key(): c for c in grid.expand(grid.DEFAULT_GRID)}
 

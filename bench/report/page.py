@@ -20,36 +20,14 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench import UserError  # noqa: E402
-from bench.grid import BASELINES, TRAIN_EXAMPLES, expand  # noqa: E402
-from bench.runner import AXES, GATE, headlines, read_meta, read_results, write_atomic  # noqa: E402
+from bench.grid import AXES, BASELINES, TRAIN_EXAMPLES  # noqa: E402
+from bench.report.analysis import compare, expected_cells, headline_table, headlines  # noqa: E402
+from bench.store import CURVES, PREDICTIONS, Run, write_atomic  # noqa: E402
 from impls.common import step_cost  # noqa: E402
 
-CURVES, PREDICTIONS = "curves.csv", "predictions.csv"
 SHOWN = ["model", "form", "device", "loader", "workers", "batch_size", "status", "samples_per_s", "epoch_s",
          "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "compile_s", "peak_rss_mb", "cuda_peak_mb", "gflops",
          "roofline_frac", "epoch_roofline_frac", "speedup", "reason"]
-
-
-class Run:
-    """One run folder read back: results, metadata, gate and (when present) curves and predictions."""
-
-    def __init__(self, folder):
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise UserError(f"{self.folder}: no such run folder")
-        self.meta = read_meta(self.folder)
-        self.results = read_results(self.folder)
-        self.id = self.meta.get("run_id", self.folder.name)
-        self.gate = self._optional(GATE)
-        self.curves = self._optional(CURVES)
-        self.predictions = self._optional(PREDICTIONS)
-
-    def _optional(self, name) -> pd.DataFrame | None:
-        path = self.folder / name
-        try:
-            return pd.read_csv(path, keep_default_na=True) if path.exists() else None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError):
-            return None
 
 
 SOURCE_COLUMNS = ["source", "benchmark", *AXES, "value", "unit", "commit", "machine", "date"]
@@ -344,39 +322,6 @@ def fig_predictions(predictions: pd.DataFrame | None, data_dir, folder: Path):
 
 
 # -- tables ---------------------------------------------------------------------------------------
-def compare(a: Run, b: Run, threshold: float) -> pd.DataFrame:
-    """Per cell timed in both runs: samples/s of B over A, and whether it moved beyond ``threshold``.
-
-    Cells join on every axis; runs with no device in common (CPU against GPU) join on the others.
-    """
-    left, right = (r.results[r.results["status"] == "ok"] for r in (a, b))
-    keys = list(AXES)
-    if not set(left["device"]) & set(right["device"]):
-        keys.remove("device")
-    values = [c for c in AXES if c not in keys] + ["samples_per_s", "epoch_s", "step_ms"]
-    both = left[keys + values].merge(right[keys + values], on=keys, suffixes=("_a", "_b"))
-    both["ratio"] = both["samples_per_s_b"] / both["samples_per_s_a"]
-    both["change"] = ["worse" if r < 1 - threshold else "better" if r > 1 + threshold else "same"
-                      for r in both["ratio"]]
-    return both
-
-
-def headline_table(ok: pd.DataFrame) -> pd.DataFrame:
-    """The fastest cell per model and device, with its speedup and fraction of the roofline."""
-    best = ok.loc[ok.groupby(["model", "device"], sort=False)["samples_per_s"].idxmax()]
-    best = best.assign(roofline_pct=100 * best["epoch_roofline_frac"])
-    return best[["model", "device", "form", "loader", "workers", "batch_size", "samples_per_s", "epoch_s", "speedup",
-                 "roofline_pct"]]
-
-
-def expected_cells(meta: dict) -> int | None:
-    config = meta.get("config") or {}
-    try:
-        return len(expand(config["grid"], config.get("overrides") or {}))
-    except Exception:  # noqa: BLE001 - an older or hand-written config: the count is only informative
-        return None
-
-
 def _fmt(v):
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"

@@ -1,0 +1,116 @@
+"""The only code that times a cell, for every front end (the runner, asv, pytest-benchmark).
+
+:class:`CellBench` makes one cell ready (its loader, a fresh form from the seeded init) from one
+:class:`Settings` object, and measures three quantities, each as :class:`bench.timer.Stats`:
+
+- :meth:`CellBench.epoch_s`: seconds per epoch end to end (load + step);
+- :meth:`CellBench.loader_epoch_s`: seconds per epoch of the loader alone;
+- :meth:`CellBench.step_ms`: milliseconds per training step on batches already on the device.
+
+A pass covers one epoch, or the cell's sample cap (``grid.sample_cap``: the pure-Python form, and
+DataLoader passes under ``--quick``); the epoch is then extrapolated here, once, for every caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import impls
+from bench.grid import TRAIN_EXAMPLES, Cell, sample_cap
+from bench.loaders import make_loader
+from bench.timer import Stats, time_autorange, time_repeats
+from impls.common import MODELS, init_params
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a cell is made ready and timed; the runner builds it from its config, asv and pytest use the default."""
+    seed: int = 0
+    quick: bool = False
+    persistent_workers: bool = True
+    pin_memory: bool | None = None
+    data_dir: str | None = None
+    repeats: int = 3  # timed epochs (and loader passes)
+    step_seconds: float = 0.3  # torch.utils.benchmark's min_run_time for the step timing
+    step_batches: int = 16  # batches on the device that a step timing cycles through
+    warm_steps: int = 3
+
+    @classmethod
+    def of(cls, config) -> Settings:
+        """From a run config (any object with these attribute names); ``--quick`` shortens the step timing."""
+        names = ("seed", "quick", "persistent_workers", "pin_memory", "data_dir", "repeats")
+        values = {n: getattr(config, n) for n in names if hasattr(config, n)}
+        return cls(**values, step_seconds=0.1 if values.get("quick") else 0.3)
+
+
+class CellBench:
+    """One cell made ready to time. Every tool times the same things through it."""
+
+    def __init__(self, cell: Cell, settings: Settings = Settings()):
+        self.cell, self.settings, self.dev = cell, settings, torch.device(cell.device)
+        self.cap, self.total = sample_cap(cell, settings.quick), TRAIN_EXAMPLES[cell.model]
+        self.loader = make_loader(cell.loader, cell.model, cell.batch_size, cell.workers, cell.device,
+                                  settings.seed, settings.persistent_workers, settings.pin_memory,
+                                  settings.data_dir)
+        self.form = impls.build(cell.model, cell.form, init_params(cell.model, settings.seed),
+                                MODELS[cell.model].lr, cell.device)
+        self.samples = 0  # samples the last pass covered
+
+    # -- passes ------------------------------------------------------------------------------
+    def batches(self):
+        """One pass of batches, moved to the device."""
+        seen, limit = 0, self.cap or self.total
+        for X, y in self.loader:
+            yield X.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
+            seen += len(y)
+            if seen >= limit:
+                return
+
+    def train_pass(self) -> None:
+        """End to end: load and step through one pass; ``samples`` counts what it covered."""
+        self.samples = 0
+        for X, y in self.batches():
+            self.form.step(X, y)
+            self.samples += len(y)
+
+    def loader_pass(self) -> None:
+        self.samples = 0
+        for _, y in self.batches():
+            self.samples += len(y)
+
+    def warm(self) -> None:
+        """A few steps untimed: compilation, allocator and caches warm, workers started."""
+        for _, (X, y) in zip(range(self.settings.warm_steps), self.batches()):
+            self.form.step(X, y)
+
+    def device_batches(self, count: int | None = None) -> list:
+        """The first ``count`` batches of a pass, already on the device (for compute-only timing)."""
+        return [b for _, b in zip(range(count or self.settings.step_batches), self.batches())]
+
+    def steps(self, batches) -> None:
+        for X, y in batches:
+            self.form.step(X, y)
+
+    @property
+    def epoch_scale(self) -> float:
+        """Epoch samples over the samples of the last pass (1 for an uncapped pass)."""
+        return self.total / self.samples if self.samples else 1.0
+
+    # -- the three measurements ----------------------------------------------------------------
+    def epoch_s(self, repeats: int | None = None, warmup: int = 0) -> Stats:
+        """Seconds per epoch, end to end (call :meth:`warm` first), extrapolated from a capped pass."""
+        stats = time_repeats(self.train_pass, repeats or self.settings.repeats, self.dev, warmup=warmup)
+        return stats.scaled(self.epoch_scale)
+
+    def loader_epoch_s(self, repeats: int | None = None) -> Stats:
+        """Seconds per epoch of the loader alone (one untimed pass first), extrapolated likewise."""
+        stats = time_repeats(self.loader_pass, repeats or self.settings.repeats, self.dev, warmup=1)
+        return stats.scaled(self.epoch_scale)
+
+    def step_ms(self, batches=None, seconds: float | None = None) -> Stats:
+        """Milliseconds per training step on ``batches`` already on the device (default: the first
+        ``step_batches`` of a pass), by ``torch.utils.benchmark`` (CUDA synchronized at block edges)."""
+        batches = batches or self.device_batches()
+        stats = time_autorange(lambda: self.steps(batches), seconds or self.settings.step_seconds)
+        return stats.scaled(1e3 / len(batches))

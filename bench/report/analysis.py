@@ -1,0 +1,84 @@
+"""The analysis of results, apart from drawing: speedups over the seeds' pipeline, headlines, the
+comparison of two runs, the fastest cell per model and device. pandas only (no matplotlib), so the
+runner uses it as the report does.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bench.grid import AXES, BASELINES, expand
+
+
+def baseline_rows(frame: pd.DataFrame, model: str) -> pd.DataFrame:
+    base = frame[frame["status"] == "ok"]
+    for axis, value in BASELINES[model].items():
+        base = base[base[axis] == value]
+    return base
+
+
+def add_speedup(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each row's samples/s over its model's baseline cell (the seeds' pipeline); NaN without one."""
+    frame["speedup"] = math.nan
+    for model in frame["model"].unique():
+        base = baseline_rows(frame, model)
+        if len(base):
+            mine = frame["model"] == model
+            frame.loc[mine, "speedup"] = frame.loc[mine, "samples_per_s"] / float(base["samples_per_s"].iloc[0])
+    return frame
+
+
+def headlines(frame: pd.DataFrame) -> list[str]:
+    """The run's findings in words: the fastest form per model and device, and the loader ratio."""
+    lines = []
+    ok = frame[frame["status"] == "ok"]
+    for (model, device), group in ok.groupby(["model", "device"], sort=False):
+        best = group.loc[group["samples_per_s"].idxmax()]
+        lines.append(f"fastest {model} on {device}: {best['form']} ({best['loader']}, w{best['workers']}, "
+                     f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, epoch {best['epoch_s']:.3g} s, "
+                     f"{best['speedup']:.1f}x the seeds' pipeline, {100 * best['epoch_roofline_frac']:.2g}% of the roofline")
+    loaders = ok[(ok["model"] == "softmax") & (ok["device"] == "cpu") & (ok["batch_size"] == 256)]
+    tv = loaders[(loaders["loader"] == "torchvision") & (loaders["workers"] == 4)]["loader_epoch_s"]
+    res = loaders[loaders["loader"] == "resident"]["loader_epoch_s"]
+    if len(tv) and len(res):
+        lines.append(f"softmax loader epoch on cpu: resident {res.min():.3g} s vs torchvision with 4 workers "
+                     f"{tv.min():.3g} s ({tv.min() / res.min():,.0f}x)")
+    for model in frame["model"].unique():
+        if not len(baseline_rows(frame, model)):
+            lines.append(f"no {model} speedups: its baseline cell ("
+                         + ", ".join(f"{k}={v}" for k, v in BASELINES[model].items()) + ") is not in this run")
+    return lines
+
+
+def compare(a, b, threshold: float) -> pd.DataFrame:
+    """Per cell timed in both runs: samples/s of B over A, and whether it moved beyond ``threshold``.
+
+    Cells join on every axis; runs with no device in common (CPU against GPU) join on the others.
+    """
+    left, right = (r.results[r.results["status"] == "ok"] for r in (a, b))
+    keys = list(AXES)
+    if not set(left["device"]) & set(right["device"]):
+        keys.remove("device")
+    values = [c for c in AXES if c not in keys] + ["samples_per_s", "epoch_s", "step_ms"]
+    both = left[keys + values].merge(right[keys + values], on=keys, suffixes=("_a", "_b"))
+    both["ratio"] = both["samples_per_s_b"] / both["samples_per_s_a"]
+    both["change"] = ["worse" if r < 1 - threshold else "better" if r > 1 + threshold else "same"
+                      for r in both["ratio"]]
+    return both
+
+
+def headline_table(ok: pd.DataFrame) -> pd.DataFrame:
+    """The fastest cell per model and device, with its speedup and fraction of the roofline."""
+    best = ok.loc[ok.groupby(["model", "device"], sort=False)["samples_per_s"].idxmax()]
+    best = best.assign(roofline_pct=100 * best["epoch_roofline_frac"])
+    return best[["model", "device", "form", "loader", "workers", "batch_size", "samples_per_s", "epoch_s", "speedup",
+                 "roofline_pct"]]
+
+
+def expected_cells(meta: dict) -> int | None:
+    config = meta.get("config") or {}
+    try:
+        return len(expand(config["grid"], config.get("overrides") or {}))
+    except Exception:  # noqa: BLE001 - an older or hand-written config: the count is only informative
+        return None
