@@ -35,8 +35,8 @@ Capability = tuple[int, int]
 
 def cache_dir() -> Path:
     """The user cache directory, as ``bench.data.cache_dir``: ``LINBENCH_CACHE`` or ``$XDG_CACHE_HOME/linbench``."""
-    root = os.environ.get("LINBENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linbench"
-    return Path(root)
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return Path(os.environ.get("LINBENCH_CACHE") or xdg / "linbench")
 
 
 def extensions_dir() -> Path:
@@ -100,7 +100,7 @@ def nvcc_info(path: Path) -> tuple[str | None, set[Capability]]:
     """(release, e.g. "13.0", or None; the capabilities it can build for, empty when it cannot say)."""
     def run(*args):
         try:
-            return subprocess.run([str(path), *args], capture_output=True, text=True, timeout=60).stdout
+            return subprocess.run([str(path), *args], capture_output=True, text=True, timeout=60, check=False).stdout
         except (OSError, subprocess.SubprocessError):
             return ""
     release = re.search(r"release (\d+\.\d+)", run("--version"))
@@ -176,7 +176,8 @@ def extension():
     try:
         build.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RuntimeError(f"cannot create {build} ({e.strerror}): set LINBENCH_EXTENSIONS_DIR to a writable folder") from None
+        raise RuntimeError(f"cannot create {build} ({e.strerror}): set LINBENCH_EXTENSIONS_DIR to a writable "
+                           "folder") from None
     with environ("TORCH_CUDA_ARCH_LIST", archs):
         return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
                                   extra_cuda_cflags=["-O3"], verbose=False)
