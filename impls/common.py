@@ -115,3 +115,34 @@ class FusedStepForm:
 
     def state(self) -> dict[str, torch.Tensor]:
         return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}
+
+
+def check_step_args(op: str, weight, b, X, y, lr, label_dtype: torch.dtype) -> None:
+    """Raise a one-line ValueError naming ``op`` unless ``op(weight, b, X, y, lr)`` can run as a fused step.
+
+    The checks of the ``cuda`` form's CPU reference and of the ``triton`` wrappers (fused_step.cu makes the
+    same ones). Every tensor is contiguous on X's device; ``X`` (n, d) with n >= 1, ``weight`` (d, k), ``b`` (k,)
+    and ``lr`` (one element) are float32; ``y`` (n,) is ``label_dtype`` (float32 targets or int64 class
+    labels). Class labels must lie in 0..k-1; that is checked only on the CPU, where it costs no sync.
+    """
+    def need(ok: bool, why: str) -> None:
+        if not ok:
+            raise ValueError(f"{op}: {why}")
+
+    w = "W" if label_dtype == torch.int64 else "w"  # the weight's name in the op's signature
+    need(X.dim() == 2 and X.shape[0] >= 1, f"X must be (n, d) with n >= 1, got {tuple(X.shape)}")
+    for name, t, dtype in ((w, weight, torch.float32), ("b", b, torch.float32), ("X", X, torch.float32),
+                           ("y", y, label_dtype), ("lr", lr, torch.float32)):
+        need(t.device == X.device, f"{name} is on {t.device} but X is on {X.device}")
+        need(t.dtype == dtype, f"{name} must be {dtype}, got {t.dtype}")
+        need(t.is_contiguous(), f"{name} must be contiguous")
+    n, d = X.shape
+    need(weight.dim() == 2 and weight.shape[0] == d, f"{w} must be ({d}, k) for X {tuple(X.shape)}, "
+                                                     f"got {tuple(weight.shape)}")
+    k = weight.shape[1]
+    need(b.shape == (k,), f"b must be ({k},), got {tuple(b.shape)}")
+    need(y.shape == (n,), f"y must be ({n},), got {tuple(y.shape)}")
+    need(lr.numel() == 1, f"lr must have one element, got {tuple(lr.shape)}")
+    if label_dtype == torch.int64 and X.device.type == "cpu":
+        lo, hi = (int(v) for v in y.aminmax())
+        need(0 <= lo and hi < k, f"labels must be in 0..{k - 1}, got {lo}..{hi}")

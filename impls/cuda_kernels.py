@@ -5,56 +5,188 @@ cross-entropy) and its SGD update, in fp32: linreg in 1 launch per step, softmax
 softmax, loss and dO per row; then ``W -= lr * X^T dO`` and ``b -= lr * sum(dO)``). The steps are the
 custom ops ``linbench::linreg_step`` / ``linbench::softmax_step``: they update the weights in place
 and return the loss; lr is a device tensor, so nothing syncs. Each op also has a CPU reference in
-plain torch (same semantics) and a fake implementation for torch.compile and ``opcheck``.
-The extension is built on first use with ``torch.utils.cpp_extension.load`` and cached in
-``LINBENCH_EXTENSIONS_DIR`` (default ``<repo>/.linbench/torch_extensions``).
+plain torch (same semantics, same argument checks) and a fake implementation for torch.compile and
+``opcheck``. On the GPU a class label outside 0..k-1 is not checked on the host (that would sync
+every step): the kernel makes that row's loss, and so the step's loss, NaN.
+
+The extension is built on first use with ``torch.utils.cpp_extension.load`` for the compute
+capabilities of the visible GPUs plus PTX of the newest (``TORCH_CUDA_ARCH_LIST`` overrides;
+``DEFAULT_ARCH_LIST`` without a GPU), and cached per torch version, CUDA version and arch list under
+``LINBENCH_EXTENSIONS_DIR`` (default: ``torch_extensions`` in the user cache directory, beside the data).
 """
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from impls.common import FusedStepForm
+from impls.common import FusedStepForm, check_step_args
 
 SOURCE = Path(__file__).with_name("fused_step.cu")
-os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+DEFAULT_ARCH_LIST = "8.0+PTX"  # only for a build without a GPU: sm_80 code, PTX for every newer GPU
+Capability = tuple[int, int]
+
+
+def cache_dir() -> Path:
+    """The user cache directory, as ``bench.data.cache_dir``: ``LINBENCH_CACHE`` or ``$XDG_CACHE_HOME/linbench``."""
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return Path(os.environ.get("LINBENCH_CACHE") or xdg / "linbench")
 
 
 def extensions_dir() -> Path:
-    default = Path(__file__).resolve().parents[1] / ".linbench" / "torch_extensions"
-    return Path(os.environ.get("LINBENCH_EXTENSIONS_DIR") or default)
+    """Where built extensions are kept: ``LINBENCH_EXTENSIONS_DIR`` or ``<cache_dir>/torch_extensions``."""
+    return Path(os.environ.get("LINBENCH_EXTENSIONS_DIR") or cache_dir() / "torch_extensions")
+
+
+def build_dir(archs: str) -> Path:
+    """This build's folder, keyed by torch version, torch's CUDA version and the arch list."""
+    key = f"torch{torch.__version__}-cuda{torch.version.cuda}-sm{archs.replace('.', '')}"
+    return extensions_dir() / re.sub(r"[^\w.+-]", "_", key)
+
+
+def arch_list(capabilities: list[Capability], newest: Capability | None = None) -> str:
+    """TORCH_CUDA_ARCH_LIST for GPUs of these capabilities: each one (capped at ``newest``, the newest
+    torch supports), PTX of the highest for forward compatibility; ``DEFAULT_ARCH_LIST`` for none."""
+    archs = sorted({min(c, newest) if newest else c for c in capabilities})
+    return ";".join(f"{M}.{m}" for M, m in archs) + "+PTX" if archs else DEFAULT_ARCH_LIST
+
+
+def serves(archs: str, capability: Capability) -> bool | None:
+    """Whether a build for the arch list ``archs`` runs on a GPU of ``capability`` (None: an entry it
+    cannot judge, e.g. a name such as "Hopper"). Code for X.Y runs on X.Z for Z >= Y (``X.Ya``: on
+    X.Y only); PTX for X.Y runs on every capability >= X.Y.
+    """
+    ok = False
+    for entry in filter(None, re.split(r"[;\s]+", archs)):
+        match = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", entry)
+        if not match:
+            return None
+        arch, suffix, ptx = (int(match[1]), int(match[2])), match[3], match[4]
+        code = arch == capability if suffix == "a" else arch[0] == capability[0] and arch[1] <= capability[1]
+        ok = ok or code or bool(ptx and not suffix and arch <= capability)
+    return ok
+
+
+def arch_problem(archs: str, devices: list[tuple[str, Capability]], buildable: set[Capability]) -> str | None:
+    """Why a build for the arch list ``archs`` cannot serve one of ``devices`` (name, capability), or None.
+
+    ``buildable``: the capabilities nvcc can build for (empty: unknown, not checked).
+    """
+    for i, (name, (M, m)) in enumerate(devices):
+        if serves(archs, (M, m)) is False:
+            return f"GPU {i} ({name}, sm_{M}{m}) is not in TORCH_CUDA_ARCH_LIST={archs}: add {M}.{m} or unset it"
+    for M, m in sorted({(int(M), int(m)) for M, m in re.findall(r"(\d+)\.(\d+)", archs)}):
+        if buildable and (M, m) not in buildable:
+            users = ", ".join(f"GPU {i} ({name})" for i, (name, cap) in enumerate(devices) if cap == (M, m))
+            return (f"this nvcc cannot build sm_{M}{m}{f' for {users}' if users else ''} "
+                    f"(TORCH_CUDA_ARCH_LIST={archs}): use a CUDA toolkit that supports it")
+    return None
+
+
+def nvcc() -> Path:
+    from torch.utils import cpp_extension
+
+    return Path(cpp_extension.CUDA_HOME or os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+
+
+@cache
+def nvcc_info(path: Path) -> tuple[str | None, set[Capability]]:
+    """(release, e.g. "13.0", or None; the capabilities it can build for, empty when it cannot say)."""
+    def run(*args):
+        try:
+            return subprocess.run([str(path), *args], capture_output=True, text=True, timeout=60, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    release = re.search(r"release (\d+\.\d+)", run("--version"))
+    archs = {(int(v) // 10, int(v) % 10) for v in re.findall(r"compute_(\d+)", run("--list-gpu-arch"))}
+    return release and release[1], archs
+
+
+def cuda_mismatch(nvcc_release: str | None, torch_cuda: str | None) -> str | None:
+    """Why an nvcc of this release cannot build for a torch built with this CUDA (majors must agree), or None."""
+    if not torch_cuda:
+        return "this torch was built without CUDA"
+    if nvcc_release and nvcc_release.split(".")[0] != torch_cuda.split(".")[0]:
+        return (f"nvcc is CUDA {nvcc_release} but torch was built with CUDA {torch_cuda}: "
+                f"set CUDA_HOME to a CUDA {torch_cuda.split('.')[0]}.x toolkit")
+    return None
+
+
+def gpus() -> list[tuple[str, Capability]]:
+    """(name, compute capability) of each visible GPU."""
+    if not torch.cuda.is_available():
+        return []
+    return [(torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i))
+            for i in range(torch.cuda.device_count())]
+
+
+def newest_supported() -> Capability | None:
+    """The highest sm_XY this torch has kernels for (None for a CPU build)."""
+    sms = [int(re.sub(r"\D", "", a)) for a in torch.cuda.get_arch_list() if a.startswith("sm_")]
+    return max(((sm // 10, sm % 10) for sm in sms), default=None)
+
+
+def chosen_arch_list() -> str:
+    """The arch list to build for: ``TORCH_CUDA_ARCH_LIST`` if the user set it, else the visible GPUs'."""
+    user = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if user and user != "native":
+        return user
+    return arch_list([c for _, c in gpus()], newest_supported())
 
 
 def toolkit_missing() -> str | None:
-    """Why the extension cannot be built here (no nvcc, no ninja), or None."""
+    """Why the extension cannot be built here (no nvcc, no ninja, nvcc's CUDA not torch's), or None."""
     from torch.utils import cpp_extension
 
-    nvcc = Path(cpp_extension.CUDA_HOME or os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
-    if not nvcc.is_file():
-        return f"no nvcc at {nvcc}: set CUDA_HOME to a CUDA toolkit"
+    path = nvcc()
+    if not path.is_file():
+        return f"no nvcc at {path}: set CUDA_HOME to a CUDA toolkit"
     if not cpp_extension.is_ninja_available():
         return "ninja is missing: torch's extension builder needs it (pip install ninja)"
-    return None
+    return cuda_mismatch(nvcc_info(path)[0], torch.version.cuda)
+
+
+@contextmanager
+def environ(name: str, value: str):
+    """``os.environ[name] = value`` inside the block only."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 @cache
 def extension():
-    """The compiled kernels (built once, then loaded from the cache)."""
+    """The compiled kernels (built once per machine and arch list, then loaded from the cache)."""
     from torch.utils import cpp_extension
 
-    build = extensions_dir() / "linbench_fused_step"
-    build.mkdir(parents=True, exist_ok=True)
-    return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
-                              extra_cuda_cflags=["-O3"], verbose=False)
+    archs = chosen_arch_list()
+    build = build_dir(archs)
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError(f"cannot create {build} ({e.strerror}): set LINBENCH_EXTENSIONS_DIR to a writable "
+                           "folder") from None
+    with environ("TORCH_CUDA_ARCH_LIST", archs):
+        return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
+                                  extra_cuda_cflags=["-O3"], verbose=False)
 
 
 @torch.library.custom_op("linbench::linreg_step", mutates_args=("w", "b"), device_types="cpu")
 def linreg_step(w: Tensor, b: Tensor, X: Tensor, y: Tensor, lr: Tensor) -> Tensor:
     """One SGD step of linreg; updates ``w`` (d, 1) and ``b`` (1,) in place, returns the mean loss."""
+    check_step_args("linbench::linreg_step", w, b, X, y, lr, torch.float32)
     res = X @ w + b - y.reshape(-1, 1)
     loss = (res * res / 2).mean()
     w -= lr * (X.T @ res) / X.shape[0]
@@ -65,6 +197,7 @@ def linreg_step(w: Tensor, b: Tensor, X: Tensor, y: Tensor, lr: Tensor) -> Tenso
 @torch.library.custom_op("linbench::softmax_step", mutates_args=("W", "b"), device_types="cpu")
 def softmax_step(W: Tensor, b: Tensor, X: Tensor, y: Tensor, lr: Tensor) -> Tensor:
     """One SGD step of softmax regression; updates ``W`` (d, k) and ``b`` (k,) in place, returns the mean loss."""
+    check_step_args("linbench::softmax_step", W, b, X, y, lr, torch.int64)
     O = X @ W + b
     loss = (torch.logsumexp(O, dim=1) - O.gather(1, y.reshape(-1, 1)).squeeze(1)).mean()
     dO = torch.softmax(O, dim=1)
@@ -96,7 +229,9 @@ class _CudaForm(FusedStepForm):
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
-        return toolkit_missing()
+        if reason := toolkit_missing():
+            return reason
+        return arch_problem(chosen_arch_list(), gpus(), nvcc_info(nvcc())[1])
 
 
 class CudaLinReg(_CudaForm):

@@ -5,6 +5,8 @@
 // cross-entropy and dO = (softmax - onehot) / n. softmax_update: one thread per W entry
 // reduces X^T dO over the rows and updates it; the last block updates b and writes the mean loss.
 // Every sum runs in a fixed order, so a step is deterministic. lr is read on the device.
+// The host checks the arguments as check_step_args in impls/common.py does (one-line ValueErrors), but
+// not the label range, which would sync: a row whose label is outside 0..k-1 gets a NaN loss instead.
 #include <torch/extension.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -83,7 +85,7 @@ __global__ void softmax_grad_kernel(const float* X, const float* W, const float*
   }
   block_sum(o);
   if (threadIdx.x != 0) return;
-  const int label = (int)y[r];
+  const int64_t label = y[r];
   float top = -INFINITY, picked = 0.f;
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j)
@@ -96,7 +98,7 @@ __global__ void softmax_grad_kernel(const float* X, const float* W, const float*
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j)
     if (j < k) total += (o[j] = expf(o[j] - top));
-  row_loss[r] = top + logf(total) - picked;
+  row_loss[r] = label >= 0 && label < k ? top + logf(total) - picked : NAN;  // a bad label shows as NaN
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j)
     if (j < k) dO[(size_t)r * k + j] = (o[j] / total - (j == label ? 1.f : 0.f)) / n;
@@ -135,21 +137,37 @@ __global__ void softmax_update_kernel(const float* X, const float* dO, const flo
   if (j < k) W[(size_t)i * k + j] -= rate * g;
 }
 
-void check(const at::Tensor& t, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(t.is_cuda() && t.scalar_type() == dtype && t.is_contiguous(), name,
-              " must be a contiguous CUDA ", dtype, " tensor");
+// The checks of check_step_args (impls/common.py): same device as X, dtype, contiguity, shapes, n >= 1.
+void check_args(const char* op, const at::Tensor& weight, const char* weight_name, const at::Tensor& b,
+                const at::Tensor& X, const at::Tensor& y, at::ScalarType label_dtype, const at::Tensor& lr) {
+  TORCH_CHECK_VALUE(X.dim() == 2 && X.size(0) >= 1, op, ": X must be (n, d) with n >= 1, got ", X.sizes());
+  const std::pair<const at::Tensor*, const char*> args[] = {{&weight, weight_name}, {&b, "b"}, {&X, "X"},
+                                                            {&y, "y"}, {&lr, "lr"}};
+  for (const auto& [t, name] : args) {
+    const auto dtype = t == &y ? label_dtype : at::kFloat;
+    TORCH_CHECK_VALUE(t->device() == X.device(), op, ": ", name, " is on ", t->device(), " but X is on ", X.device());
+    TORCH_CHECK_VALUE(t->scalar_type() == dtype, op, ": ", name, " must be ", dtype, ", got ", t->scalar_type());
+    TORCH_CHECK_VALUE(t->is_contiguous(), op, ": ", name, " must be contiguous");
+  }
+  TORCH_CHECK_VALUE(X.is_cuda(), op, ": X must be on a CUDA device, got ", X.device());
+  const int64_t n = X.size(0), d = X.size(1);
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(0) == d, op, ": ", weight_name, " must be (", d,
+                    ", k) for X ", X.sizes(), ", got ", weight.sizes());
+  const int64_t k = weight.size(1);
+  TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == k, op, ": b must be (", k, ",), got ", b.sizes());
+  TORCH_CHECK_VALUE(y.dim() == 1 && y.size(0) == n, op, ": y must be (", n, ",), got ", y.sizes());
+  TORCH_CHECK_VALUE(lr.numel() == 1, op, ": lr must have one element, got ", lr.sizes());
+  TORCH_CHECK_VALUE(n * std::max<int64_t>(d, k) < (int64_t(1) << 31), op, ": X ", X.sizes(), " is too large");
 }
 
 }  // namespace
 
 at::Tensor linreg_step(at::Tensor w, at::Tensor b, const at::Tensor& X, const at::Tensor& y,
                        const at::Tensor& lr) {
-  check(w, at::kFloat, "w"); check(b, at::kFloat, "b"); check(X, at::kFloat, "X");
-  check(y, at::kFloat, "y"); check(lr, at::kFloat, "lr");
-  TORCH_CHECK(X.dim() == 2 && X.size(0) > 0, "X must be (n, d) with n > 0");
+  check_args("linbench::linreg_step", w, "w", b, X, y, at::kFloat, lr);
   const int n = X.size(0), d = X.size(1);
-  TORCH_CHECK(d <= MAX_OUT && w.numel() == d && b.numel() == 1 && y.numel() == n && lr.numel() == 1,
-              "linreg_step: shapes do not match (d <= ", MAX_OUT, ")");
+  TORCH_CHECK_VALUE(d <= MAX_OUT && w.size(1) == 1, "linbench::linreg_step: w must be (d, 1) with d <= ", MAX_OUT,
+                    " for this kernel, got ", w.sizes());
   const c10::cuda::CUDAGuard guard(X.device());
   auto loss = at::empty({}, X.options());
   linreg_step_kernel<<<1, 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -161,12 +179,10 @@ at::Tensor linreg_step(at::Tensor w, at::Tensor b, const at::Tensor& X, const at
 
 at::Tensor softmax_step(at::Tensor W, at::Tensor b, const at::Tensor& X, const at::Tensor& y,
                         const at::Tensor& lr) {
-  check(W, at::kFloat, "W"); check(b, at::kFloat, "b"); check(X, at::kFloat, "X");
-  check(y, at::kLong, "y"); check(lr, at::kFloat, "lr");
-  TORCH_CHECK(X.dim() == 2 && X.size(0) > 0 && W.dim() == 2, "X must be (n, d) with n > 0, W (d, k)");
+  check_args("linbench::softmax_step", W, "W", b, X, y, at::kLong, lr);
   const int n = X.size(0), d = X.size(1), k = W.size(1);
-  TORCH_CHECK(k <= MAX_OUT && W.size(0) == d && b.numel() == k && y.numel() == n && lr.numel() == 1,
-              "softmax_step: shapes do not match (k <= ", MAX_OUT, ")");
+  TORCH_CHECK_VALUE(k <= MAX_OUT, "linbench::softmax_step: W must be (d, k) with k <= ", MAX_OUT,
+                    " for this kernel, got ", W.sizes());
   const c10::cuda::CUDAGuard guard(X.device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   auto dO = at::empty({n, k}, X.options());

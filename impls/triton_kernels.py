@@ -6,23 +6,54 @@ per step, softmax in 2 (logits, softmax, loss and dO per block of rows; then ``W
 block of features, program 0 also updating ``b`` and writing the loss). Matrix products use
 ``tl.dot`` in IEEE fp32 (no TF32). lr is a device tensor, so nothing syncs.
 
+The wrappers check their arguments as the ``cuda`` form's ops do (:func:`impls.common.check_step_args`)
+and launch under the tensors' device. The batch size ``n`` is not specialised on (``do_not_specialize``),
+so a ragged last batch does not compile a kernel of its own. On the GPU a class label outside 0..k-1
+is not checked on the host (that would sync): it makes its row's loss, and so the step's loss, NaN.
+
 It runs on CUDA tensors; with ``TRITON_INTERPRET=1`` set before triton is imported, the same kernels
 run on CPU tensors through Triton's interpreter (slow: for checking, not for timing).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
 
-from impls.common import FusedStepForm
+from impls.common import FusedStepForm, check_step_args
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@triton.jit
+def _interpreter_reads_scalars_with_item() -> None:
+    """Make the interpreter's ``tensor.__index__`` use ``.item()``.
+
+    The interpreter holds a scalar argument such as ``n`` in a 1-element array and, before Triton 3.7,
+    converted it with ``int(array)`` in ``range(0, n, BLOCK)``: a TypeError from NumPy 2.5 on ("only
+    0-dimensional arrays can be converted to Python scalars"). ``.item()`` works for every NumPy.
+    """
+    from triton.runtime import interpreter
+
+    patch_tensor = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch_tensor is None or getattr(patch_tensor, "reads_item", False):
+        return
+
+    def patched(tensor, *args, **kwargs):
+        patch_tensor(tensor, *args, **kwargs)
+        tensor.__index__ = lambda self: self.handle.data.item()
+
+    patched.reads_item = True
+    interpreter._patch_lang_tensor = patched
+
+
+if INTERPRET:
+    _interpreter_reads_scalars_with_item()
+
+
+@triton.jit(do_not_specialize=["n"])
 def _linreg_step(w_ptr, b_ptr, X_ptr, y_ptr, lr_ptr, loss_ptr, n, d, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     cols = tl.arange(0, BLOCK_D)
     cmask = cols < d
@@ -46,7 +77,7 @@ def _linreg_step(w_ptr, b_ptr, X_ptr, y_ptr, lr_ptr, loss_ptr, n, d, BLOCK_N: tl
     tl.store(loss_ptr, tl.sum(total, axis=0) / n)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _softmax_grad(X_ptr, W_ptr, b_ptr, y_ptr, dO_ptr, row_loss_ptr, n, d, k,
                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -66,12 +97,13 @@ def _softmax_grad(X_ptr, W_ptr, b_ptr, y_ptr, dO_ptr, row_loss_ptr, n, d, k,
     total = tl.sum(e, axis=1)
     y = tl.load(y_ptr + rows, mask=rmask, other=0)
     hot = cls[None, :] == y[:, None]
-    tl.store(row_loss_ptr + rows, top + tl.log(total) - tl.sum(tl.where(hot, O, 0.0), axis=1), mask=rmask)
+    row_loss = top + tl.log(total) - tl.sum(tl.where(hot, O, 0.0), axis=1)
+    tl.store(row_loss_ptr + rows, tl.where((y >= 0) & (y < k), row_loss, float("nan")), mask=rmask)
     dO = (e / total[:, None] - hot.to(tl.float32)) / n
     tl.store(dO_ptr + rows[:, None] * k + cls[None, :], dO, mask=rmask[:, None] & kmask[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _softmax_update(X_ptr, dO_ptr, row_loss_ptr, W_ptr, b_ptr, lr_ptr, loss_ptr, n, d, k,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
@@ -100,16 +132,30 @@ def _softmax_update(X_ptr, dO_ptr, row_loss_ptr, W_ptr, b_ptr, lr_ptr, loss_ptr,
         tl.store(loss_ptr, tl.sum(total, axis=0) / n)
 
 
+def _device_of(X):
+    """Launch on X's GPU (a no-op for the interpreter's CPU tensors)."""
+    return torch.cuda.device(X.device) if X.is_cuda else contextlib.nullcontext()
+
+
 def linreg_step(w, b, X, y, lr):
     """Updates ``w`` (d, 1) and ``b`` (1,) in place; returns the batch-mean loss (0-dim)."""
+    check_step_args("triton linreg_step", w, b, X, y, lr, torch.float32)
     n, d = X.shape
     loss = X.new_empty(())
-    _linreg_step[(1,)](w, b, X, y, lr, loss, n, d, BLOCK_N=64, BLOCK_D=triton.next_power_of_2(d))
+    with _device_of(X):
+        _linreg_step[(1,)](w, b, X, y, lr, loss, n, d, BLOCK_N=64, BLOCK_D=triton.next_power_of_2(d))
     return loss
 
 
-def softmax_step(W, b, X, y, lr, BLOCK_M=16, BLOCK_D=32):
+def softmax_step(W, b, X, y, lr):
     """Updates ``W`` (d, k) and ``b`` (k,) in place; returns the batch-mean loss (0-dim)."""
+    check_step_args("triton softmax_step", W, b, X, y, lr, torch.int64)
+    with _device_of(X):
+        return _softmax_launch(W, b, X, y, lr)
+
+
+def _softmax_launch(W, b, X, y, lr, BLOCK_M=16, BLOCK_D=32):
+    """The two launches of a softmax step, with no checks (tests reach the kernels' own label handling so)."""
     (n, d), k = X.shape, W.shape[1]
     block_k = max(16, triton.next_power_of_2(k))  # tl.dot needs every dimension >= 16
     dO, row_loss, loss = X.new_empty((n, k)), X.new_empty((n,)), X.new_empty(())
