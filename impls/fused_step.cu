@@ -137,10 +137,18 @@ __global__ void softmax_update_kernel(const float* X, const float* dO, const flo
   if (j < k) W[(size_t)i * k + j] -= rate * g;
 }
 
+// A shape as Python prints it, "(8, 2)" or "(8,)". Messages are built from plain strings: streaming an
+// IntArrayRef into TORCH_CHECK crashed the process on an H100 (torch 2.11 + nvcc 13), so none is streamed.
+std::string shape(const at::Tensor& t) {
+  std::string s = "(";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + (t.dim() == 1 ? ",)" : ")");
+}
+
 // The checks of check_step_args (impls/common.py): same device as X, dtype, contiguity, shapes, n >= 1.
 void check_args(const char* op, const at::Tensor& weight, const char* weight_name, const at::Tensor& b,
                 const at::Tensor& X, const at::Tensor& y, at::ScalarType label_dtype, const at::Tensor& lr) {
-  TORCH_CHECK_VALUE(X.dim() == 2 && X.size(0) >= 1, op, ": X must be (n, d) with n >= 1, got ", X.sizes());
+  TORCH_CHECK_VALUE(X.dim() == 2 && X.size(0) >= 1, op, ": X must be (n, d) with n >= 1, got ", shape(X));
   const std::pair<const at::Tensor*, const char*> args[] = {{&weight, weight_name}, {&b, "b"}, {&X, "X"},
                                                             {&y, "y"}, {&lr, "lr"}};
   for (const auto& [t, name] : args) {
@@ -152,12 +160,12 @@ void check_args(const char* op, const at::Tensor& weight, const char* weight_nam
   TORCH_CHECK_VALUE(X.is_cuda(), op, ": X must be on a CUDA device, got ", X.device());
   const int64_t n = X.size(0), d = X.size(1);
   TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(0) == d, op, ": ", weight_name, " must be (", d,
-                    ", k) for X ", X.sizes(), ", got ", weight.sizes());
+                    ", k) for X ", shape(X), ", got ", shape(weight));
   const int64_t k = weight.size(1);
-  TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == k, op, ": b must be (", k, ",), got ", b.sizes());
-  TORCH_CHECK_VALUE(y.dim() == 1 && y.size(0) == n, op, ": y must be (", n, ",), got ", y.sizes());
-  TORCH_CHECK_VALUE(lr.numel() == 1, op, ": lr must have one element, got ", lr.sizes());
-  TORCH_CHECK_VALUE(n * std::max<int64_t>(d, k) < (int64_t(1) << 31), op, ": X ", X.sizes(), " is too large");
+  TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == k, op, ": b must be (", k, ",), got ", shape(b));
+  TORCH_CHECK_VALUE(y.dim() == 1 && y.size(0) == n, op, ": y must be (", n, ",), got ", shape(y));
+  TORCH_CHECK_VALUE(lr.numel() == 1, op, ": lr must have one element, got ", shape(lr));
+  TORCH_CHECK_VALUE(n * std::max<int64_t>(d, k) < (int64_t(1) << 31), op, ": X ", shape(X), " is too large");
 }
 
 }  // namespace
@@ -167,7 +175,7 @@ at::Tensor linreg_step(at::Tensor w, at::Tensor b, const at::Tensor& X, const at
   check_args("linbench::linreg_step", w, "w", b, X, y, at::kFloat, lr);
   const int n = X.size(0), d = X.size(1);
   TORCH_CHECK_VALUE(d <= MAX_OUT && w.size(1) == 1, "linbench::linreg_step: w must be (d, 1) with d <= ", MAX_OUT,
-                    " for this kernel, got ", w.sizes());
+                    " for this kernel, got ", shape(w));
   const c10::cuda::CUDAGuard guard(X.device());
   auto loss = at::empty({}, X.options());
   linreg_step_kernel<<<1, 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -182,7 +190,7 @@ at::Tensor softmax_step(at::Tensor W, at::Tensor b, const at::Tensor& X, const a
   check_args("linbench::softmax_step", W, "W", b, X, y, at::kLong, lr);
   const int n = X.size(0), d = X.size(1), k = W.size(1);
   TORCH_CHECK_VALUE(k <= MAX_OUT, "linbench::softmax_step: W must be (d, k) with k <= ", MAX_OUT,
-                    " for this kernel, got ", W.sizes());
+                    " for this kernel, got ", shape(W));
   const c10::cuda::CUDAGuard guard(X.device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   auto dO = at::empty({n, k}, X.options());

@@ -1,4 +1,6 @@
-"""asv: the configuration against asv's own keys, `asv check`, and regression detection end to end."""
+"""asv: the configuration against asv's own keys, `asv check`, the benchmarks as asv discovers them
+(real cells only, the thread count, asv's units), and regression detection end to end."""
+import ast
 import json
 import site
 import subprocess
@@ -7,10 +9,19 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
+
+import impls
+from bench import grid
 
 REPO = Path(__file__).resolve().parent.parent
 ASV = [sys.executable, "-m", "asv"]
-STEP = r"Step.time_step\('linreg', 'vectorized', 'cpu', 10\)"
+CELL = "linreg/vectorized/cpu/resident/w0/b10"
+STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10', "
+# the benchmarks and asv's units: the report maps each to its linbench metric
+UNITS = {"Step.time_step": "seconds", "CudaStep.track_step": "seconds", "Epoch.track_epoch_s": "seconds",
+         "Epoch.peakmem_epoch": "bytes", "Loader.track_loader_epoch_s": "seconds",
+         "Compile.track_compile_s": "seconds", "CudaMemory.track_cuda_peak": "bytes"}
 
 
 def asv_schema() -> dict:
@@ -32,6 +43,54 @@ def test_asv_conf_matches_asv_schema():
     assert conf["benchmark_dir"].startswith("bench/")
     with pytest.raises(jsonschema.ValidationError):  # the schema is strict: a misspelt key is caught
         jsonschema.validate({**conf, "default_benchmark_timout": 60}, asv_schema())
+
+
+def discovered(monkeypatch) -> dict:
+    """The benchmarks as asv's own discovery sees them, by class.method."""
+    from asv_runner.discovery import disc_benchmarks
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    return {b.name.split(".", 1)[1]: b for b in disc_benchmarks(str(REPO / "bench" / "asv_benchmarks"))}
+
+
+def test_asv_combinations_are_real_cells_at_this_thread_count_in_asv_units(monkeypatch):
+    cells = {c.label(): c for c in grid.expand(grid.DEFAULT_GRID)}
+    runs_somewhere = {label for label, c in cells.items() if c.device in impls.form_class(c.model, c.form).devices}
+    found = discovered(monkeypatch)
+    assert {name: b.unit for name, b in found.items()} == UNITS
+    for name, b in found.items():
+        assert b.param_names == ["cell", "threads"], name
+        labels, threads = ([ast.literal_eval(v) for v in values] for values in b.params)
+        assert threads == [torch.get_num_threads()], name
+        assert len(labels) == len(set(labels)), name
+        if name.startswith("Loader."):  # a loader: its cells' label with the form read as "any"
+            assert {f"{c.model}/any/{c.device}/{c.loader}/w{c.workers}/b{c.batch_size}"
+                    for c in cells.values() if c.label() in runs_somewhere} == set(labels)
+        else:
+            assert set(labels) <= runs_somewhere, name
+    assert set(ast.literal_eval(v) for v in found["Epoch.track_epoch_s"].params[0]) == runs_somewhere
+
+
+def test_asv_step_is_one_steady_step_per_call_and_a_cell_not_runnable_here_says_why(monkeypatch):
+    from bench.asv_benchmarks import bench_training
+
+    form, threads = impls.form_class("linreg", "vectorized"), torch.get_num_threads()
+    sizes, one = [], form.step
+    monkeypatch.setattr(form, "step", lambda self, X, y: sizes.append(len(y)) or one(self, X, y))
+    bench_training.one_step.cache_clear()
+    step = bench_training.Step()
+    step.setup(CELL, threads)
+    sizes.clear()  # the warm-up
+    step.time_step(CELL, threads)
+    step.setup(CELL, threads)  # asv re-runs setup before every timed call: the warm cell is kept
+    step.time_step(CELL, threads)
+    assert sizes == [10, 10]
+    bench_training.one_step.cache_clear()
+    with pytest.raises(NotImplementedError, match="threads"):
+        step.setup(CELL, threads + 1)
+    if not torch.cuda.is_available():
+        with pytest.raises(NotImplementedError, match="no CUDA device"):
+            bench_training.CudaStep().setup(CELL.replace("cpu", "cuda"), threads)
 
 
 def run(*args, cwd=REPO, timeout=600):
@@ -78,7 +137,7 @@ def test_asv_continuous_flags_a_2x_slower_form_and_not_an_unchanged_commit(tmp_p
 
     slower = run("continuous", "--config", str(config), "-f", "1.5", "-b", STEP, "HEAD~2", "HEAD~1", cwd=clone)
     assert slower.returncode != 0, slower.stdout + slower.stderr
-    assert "PERFORMANCE DECREASED" in slower.stdout and "Step.time_step('linreg', 'vectorized', 'cpu', 10)" in slower.stdout
+    assert "PERFORMANCE DECREASED" in slower.stdout and f"Step.time_step('{CELL}', " in slower.stdout
 
     same = run("continuous", "--config", str(config), "-f", "1.5", "-b", STEP, "HEAD~1", "HEAD", cwd=clone)
     assert same.returncode == 0, same.stdout + same.stderr

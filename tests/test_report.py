@@ -12,6 +12,7 @@ from bench.store import COLUMNS, CURVES, PREDICTIONS, Run, SCHEMA, Store
 from bench import cli, runner
 from bench.report import analysis
 from bench.report import page as report
+from bench.report import sources
 from bench.curves import train_curves
 from bench.data import LABELS
 
@@ -147,10 +148,10 @@ def test_asv_and_pytest_benchmark_results_join_the_runner_cells(tmp_path):
     (results / "vm" / "abc12345-existing.json").write_text(json.dumps({
         "commit_hash": "abc12345", "date": 1, "result_columns": ["result", "params", "version"],
         "results": {"bench_training.Epoch.track_epoch_s": [[0.3, None], params, "1"]}}))
-    asv = report.read_asv(results)
+    asv = sources.read_asv(results)
     assert asv[["benchmark", "form", "workers", "value", "unit"]].values.tolist() == [
         ["Epoch.track_epoch_s", "module", 0, 0.3, "s"]]  # the skipped combination (None) is left out
-    assert report.read_pytest_benchmark([bj])["value"].tolist() == [0.25]  # no stats (disabled): left out
+    assert sources.read_pytest_benchmark([bj])["value"].tolist() == [0.25]  # no stats (disabled): left out
     out = tmp_path / "out"
     page = report.build([Run(write_run(tmp_path / "r", full_rows()))], out, results, [bj]).read_text()
     assert "Every source side by side" in page

@@ -1,160 +1,201 @@
-"""asv benchmarks over the runner's grid: thin adapters over ``bench.runner.CellBench`` and ``bench.timer``.
+"""asv benchmarks over the runner's grid: thin adapters over ``bench.cell.CellBench``.
 
-Each class's parameters are axes of ``grid.DEFAULT_GRID`` with the values its cells take; a
-combination that is not a cell, or that ``grid.skip_reason`` rules out here (no GPU...), raises
-``NotImplementedError`` in ``setup``, which asv records as skipped. ``"cuda"`` is a device value on
-every machine, so results line up across machines. Nothing touches CUDA at import time.
+Every benchmark takes two parameters:
 
-Lower is better everywhere (asv flags increases): epochs and loader passes are tracked in seconds.
+- ``cell``: a cell of ``grid.DEFAULT_GRID`` by its label, as linbench prints it
+  (``softmax/module/cpu/torchvision/w4/b256``). Each class lists its real cells only, so no
+  combination is made up. A cell no machine can run (a device its form does not have, e.g.
+  ``loop`` on ``cuda``) is not listed; one this machine cannot run (``cuda`` without a GPU,
+  ``triton`` without its compiler) is skipped in ``setup`` with its reason. ``cuda`` cells are
+  listed on every machine, so results line up across machines.
+- ``threads``: this process's ``torch.get_num_threads()`` (set it with ``OMP_NUM_THREADS``). As a
+  parameter it is in every result's name, and asv compares a result only with one taken at the
+  same thread count.
+
+The same quantities as linbench, in asv's unit ``seconds`` (asv formats them: ``61.2us``):
+
+- ``Step.time_step``: one training step per call on batches already on the CPU, by asv's clock
+  (linbench's ``step_ms`` / 1000);
+- ``CudaStep.track_step``: one CUDA step, ``CellBench.step_ms`` synchronized (``step_ms`` / 1000);
+- ``Epoch.track_epoch_s``: ``CellBench.epoch_s``, extrapolated past a sample cap (``epoch_s``);
+- ``Loader.track_loader_epoch_s``: ``CellBench.loader_epoch_s`` (``loader_epoch_s``); the label's
+  form reads ``any``, as a loader does not depend on it;
+- ``Compile.track_compile_s``: the cold compile of the first compiled cell of each model and
+  device, the cell where the runner reports it (``compile_s``).
+
+Memory in asv's ``bytes``: ``Epoch.peakmem_epoch`` (the process's peak) and
+``CudaMemory.track_cuda_peak``. Lower is better everywhere. Nothing touches CUDA at import time.
 """
-import bench.timer  # not ``from bench import timer``: asv reads a module-level ``timer`` as its clock
+import dataclasses
+import functools
+import itertools
+
+import torch
+
+import impls
 from bench import grid
 from bench.cell import CellBench
+from bench.timer import sync
 
-CELLS = {c.key(): c for c in grid.expand(grid.DEFAULT_GRID)}
-
-
-def values(axis: str, **where) -> list:
-    """The values ``axis`` takes in the grid's cells matching ``where``, in grid order."""
-    cells = [c for c in CELLS.values() if all(getattr(c, k) == v for k, v in where.items())]
-    found = list(dict.fromkeys(getattr(c, axis) for c in cells))
-    return sorted(found) if all(isinstance(v, int) for v in found) else found
+THREADS = torch.get_num_threads()
 
 
-def runnable(cell: grid.Cell) -> grid.Cell:
-    reason = grid.skip_reason(cell)
+def runs_somewhere(cell: grid.Cell) -> bool:
+    """False only for a cell no machine can run: a device its form does not list."""
+    try:
+        return cell.device in impls.form_class(cell.model, cell.form).devices
+    except ImportError:  # e.g. triton missing here: a reason of this machine, given in setup
+        return True
+
+
+CELLS = [c for c in grid.expand(grid.DEFAULT_GRID) if runs_somewhere(c)]
+BY_LABEL = {c.label(): c for c in CELLS}
+
+
+def loader_label(cell: grid.Cell) -> str:
+    return dataclasses.replace(cell, form="any").label()
+
+
+def cell_params(cells) -> list:
+    return [list(dict.fromkeys(c.label() for c in cells)), [THREADS]]
+
+
+def ready(label: str, threads: int) -> grid.Cell:
+    """The cell of ``label``, or asv's skip (``NotImplementedError``) with the reason it cannot run here."""
+    if threads != torch.get_num_threads():
+        raise NotImplementedError(f"listed for {threads} threads, this process runs {torch.get_num_threads()}")
+    reason = grid.skip_reason(BY_LABEL[label])
     if reason:
         raise NotImplementedError(reason)
-    return cell
+    return BY_LABEL[label]
 
 
-def cell_or_skip(*axes) -> grid.Cell:
-    """The grid's cell with these axis values (in ``grid.AXES`` order), or asv's skip with the reason."""
-    if tuple(axes) not in CELLS:
-        raise NotImplementedError("not a cell of the default grid")
-    return runnable(CELLS[tuple(axes)])
-
-
-RESIDENT = dict(loader="resident", workers=0)
-STEP_PARAMS = [values("model"), values("form", **RESIDENT), values("device"), values("batch_size", **RESIDENT)]
-
-
-class Step:
-    """Steady-state training steps on batches already on the device (CPU: asv's clock; CUDA: CudaStep)."""
-    params = STEP_PARAMS
-    param_names = ["model", "form", "device", "batch_size"]
-    version = "1"
-    timeout = 300
-
-    def setup(self, model, form, device, batch_size):
-        cell = cell_or_skip(model, form, device, "resident", 0, batch_size)
-        if device != "cpu":
-            raise NotImplementedError("asv's clock does not synchronize CUDA: see CudaStep.track_step_ms")
-        self.bench = CellBench(cell)
-        self.bench.warm()
-        self.batches = self.bench.device_batches(4)
-
-    def time_step(self, *params):
-        self.bench.steps(self.batches)
-
-
-class CudaStep:
-    """One CUDA training step in ms: the suite's synchronized timer (``time_autorange``), median."""
-    params = STEP_PARAMS[:2] + [["cuda"]] + STEP_PARAMS[3:]
-    param_names = Step.param_names
-    version = "1"
-    timeout = 300
-
-    def setup(self, model, form, device, batch_size):
-        self.bench = CellBench(cell_or_skip(model, form, device, "resident", 0, batch_size))
-        self.bench.warm()
-        self.batches = self.bench.device_batches()
-
-    def track_step_ms(self, *params):
-        stats = bench.timer.time_autorange(lambda: self.bench.steps(self.batches))
-        return stats.median / len(self.batches) * 1e3
-
-    track_step_ms.unit = "ms"
-
-
-class _WarmCell:
-    """Set up the grid cell of these axes, warmed (or skip it): shared by the whole-cell benchmarks."""
-    param_names = list(grid.AXES)
-    version = "1"
+class _Cells:
+    param_names = ["cell", "threads"]
+    version = "2"
     timeout = 900
 
-    def setup(self, *axes):
-        self.bench = CellBench(cell_or_skip(*axes))
+
+class _WarmCell(_Cells):
+    """The cell made ready and warmed (or skipped): shared by the whole-cell benchmarks."""
+
+    def setup(self, cell, threads):
+        self.bench = CellBench(ready(cell, threads))
         self.bench.warm()
+
+
+@functools.cache
+def one_step(label: str):
+    """A warmed cell's one training step, cycling through ``Settings.step_batches`` batches already on
+    the device (as ``step_ms`` does). Made once per process: asv (asv_runner >= 0.3) re-runs ``setup``
+    before every timed call, and a step's cost does not depend on the state an earlier step left."""
+    bench = CellBench(BY_LABEL[label])
+    bench.warm()
+    batches = itertools.cycle(bench.device_batches())
+    return lambda: bench.form.step(*next(batches))
+
+
+class Step(_Cells):
+    """One steady-state training step per call, CPU cells with the resident loader: asv owns the clock.
+
+    CUDA cells are ``CudaStep``: asv's clock does not synchronize the device."""
+    params = cell_params(c for c in CELLS if c.loader == "resident" and c.device == "cpu")
+    repeat = (20, 200, 2.0)  # each sample is one call: many samples (min, max, seconds)
+    timeout = 300
+
+    def setup(self, cell, threads):
+        self.step = one_step(ready(cell, threads).label())
+
+    def time_step(self, cell, threads):
+        self.step()
+
+
+class CudaStep(_WarmCell):
+    """Seconds per CUDA training step: ``CellBench.step_ms`` (blocks of steps, synchronized at the edges)."""
+    params = cell_params(c for c in CELLS if c.loader == "resident" and c.device == "cuda")
+    timeout = 300
+
+    def track_step(self, cell, threads):
+        return self.bench.step_ms().median / 1e3
+
+    track_step.unit = "seconds"
 
 
 class Epoch(_WarmCell):
-    """End to end, loader and training, over every cell: epoch seconds (extrapolated past a sample cap)."""
-    params = [values(a) for a in grid.AXES]
+    """Seconds per epoch end to end, every cell: ``CellBench.epoch_s`` (extrapolated past a sample cap)."""
+    params = cell_params(CELLS)
 
-    def track_epoch_s(self, *axes):
-        stats = bench.timer.time_repeats(self.bench.train_pass, 3, self.bench.dev, warmup=0)
-        return stats.median * self.bench.total / self.bench.samples
+    def track_epoch_s(self, cell, threads):
+        return self.bench.epoch_s().median
 
-    track_epoch_s.unit = "s"
+    track_epoch_s.unit = "seconds"
 
-    def peakmem_epoch(self, *axes):
+    def peakmem_epoch(self, cell, threads):
         self.bench.train_pass()
 
 
-class Loader:
-    """Loader only: one epoch of batches moved to the device, no training (seconds)."""
-    params = [values(a) for a in ("model", "device", "loader", "workers", "batch_size")]
-    param_names = ["model", "device", "loader", "workers", "batch_size"]
-    version = "1"
-    timeout = 900
-
-    def setup(self, model, device, loader, workers, batch_size):
-        cells = [c for c in CELLS.values()
-                 if (c.model, c.device, c.loader, c.workers, c.batch_size) == (model, device, loader, workers, batch_size)]
-        if not cells:
-            raise NotImplementedError("not a loader of the default grid")
-        cell = min(cells, key=lambda c: c.form == "loop")  # a loop cell's pass is capped: avoid it
-        self.bench = CellBench(runnable(cell))
-        self.bench.loader_pass()  # workers started, data in the page cache
-        self.samples = min(self.bench.cap or self.bench.total, self.bench.total)
-
-    def track_loader_epoch_s(self, *params):
-        stats = bench.timer.time_repeats(self.bench.loader_pass, 3, self.bench.dev, warmup=0)
-        return stats.median * self.bench.total / self.samples
-
-    track_loader_epoch_s.unit = "s"
+def loader_cells() -> dict:
+    """Each loader of the grid (a label with form ``any``) -> its cells."""
+    found = {}
+    for cell in CELLS:
+        found.setdefault(loader_label(cell), []).append(cell)
+    return found
 
 
-class Compile:
-    """``torch.compile`` seconds of the compiled form's first step (a fresh process: a cold compile)."""
-    params = [values("model", form="compiled"), values("device", form="compiled")]
-    param_names = ["model", "device"]
-    version = "1"
-    timeout = 900
+LOADERS = loader_cells()
 
-    def setup(self, model, device):
-        batch_size = grid.BASELINES[model]["batch_size"]
-        self.bench = CellBench(cell_or_skip(model, "compiled", device, "resident", 0, batch_size))
 
-    def track_compile_s(self, *params):
-        self.bench.warm(1)
-        bench.timer.sync(self.bench.dev)
-        return self.bench.form.compiled.compile_seconds
+class Loader(_Cells):
+    """Seconds per epoch of a loader alone, batches moved to the device: ``CellBench.loader_epoch_s``."""
+    params = [list(LOADERS), [THREADS]]
 
-    track_compile_s.unit = "s"
+    def setup(self, cell, threads):
+        # the first cell whose form runs here, uncapped if there is one (the whole epoch is timed);
+        # when no form runs here, ready() skips with the last one's reason
+        for one in sorted(LOADERS[cell], key=lambda c: grid.sample_cap(c, quick=False) is not None):
+            if not grid.skip_reason(one):
+                break
+        self.bench = CellBench(ready(one.label(), threads))
+
+    def track_loader_epoch_s(self, cell, threads):
+        return self.bench.loader_epoch_s().median
+
+    track_loader_epoch_s.unit = "seconds"
+
+
+def first_compiled() -> list:
+    """The first compiled cell of each (model, device) in grid order: where the runner's compile is cold."""
+    first = {}
+    for c in CELLS:
+        if c.form == "compiled":
+            first.setdefault((c.model, c.device), c)
+    return list(first.values())
+
+
+class Compile(_Cells):
+    """Seconds of ``torch.compile`` in the cell's warm-up; asv runs each in a fresh process: a cold compile."""
+    params = cell_params(first_compiled())
+
+    def setup(self, cell, threads):
+        self.bench = CellBench(ready(cell, threads))
+
+    def track_compile_s(self, cell, threads):
+        before = len(self.bench.form.compile_log())
+        self.bench.warm()
+        sync(self.bench.dev)
+        return sum(e["seconds"] for e in self.bench.form.compile_log()[before:])
+
+    track_compile_s.unit = "seconds"
 
 
 class CudaMemory(_WarmCell):
-    """Peak CUDA memory allocated over an epoch (the host's peak is ``Epoch.peakmem_epoch``)."""
-    params = [values(a) if a != "device" else ["cuda"] for a in grid.AXES]
+    """Peak CUDA memory allocated over an epoch, bytes (the host's peak is ``Epoch.peakmem_epoch``)."""
+    params = cell_params(c for c in CELLS if c.device == "cuda")
 
-    def track_cuda_peak_mb(self, *axes):
-        import torch
-
+    def track_cuda_peak(self, cell, threads):
         torch.cuda.reset_peak_memory_stats(self.bench.dev)
         self.bench.train_pass()
-        bench.timer.sync(self.bench.dev)
-        return torch.cuda.max_memory_allocated(self.bench.dev) / 2**20
+        sync(self.bench.dev)
+        return torch.cuda.max_memory_allocated(self.bench.dev)
 
-    track_cuda_peak_mb.unit = "MiB"
+    track_cuda_peak.unit = "bytes"

@@ -1,6 +1,6 @@
 """The analysis of results, apart from drawing: speedups over the seeds' pipeline, headlines, the
-comparison of two runs, the fastest cell per model and device. pandas only (no matplotlib), so the
-runner uses it as the report does.
+comparison of two runs, the fastest cell per model and device, the end of each training curve.
+pandas only (no matplotlib), so the runner uses it as the report does.
 """
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ def headlines(frame: pd.DataFrame) -> list[str]:
         lines.append(f"fastest {model} on {device}: {best['form']} ({best['loader']}, w{best['workers']}, "
                      f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, epoch {best['epoch_s']:.3g} s, "
                      f"{best['speedup']:.1f}x the seeds' pipeline, {100 * best['epoch_roofline_frac']:.2g}% of the roofline")
-    loaders = ok[(ok["model"] == "softmax") & (ok["device"] == "cpu") & (ok["batch_size"] == 256)]
-    tv = loaders[(loaders["loader"] == "torchvision") & (loaders["workers"] == 4)]["loader_epoch_s"]
+    base = BASELINES["softmax"]  # the seeds' loader against the data resident on the device
+    loaders = ok[(ok["model"] == "softmax") & (ok["device"] == base["device"]) & (ok["batch_size"] == base["batch_size"])]
+    seeds = loaders[(loaders["loader"] == base["loader"]) & (loaders["workers"] == base["workers"])]["loader_epoch_s"]
     res = loaders[loaders["loader"] == "resident"]["loader_epoch_s"]
-    if len(tv) and len(res):
-        lines.append(f"softmax loader epoch on cpu: resident {res.min():.3g} s vs torchvision with 4 workers "
-                     f"{tv.min():.3g} s ({tv.min() / res.min():,.0f}x)")
+    if len(seeds) and len(res):
+        lines.append(f"softmax loader epoch on {base['device']}: resident {res.min():.3g} s vs {base['loader']} with "
+                     f"{base['workers']} workers {seeds.min():.3g} s ({seeds.min() / res.min():,.0f}x)")
     for model in frame["model"].unique():
         if not len(baseline_rows(frame, model)):
             lines.append(f"no {model} speedups: its baseline cell ("
@@ -82,3 +83,10 @@ def expected_cells(meta: dict) -> int | None:
         return len(expand(config["grid"], config.get("overrides") or {}))
     except Exception:  # noqa: BLE001 - an older or hand-written config: the count is only informative
         return None
+
+
+def curves_summary(curves: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch of each form's training curve."""
+    last = curves.sort_values("epoch").groupby(["form", "device"], sort=False).tail(1)
+    return last.rename(columns={"epoch": "epochs", "seconds": "train_s"})[
+        ["form", "device", "epochs", "train_loss", "train_acc", "test_acc", "train_s"]]
