@@ -48,6 +48,7 @@ class CellBench:
     """One cell made ready to time. Every tool times the same things through it."""
 
     def __init__(self, cell: Cell, settings: Settings = Settings()):
+        cell.apply()  # the axes that act on the process (e.g. its thread count), before anything is built
         self.cell, self.settings, self.dev = cell, settings, torch.device(cell.device)
         self.cap, self.total = sample_cap(cell, settings.quick), TRAIN_EXAMPLES[cell.model]
         self.loader = make_loader(cell.loader, cell.model, cell.batch_size, cell.workers, cell.device,

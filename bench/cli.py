@@ -65,6 +65,20 @@ def cmd_check(args) -> int:
     return 1 if any(r.status == "fail" for r in results) else 0
 
 
+def _dest(axis) -> str:
+    return axis.flag.lstrip("-").replace("-", "_")
+
+
+def _values(axis):
+    """argparse type of an axis flag: comma-separated values, each parsed as the axis says."""
+    def parse(text: str) -> list:
+        try:
+            return [axis.parse(v) for v in _names(text)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
+    return parse
+
+
 def _ints(text: str) -> list[int]:
     try:
         return [int(v) for v in _names(text)]
@@ -80,30 +94,20 @@ SUMMARY = ["model", "form", "device", "loader", "workers", "batch_size", "status
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from bench import grid, runner
+    from bench import runner
+    from bench.grid import AXIS_TABLE
     from bench.report.analysis import headlines
     from bench.store import RESULTS
 
     if args.resume:
         store, config, cells = runner.resume(Path(args.resume))
     else:
-        overrides = {"model": args.models, "form": args.forms, "device": args.devices, "loader": args.loaders,
-                     "workers": args.workers, "batch_size": args.batch_sizes}
-        grid.validate(overrides)
+        overrides = {a.name: getattr(args, _dest(a)) for a in AXIS_TABLE}
+        config = runner.plan(overrides, quick=args.quick, repeats=args.repeats, curves=not args.no_curves,
+                             persistent_workers=not args.no_persistent_workers, pin_memory=args.pin_memory,
+                             data_dir=args.data_dir)
         if args.devices:
             require_devices(args.devices)
-        if args.repeats is not None and args.repeats < 1:
-            raise UserError(f"--repeats must be >= 1, got {args.repeats}")
-        from bench.data import fashion_mnist_root
-
-        if "softmax" in (args.models or ["softmax"]):
-            fashion_mnist_root(args.data_dir)  # a data problem is reported before anything runs
-        config = runner.RunConfig(
-            grid=grid.QUICK_GRID if args.quick else grid.DEFAULT_GRID, overrides=overrides,
-            repeats=args.repeats or (2 if args.quick else 3), quick=args.quick,
-            gate_steps=10 if args.quick else 50, persistent_workers=not args.no_persistent_workers,
-            pin_memory=args.pin_memory, threads=args.threads, data_dir=args.data_dir,
-            curves_epochs=0 if args.no_curves else (2 if args.quick else 10))
         store, cells = runner.start(config, Path(args.out))
     print(f"run {store.folder} ({len(cells)} cells)", file=sys.stderr)
     try:
@@ -182,6 +186,8 @@ def cmd_data(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from bench.grid import AXIS_TABLE
+
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("check", help="the equal-results gate against the fp64 oracle")
@@ -193,14 +199,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("run", help="the benchmark grid (the main job); results under --out")
     p.add_argument("--quick", action="store_true", help="a small grid, fewer repeats, capped passes (<= 60 s)")
-    p.add_argument("--models", type=_names, help="comma-separated models (replaces the grid's axis)")
-    p.add_argument("--forms", type=_names, help="comma-separated forms")
-    p.add_argument("--devices", type=_names, help="comma-separated devices (cpu, cuda)")
-    p.add_argument("--loaders", type=_names, help="comma-separated loaders (torchvision, tensor, resident)")
-    p.add_argument("--workers", type=_ints, help="comma-separated DataLoader worker counts")
-    p.add_argument("--batch-sizes", type=_ints, help="comma-separated batch sizes")
+    for axis in AXIS_TABLE:  # one flag per axis of the grid; each replaces that axis in every sub-grid
+        p.add_argument(axis.flag, dest=_dest(axis), type=_values(axis), help=f"{axis.help} (replaces the grid's axis)")
     p.add_argument("--repeats", type=int, help="timed epochs per cell (default 3; 2 with --quick)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     p.add_argument("--no-persistent-workers", action="store_true", help="restart DataLoader workers every epoch")
     p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="pin DataLoader memory (default: only when the device is cuda)")

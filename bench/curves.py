@@ -15,7 +15,6 @@ from bench.data import LABELS, load_split
 from bench.loaders import Resident
 from impls.common import MODELS, init_params
 
-SLOW_FORMS = {"loop": "pure Python takes about 30 s per epoch: too slow for 10 epochs"}
 PREDICTIONS = 8
 
 
@@ -26,7 +25,9 @@ def train_curves(forms, device: str = "cpu", epochs: int = 10, seed: int = 0, da
     X_test, y_test = test.features().to(device), test.y.to(device)
     rows, predictions, skipped = [], [], {}
     for form in forms:
-        reason = SLOW_FORMS.get(form) or impls.unavailable("softmax", form, device)
+        reason = impls.unavailable("softmax", form, device) or (
+            impls.sample_cap("softmax", form) and f"too slow for whole epochs (its timed passes are capped at "
+                                                  f"{impls.sample_cap('softmax', form)} samples)")
         if reason:
             skipped[form] = reason
             continue

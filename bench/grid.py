@@ -1,4 +1,8 @@
-"""The benchmark grid: model x form x device x loader x workers x batch size, and its skip rules.
+"""The benchmark grid: its axes as one table (:data:`AXIS_TABLE`), the cells, and the skip rules.
+
+Every axis (model, form, device, loader, workers, batch size, ...) is a row of the table; the CLI
+flags, validation, the :class:`Cell` fields and labels, the results' columns, asv's parameters and the
+report's groupings are all derived from it, so a new axis is one new row.
 
 The embedded default is a union of small product grids (each a dict of axis -> values) chosen to
 run in a few minutes on a 2-core CPU machine; command-line flags replace an axis in every one of
@@ -7,21 +11,67 @@ them. Cells that cannot or should not run are kept, as ``skipped`` rows with the
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, make_dataclass
 
 import impls
 from bench import UserError
 from bench.loaders import DATALOADER_KINDS, LOADERS
 from impls.common import LINREG_EXAMPLES, MODELS
 
-AXES = ("model", "form", "device", "loader", "workers", "batch_size")
+TRAIN_EXAMPLES = {"linreg": LINREG_EXAMPLES, "softmax": 60000}
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis of the grid: everything the CLI, validation, results, asv and the report need to know.
+
+    ``name`` is the cell field and the results column; ``flag`` the ``linbench run`` option (comma-
+    separated values); ``parse`` turns one value's text into the value; ``choices`` (names) or ``check``
+    (a value and every axis's overrides -> what is wrong, or None) validate it; ``default`` gives the values a sub-grid that does not
+    name the axis takes; ``prefix`` marks the value in a cell label (``w4``, ``b256``); ``apply`` makes
+    a cell's value take effect before it is built and timed (None: the value is data the cell reads).
+    """
+    name: str
+    flag: str
+    help: str
+    parse: Callable[[str], object] = str
+    choices: Callable[[], Sequence[str]] | None = None
+    check: Callable[[object, dict], str | None] | None = None
+    default: Callable[[], list] = list
+    prefix: str = ""
+    apply: Callable[[object], None] | None = None
+
+
+def _at_least(low: int):
+    return lambda v, overrides: None if v >= low else f"must be >= {low}, got {v}"
+
+
+def _fits_the_data(b: int, overrides: dict) -> str | None:
+    if b <= 0:
+        return f"must be positive, got {b}"
+    largest = max(TRAIN_EXAMPLES[m] for m in overrides.get("model") or MODELS)
+    return f"{b} is larger than the data ({largest} training examples)" if b > largest else None
+
+
+AXIS_TABLE: tuple[Axis, ...] = (
+    Axis("model", "--models", "comma-separated models", choices=lambda: list(MODELS)),
+    Axis("form", "--forms", "comma-separated forms", choices=lambda: list(impls.FORM_MODULES)),
+    Axis("device", "--devices", "comma-separated devices (cpu, cuda)", choices=lambda: list(impls.DEVICES)),
+    Axis("loader", "--loaders", "comma-separated loaders (torchvision, tensor, resident)", choices=lambda: LOADERS),
+    Axis("workers", "--workers", "comma-separated DataLoader worker counts", parse=int,
+         check=_at_least(0), prefix="w"),
+    Axis("batch_size", "--batch-sizes", "comma-separated batch sizes", parse=int, check=_fits_the_data,
+         prefix="b"),
+)
+AXES = tuple(a.name for a in AXIS_TABLE)
+AXIS = {a.name: a for a in AXIS_TABLE}
 # The seeds' pipeline per model: every row's speedup is against its model's baseline cell.
 BASELINES = {
     "softmax": dict(model="softmax", form="module", device="cpu", loader="torchvision", workers=4, batch_size=256),
     "linreg": dict(model="linreg", form="module", device="cpu", loader="torchvision", workers=0, batch_size=10),
 }
-TRAIN_EXAMPLES = {"linreg": LINREG_EXAMPLES, "softmax": 60000}
-LOOP_SAMPLE_CAP = 2560  # pure Python: time this many samples per pass and extrapolate the epoch
+DATALOADER_PASS_CAP = 40  # batches per DataLoader pass under --quick (its epoch is extrapolated)
 
 ALL_FORMS = list(impls.FORM_MODULES)
 DEFAULT_GRID = [
@@ -46,31 +96,48 @@ QUICK_GRID = [
 ]
 
 
-@dataclass(frozen=True)
-class Cell:
-    model: str
-    form: str
-    device: str
-    loader: str
-    workers: int
-    batch_size: int
-
+class _CellMethods:
     def key(self) -> tuple:
         return tuple(getattr(self, a) for a in AXES)
 
     def label(self) -> str:
-        return f"{self.model}/{self.form}/{self.device}/{self.loader}/w{self.workers}/b{self.batch_size}"
+        """``model/form/device/loader/w4/b256``: every axis, in table order (see :func:`parse_label`)."""
+        return "/".join(f"{AXIS[a].prefix}{getattr(self, a)}" for a in AXES)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {a: getattr(self, a) for a in AXES}
+
+    def apply(self) -> None:
+        """Make the values of the axes that act on the process (e.g. thread count) take effect."""
+        for axis in AXIS_TABLE:
+            if axis.apply:
+                axis.apply(getattr(self, axis.name))
+
+
+# One field per axis, made from the table, so a new axis needs no edit here.
+Cell = make_dataclass("Cell", [(a.name, object) for a in AXIS_TABLE], bases=(_CellMethods,), frozen=True)
+Cell.__module__ = __name__
+
+
+def parse_label(label: str) -> Cell:
+    """The cell a :meth:`Cell.label` names (asv's and pytest-benchmark's parameter)."""
+    parts = label.split("/")
+    try:
+        if len(parts) != len(AXIS_TABLE) or not all(t.startswith(a.prefix) for a, t in zip(AXIS_TABLE, parts)):
+            raise ValueError
+        return Cell(*(a.parse(t[len(a.prefix):]) for a, t in zip(AXIS_TABLE, parts)))
+    except ValueError:
+        raise UserError(f"{label!r} is not a cell label (" + "/".join(a.prefix + a.name for a in AXIS_TABLE)
+                        + ")") from None
 
 
 def expand(grid: list[dict], overrides: dict | None = None) -> list[Cell]:
-    """The cells of a union of product grids, each axis replaced by ``overrides[axis]`` when given."""
+    """The cells of a union of product grids, each axis replaced by ``overrides[axis]`` when given; an
+    axis a sub-grid does not name takes its default."""
     overrides = {k: v for k, v in (overrides or {}).items() if v}
     cells = {}
     for sub in grid:
-        axes = {a: overrides.get(a, sub[a]) for a in AXES}
+        axes = {a.name: overrides.get(a.name) or sub.get(a.name) or a.default() for a in AXIS_TABLE}
         for values in itertools.product(*(axes[a] for a in AXES)):
             cell = Cell(*values)
             cells.setdefault(cell.key(), cell)
@@ -78,21 +145,14 @@ def expand(grid: list[dict], overrides: dict | None = None) -> list[Cell]:
 
 
 def validate(overrides: dict) -> None:
-    """User errors in axis values: unknown names, workers < 0, batch sizes <= 0 or larger than the data."""
-    impls.check_names("model", overrides.get("model") or [], MODELS)
-    impls.check_names("form", overrides.get("form") or [], impls.FORM_MODULES)
-    impls.check_names("device", overrides.get("device") or [], impls.DEVICES)
-    impls.check_names("loader", overrides.get("loader") or [], LOADERS)
-    for w in overrides.get("workers") or []:
-        if w < 0:
-            raise UserError(f"--workers must be >= 0, got {w}")
-    models = overrides.get("model") or list(MODELS)
-    for b in overrides.get("batch_size") or []:
-        if b <= 0:
-            raise UserError(f"--batch-sizes must be positive, got {b}")
-        largest = max(TRAIN_EXAMPLES[m] for m in models)
-        if b > largest:
-            raise UserError(f"--batch-sizes {b} is larger than the data ({largest} training examples)")
+    """User errors in axis values (unknown names, values out of range), each in one line."""
+    for axis in AXIS_TABLE:
+        values = overrides.get(axis.name) or []
+        if axis.choices:
+            impls.check_names(axis.name, values, axis.choices())
+        for v in values if axis.check else []:
+            if why := axis.check(v, overrides):
+                raise UserError(f"{axis.flag} {why}")
 
 
 def skip_reason(cell: Cell) -> str | None:
@@ -108,11 +168,12 @@ def skip_reason(cell: Cell) -> str | None:
 
 
 def sample_cap(cell: Cell, quick: bool) -> int | None:
-    """How many samples one timed pass covers (None: the whole epoch); the epoch time is extrapolated."""
-    caps = []
-    if cell.form == "loop":
-        caps.append(LOOP_SAMPLE_CAP)
+    """How many samples one timed pass covers (None: the whole epoch); the epoch time is extrapolated.
+
+    A form's own cap (its ``sample_cap``: the pure-Python form), and DataLoader passes under ``--quick``.
+    """
+    caps = [impls.sample_cap(cell.model, cell.form)]
     if quick and cell.loader in DATALOADER_KINDS:
-        caps.append(40 * cell.batch_size)
-    cap = min(caps, default=None)
+        caps.append(DATALOADER_PASS_CAP * cell.batch_size)
+    cap = min((c for c in caps if c), default=None)
     return cap if cap is not None and cap < TRAIN_EXAMPLES[cell.model] else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,7 @@ import torch
 
 from bench import UserError, check
 from bench.cell import CellBench, Settings
-from bench.grid import Cell, expand, skip_reason
+from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, validate
 from bench.meta import environment, probe_peaks
 from bench.store import CURVES, GATE, PREDICTIONS, SCHEMA, Store, empty_row
 from impls.common import step_cost
@@ -35,7 +35,6 @@ class RunConfig:
     seed: int = 0
     persistent_workers: bool = True
     pin_memory: bool | None = None
-    threads: int | None = None
     data_dir: str | None = None
     curves_epochs: int = 10
 
@@ -73,7 +72,7 @@ class Runner:
 
     # -- one cell ---------------------------------------------------------------------------
     def row(self, cell: Cell, status: str, reason: str = "", **values) -> dict:
-        return empty_row(cell.as_dict(), status, reason, threads=torch.get_num_threads(), **values)
+        return empty_row({"threads": torch.get_num_threads(), **cell.as_dict()}, status, reason, **values)
 
     def measure(self, cell: Cell) -> dict:
         bench = CellBench(cell, Settings.of(self.config))
@@ -204,6 +203,23 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def plan(overrides: dict, quick: bool = False, repeats: int | None = None, curves: bool = True,
+         **options) -> RunConfig:
+    """A run's config: the default grid, or ``quick``'s (a smaller grid, 2 repeats, DataLoader passes
+    capped at ``grid.DATALOADER_PASS_CAP`` batches, a 10-step gate, 2 epochs of curves); ``overrides``
+    (axis -> values) replace axes in every sub-grid. Bad values are one-line user errors."""
+    validate(overrides)
+    if repeats is not None and repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {repeats}")
+    if "softmax" in (overrides.get("model") or ["softmax"]):
+        from bench.data import fashion_mnist_root
+
+        fashion_mnist_root(options.get("data_dir"))  # a data problem is reported before anything runs
+    return RunConfig(grid=QUICK_GRID if quick else DEFAULT_GRID, overrides=overrides,
+                     repeats=repeats or (2 if quick else 3), quick=quick, gate_steps=10 if quick else 50,
+                     curves_epochs=(2 if quick else 10) if curves else 0, **options)
+
+
 def start(config: RunConfig, out: Path, run_id: str | None = None, progress: bool = True) -> tuple[Store, list[Cell]]:
     import datetime as dt
 
@@ -216,14 +232,13 @@ def start(config: RunConfig, out: Path, run_id: str | None = None, progress: boo
 
 def resume(folder: Path) -> tuple[Store, RunConfig, list[Cell]]:
     store = Store.load(Path(folder))
-    config = RunConfig(**store.meta["config"])
+    known = {f.name for f in fields(RunConfig)}
+    config = RunConfig(**{k: v for k, v in store.meta["config"].items() if k in known})
     return store, config, expand(config.grid, config.overrides)
 
 
 def execute(store: Store, config: RunConfig, cells: list[Cell], progress: bool = True) -> pd.DataFrame:
     """Run ``cells`` into ``store``; Ctrl-C or SIGTERM keeps every finished cell and re-raises."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
     # the seeds' 4 workers on a 2-core machine are part of what is measured, not a mistake to warn of
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     previous = signal.signal(signal.SIGTERM, _sigterm)

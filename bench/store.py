@@ -21,13 +21,15 @@ from bench.grid import AXES
 
 SCHEMA = 1
 RESULTS, META, GATE, CURVES, PREDICTIONS = "results.csv", "meta.json", "gate.csv", "curves.csv", "predictions.csv"
-COLUMNS = [
+# every axis, then the measurements; "threads" (torch's thread count in the cell) is recorded for every
+# row, as its axis where the grid has one
+COLUMNS = list(dict.fromkeys([
     *AXES, "status", "reason",
     "samples", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "noisy",
     "step_ms", "step_ms_iqr", "step_n", "loader_epoch_s", "loader_epoch_s_iqr", "loader_n",
     "compile_s", "peak_rss_mb", "cuda_peak_mb", "gflops", "gbps", "roofline_frac", "epoch_roofline_frac",
     "speedup", "threads",
-]
+]))
 DONE = ("ok", "skipped", "failed-equivalence", "error")
 
 

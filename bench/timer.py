@@ -8,12 +8,22 @@ Two ways, both reported as median, IQR and count:
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports torch's extension builder, which warns on a machine without a GPU that it
+# finds no CUDA runtime: nothing a timing can act on, so that one import is made quietly.
+_log = logging.getLogger("torch.utils.cpp_extension")
+_level = _log.level
+_log.setLevel(logging.ERROR)
+try:
+    from torch.utils import benchmark
+finally:
+    _log.setLevel(_level)
 
 NOISY = 0.10  # IQR/median at or above this flags a measurement as noisy
 

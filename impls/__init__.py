@@ -19,8 +19,6 @@ A new form is one new module with a ``FORMS = {model: class}`` dict plus one lin
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 from functools import cache
 
 from impls.common import MODELS
@@ -40,11 +38,6 @@ EXEMPTIONS: dict[tuple[str, str], str] = {}
 
 DEVICES = ("cpu", "cuda")
 
-# torch's extension builder (used by torch.compile and the CUDA form) needs the toolkit's root;
-# on a machine without a GPU it warns that there is no CUDA runtime, which is nothing to act on.
-if "CUDA_HOME" not in os.environ and os.path.isdir("/usr/local/cuda"):
-    os.environ["CUDA_HOME"] = "/usr/local/cuda"
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 class UnknownName(ValueError):
@@ -93,6 +86,11 @@ def unavailable(model: str, form: str, device: str) -> str | None:
         return reason
     check = getattr(cls, "unavailable", None)
     return check(device) if check else None
+
+
+def sample_cap(model: str, form: str) -> int | None:
+    """The form's own cap on samples per timed pass (a form too slow for whole epochs), or None."""
+    return getattr(form_class(model, form), "sample_cap", None)
 
 
 def entries(models=None, forms=None):

@@ -16,6 +16,7 @@ capabilities of the visible GPUs plus PTX of the newest (``TORCH_CUDA_ARCH_LIST`
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -89,10 +90,31 @@ def arch_problem(archs: str, devices: list[tuple[str, Capability]], buildable: s
     return None
 
 
-def nvcc() -> Path:
-    from torch.utils import cpp_extension
+def _cpp_extension():
+    """torch's extension builder, imported without its warning that a machine without a GPU has no CUDA
+    runtime (nothing to act on: the toolkit's root is chosen by :func:`cuda_home`)."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        log.setLevel(level)
+    return cpp_extension
 
-    return Path(cpp_extension.CUDA_HOME or os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+
+def cuda_home() -> str:
+    """The toolkit's root: ``CUDA_HOME``, else ``/usr/local/cuda`` where it exists, else torch's guess
+    (which follows ``nvcc`` on the PATH and can name ``/usr/local`` for a linked ``/usr/local/bin/nvcc``)."""
+    cpp_extension = _cpp_extension()
+
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    return "/usr/local/cuda" if os.path.isdir("/usr/local/cuda") else (cpp_extension.CUDA_HOME or "/usr/local/cuda")
+
+
+def nvcc() -> Path:
+    return Path(cuda_home()) / "bin" / "nvcc"
 
 
 @cache
@@ -142,7 +164,7 @@ def chosen_arch_list() -> str:
 
 def toolkit_missing() -> str | None:
     """Why the extension cannot be built here (no nvcc, no ninja, nvcc's CUDA not torch's), or None."""
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     path = nvcc()
     if not path.is_file():
@@ -169,7 +191,7 @@ def environ(name: str, value: str):
 @cache
 def extension():
     """The compiled kernels (built once per machine and arch list, then loaded from the cache)."""
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     archs = chosen_arch_list()
     build = build_dir(archs)
@@ -178,9 +200,19 @@ def extension():
     except OSError as e:
         raise RuntimeError(f"cannot create {build} ({e.strerror}): set LINBENCH_EXTENSIONS_DIR to a writable "
                            "folder") from None
-    with environ("TORCH_CUDA_ARCH_LIST", archs):
-        return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
-                                  extra_cuda_cflags=["-O3"], verbose=False)
+    # the build alone sees the arch list and the toolkit's root; its "no CUDA runtime" warning on a
+    # machine without a GPU is nothing to act on
+    home, cpp_extension.CUDA_HOME = cpp_extension.CUDA_HOME, cuda_home()
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with environ("TORCH_CUDA_ARCH_LIST", archs), environ("CUDA_HOME", cpp_extension.CUDA_HOME):
+            return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
+                                      extra_cuda_cflags=["-O3"], verbose=False)
+    finally:
+        cpp_extension.CUDA_HOME = home
+        quiet.setLevel(level)
 
 
 @torch.library.custom_op("linbench::linreg_step", mutates_args=("w", "b"), device_types="cpu")

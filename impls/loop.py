@@ -17,6 +17,7 @@ from impls.common import FP64, flat
 class _LoopForm:
     devices = ("cpu",)
     tolerance = FP64
+    sample_cap = 2560  # about 30 s per softmax epoch: a timed pass covers this many samples, the epoch is extrapolated
 
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
         self.lr = float(lr)

@@ -1,6 +1,7 @@
 """asv: the configuration against asv's own keys, `asv check`, the benchmarks as asv discovers them
 (real cells only, the thread count, asv's units), and regression detection end to end."""
 import ast
+import dataclasses
 import json
 import site
 import subprocess
@@ -17,7 +18,7 @@ from bench import grid
 REPO = Path(__file__).resolve().parent.parent
 ASV = [sys.executable, "-m", "asv"]
 CELL = "linreg/vectorized/cpu/resident/w0/b10"
-STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10', "
+STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10"
 # the benchmarks and asv's units: the report maps each to its linbench metric
 UNITS = {"Step.time_step": "seconds", "CudaStep.track_step": "seconds", "Epoch.track_epoch_s": "seconds",
          "Epoch.peakmem_epoch": "bytes", "Loader.track_loader_epoch_s": "seconds",
@@ -53,18 +54,17 @@ def discovered(monkeypatch) -> dict:
     return {b.name.split(".", 1)[1]: b for b in disc_benchmarks(str(REPO / "bench" / "asv_benchmarks"))}
 
 
-def test_asv_combinations_are_real_cells_at_this_thread_count_in_asv_units(monkeypatch):
+def test_asv_combinations_are_real_cells_in_asv_units(monkeypatch):
     cells = {c.label(): c for c in grid.expand(grid.DEFAULT_GRID)}
     runs_somewhere = {label for label, c in cells.items() if c.device in impls.form_class(c.model, c.form).devices}
     found = discovered(monkeypatch)
     assert {name: b.unit for name, b in found.items()} == UNITS
     for name, b in found.items():
-        assert b.param_names == ["cell", "threads"], name
-        labels, threads = ([ast.literal_eval(v) for v in values] for values in b.params)
-        assert threads == [torch.get_num_threads()], name
+        assert b.param_names == ["cell"], name
+        labels = [ast.literal_eval(v) for v in b.params[0]]
         assert len(labels) == len(set(labels)), name
         if name.startswith("Loader."):  # a loader: its cells' label with the form read as "any"
-            assert {f"{c.model}/any/{c.device}/{c.loader}/w{c.workers}/b{c.batch_size}"
+            assert {dataclasses.replace(c, form="any").label()
                     for c in cells.values() if c.label() in runs_somewhere} == set(labels)
         else:
             assert set(labels) <= runs_somewhere, name
@@ -74,23 +74,21 @@ def test_asv_combinations_are_real_cells_at_this_thread_count_in_asv_units(monke
 def test_asv_step_is_one_steady_step_per_call_and_a_cell_not_runnable_here_says_why(monkeypatch):
     from bench.asv_benchmarks import bench_training
 
-    form, threads = impls.form_class("linreg", "vectorized"), torch.get_num_threads()
+    form = impls.form_class("linreg", "vectorized")
     sizes, one = [], form.step
     monkeypatch.setattr(form, "step", lambda self, X, y: sizes.append(len(y)) or one(self, X, y))
     bench_training.one_step.cache_clear()
     step = bench_training.Step()
-    step.setup(CELL, threads)
+    step.setup(CELL)
     sizes.clear()  # the warm-up
-    step.time_step(CELL, threads)
-    step.setup(CELL, threads)  # asv re-runs setup before every timed call: the warm cell is kept
-    step.time_step(CELL, threads)
+    step.time_step(CELL)
+    step.setup(CELL)  # asv re-runs setup before every timed call: the warm cell is kept
+    step.time_step(CELL)
     assert sizes == [10, 10]
     bench_training.one_step.cache_clear()
-    with pytest.raises(NotImplementedError, match="threads"):
-        step.setup(CELL, threads + 1)
     if not torch.cuda.is_available():
         with pytest.raises(NotImplementedError, match="no CUDA device"):
-            bench_training.CudaStep().setup(CELL.replace("cpu", "cuda"), threads)
+            bench_training.CudaStep().setup(CELL.replace("cpu", "cuda"))
 
 
 def run(*args, cwd=REPO, timeout=600):

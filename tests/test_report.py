@@ -131,34 +131,73 @@ def test_comparison_of_a_cpu_run_and_a_gpu_run_joins_on_the_other_axes(tmp_path)
     assert diff["ratio"].tolist() == pytest.approx([20.0] * 9)
 
 
+CELL = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256)
+ASV_COLUMNS = ["result", "params", "version", "started_at", "duration", "stats_ci_99_a", "stats_ci_99_b",
+               "stats_q_25", "stats_q_75", "stats_number", "stats_repeat", "samples", "profile"]
+
+
+def write_asv(folder, results):
+    """An asv 0.6 results folder as ``asv run`` writes it: ``benchmarks.json``, ``<machine>/machine.json``
+    and one ``<commit>-<env>.json``, params as Python reprs, one value per combination (None: skipped)."""
+    (folder / "vm").mkdir(parents=True)
+    (folder / "vm" / "machine.json").write_text(json.dumps({"machine": "vm", "num_cpu": "2", "version": 1}))
+    info = {"version": 2}
+    for name, (params, _) in results.items():
+        kind = name.rsplit(".", 1)[-1].split("_")[0]
+        info[name] = {"name": name, "param_names": ["cell", "threads"], "params": params, "type": kind,
+                      "unit": "bytes" if kind == "peakmem" else "seconds", "version": "4f1d"}
+    (folder / "benchmarks.json").write_text(json.dumps(info))
+    rows = {name: [values, params, "4f1d", 1700000000000, 12.5] for name, (params, values) in results.items()}
+    (folder / "vm" / "abc12345-existing-py_venv_bin_python.json").write_text(json.dumps({
+        "commit_hash": "abc12345deadbeef", "env_name": "existing-py_venv_bin_python", "date": 1700000000000,
+        "params": {"machine": "vm", "python": "3.11"}, "python": "3.11", "requirements": {}, "env_vars": {},
+        "result_columns": ASV_COLUMNS, "results": rows, "durations": {}}))
+    return folder
+
+
+def pytest_benchmark_entry(test, extra):
+    label = "softmax/module/cpu/resident/w0/b256"
+    return {"group": "g", "name": f"{test}[{label.replace('/', '-')}]", "fullname": f"bench/test_benchmarks.py::{test}",
+            "params": {"cell": label}, "param": label.replace("/", "-"), "extra_info": {**CELL, **extra},
+            "options": {"disable_gc": False, "timer": "perf_counter"},
+            "stats": {"min": 0.2, "max": 0.3, "mean": 0.25, "median": 0.25, "iqr": 0.01, "rounds": 3}}
+
+
 def test_asv_and_pytest_benchmark_results_join_the_runner_cells(tmp_path):
     bj = tmp_path / "pb.json"
-    bj.write_text(json.dumps({"commit_info": {"id": "abc"}, "machine_info": {"node": "vm"}, "benchmarks": [
-        {"name": "test_epoch[softmax-module-cpu-resident-w0-b256]", "group": "g",
-         "stats": {"median": 0.25, "iqr": 0.01, "rounds": 3},
-         "extra_info": dict(model="softmax", form="module", device="cpu", loader="resident", workers=0,
-                            batch_size=256, samples_per_s=240000.0)},
-        {"name": "test_step[softmax-loop-cpu-resident-w0-b256]", "stats": None, "extra_info": {}}]}))
-    results = tmp_path / "asv"
-    (results / "vm").mkdir(parents=True)
-    (results / "vm" / "machine.json").write_text("{}")
-    (results / "benchmarks.json").write_text(json.dumps({"version": 2, "bench_training.Epoch.track_epoch_s": {
-        "param_names": ["model", "form", "device", "loader", "workers", "batch_size"], "unit": "s"}}))
-    params = [["'softmax'"], ["'module'", "'compiled'"], ["'cpu'"], ["'resident'"], ["0"], ["256"]]
-    (results / "vm" / "abc12345-existing.json").write_text(json.dumps({
-        "commit_hash": "abc12345", "date": 1, "result_columns": ["result", "params", "version"],
-        "results": {"bench_training.Epoch.track_epoch_s": [[0.3, None], params, "1"]}}))
+    bj.write_text(json.dumps({
+        "machine_info": {"node": "vm", "linbench": {"threads": 2}}, "commit_info": {"id": "abc12345deadbeef"},
+        "datetime": "2024-01-01T00:00:00+00:00", "version": "5.3.1", "benchmarks": [
+            pytest_benchmark_entry("test_epoch", dict(epoch_s=0.25, samples=60000, epoch_scale=1.0,
+                                                      samples_per_s=240000.0)),
+            pytest_benchmark_entry("test_step", dict(step_ms=1.5)),
+            {**pytest_benchmark_entry("test_step", dict(step_ms=None)), "stats": None}]}))  # --benchmark-disable
+    cells = ["'softmax/module/cpu/resident/w0/b256'", "'softmax/compiled/cpu/resident/w0/b256'"]
+    results = write_asv(tmp_path / "asv", {
+        "bench_training.Epoch.track_epoch_s": ([cells, ["2"]], [0.3, None]),  # compiled: skipped here
+        "bench_training.Step.time_step": ([cells[:1], ["2"]], [0.0012]),
+        "bench_training.Loader.track_loader_epoch_s": ([["'softmax/any/cpu/resident/w0/b256'"], ["2"]], [0.02]),
+        "bench_training.Epoch.peakmem_epoch": ([cells[:1], ["2"]], [9.5e8])})
     asv = sources.read_asv(results)
     assert asv[["benchmark", "form", "workers", "value", "unit"]].values.tolist() == [
-        ["Epoch.track_epoch_s", "module", 0, 0.3, "s"]]  # the skipped combination (None) is left out
-    assert sources.read_pytest_benchmark([bj])["value"].tolist() == [0.25]  # no stats (disabled): left out
+        ["epoch_s", "module", 0, 0.3, "s"], ["step_ms", "module", 0, pytest.approx(1.2), "ms"],
+        ["loader_epoch_s", "any", 0, 0.02, "s"], ["Epoch.peakmem_epoch", "module", 0, 9.5e8, "bytes"]]
+    pb = sources.read_pytest_benchmark([bj])
+    assert pb[["benchmark", "value", "unit"]].values.tolist() == [["epoch_s", 0.25, "s"], ["step_ms", 1.5, "ms"]]
     out = tmp_path / "out"
     page = report.build([Run(write_run(tmp_path / "r", full_rows()))], out, results, [bj]).read_text()
-    assert "Every source side by side" in page
+    assert "Every source side by side" in page and "time one training step per call" in page
     table = pd.read_csv(out / "tables" / "side_by_side.csv")
-    row = table[(table["form"] == "module") & (table["loader"] == "resident") & (table["batch_size"].astype(str) == "256")]
-    assert row[["asv Epoch.track_epoch_s (s)", "pytest-benchmark test_epoch (s)", "linbench epoch_s (s)"]
-               ].values.tolist() == [[0.3, 0.25, pytest.approx(60000 / 25600)]]
+    key = (table["model"] == "softmax") & (table["device"] == "cpu") & (table["loader"] == "resident")
+    key &= (table["workers"].astype(str) == "0") & (table["batch_size"].astype(str) == "256")
+    row = table[key & (table["form"] == "module")]  # one row: every source's numbers of the cell
+    assert row[["asv epoch_s (s)", "pytest-benchmark epoch_s (s)", "linbench epoch_s (s)"]].values.tolist() == [
+        [0.3, 0.25, pytest.approx(60000 / 25600)]]
+    assert row[["asv step_ms (ms)", "pytest-benchmark step_ms (ms)", "linbench step_ms (ms)"]].values.tolist() == [
+        [pytest.approx(0.0012 * 1e3), 1.5, 1.0]]
+    assert row["asv Epoch.peakmem_epoch (bytes)"].tolist() == [9.5e8]
+    assert not any(c.startswith("asv step_ms (s") or "time_step" in c for c in table.columns)
+    assert table[key & (table["form"] == "any")]["asv loader_epoch_s (s)"].tolist() == [0.02]
     assert set(pd.read_csv(out / "tables" / "sources.csv")["source"]) == {"linbench", "asv", "pytest-benchmark"}
 
 

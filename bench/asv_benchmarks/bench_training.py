@@ -1,16 +1,12 @@
 """asv benchmarks over the runner's grid: thin adapters over ``bench.cell.CellBench``.
 
-Every benchmark takes two parameters:
-
-- ``cell``: a cell of ``grid.DEFAULT_GRID`` by its label, as linbench prints it
-  (``softmax/module/cpu/torchvision/w4/b256``). Each class lists its real cells only, so no
-  combination is made up. A cell no machine can run (a device its form does not have, e.g.
-  ``loop`` on ``cuda``) is not listed; one this machine cannot run (``cuda`` without a GPU,
-  ``triton`` without its compiler) is skipped in ``setup`` with its reason. ``cuda`` cells are
-  listed on every machine, so results line up across machines.
-- ``threads``: this process's ``torch.get_num_threads()`` (set it with ``OMP_NUM_THREADS``). As a
-  parameter it is in every result's name, and asv compares a result only with one taken at the
-  same thread count.
+Every benchmark takes one parameter, ``cell``: a cell of ``grid.DEFAULT_GRID`` by its label, as
+linbench prints it (``softmax/module/cpu/torchvision/w4/b256``; every axis of the grid's table is in
+it, so results at another thread count, say, are other results and never compared). Each class lists
+its real cells only, so no combination is made up. A cell no machine can run (a device its form does
+not have, e.g. ``loop`` on ``cuda``) is not listed; one this machine cannot run (``cuda`` without a GPU,
+``triton`` without its compiler) is skipped in ``setup`` with its reason. ``cuda`` cells are listed on
+every machine, so results line up across machines.
 
 The same quantities as linbench, in asv's unit ``seconds`` (asv formats them: ``61.2us``):
 
@@ -37,9 +33,6 @@ from bench import grid
 from bench.cell import CellBench
 from bench.timer import sync
 
-THREADS = torch.get_num_threads()
-
-
 def runs_somewhere(cell: grid.Cell) -> bool:
     """False only for a cell no machine can run: a device its form does not list."""
     try:
@@ -57,30 +50,31 @@ def loader_label(cell: grid.Cell) -> str:
 
 
 def cell_params(cells) -> list:
-    return [list(dict.fromkeys(c.label() for c in cells)), [THREADS]]
+    return [list(dict.fromkeys(c.label() for c in cells))]
 
 
-def ready(label: str, threads: int) -> grid.Cell:
-    """The cell of ``label``, or asv's skip (``NotImplementedError``) with the reason it cannot run here."""
-    if threads != torch.get_num_threads():
-        raise NotImplementedError(f"listed for {threads} threads, this process runs {torch.get_num_threads()}")
-    reason = grid.skip_reason(BY_LABEL[label])
+def ready(label: str) -> grid.Cell:
+    """The cell of ``label`` with its process-wide axes applied (e.g. its thread count), or asv's skip
+    (``NotImplementedError``) with the reason it cannot run here."""
+    cell = BY_LABEL[label]
+    reason = grid.skip_reason(cell)
     if reason:
         raise NotImplementedError(reason)
-    return BY_LABEL[label]
+    cell.apply()
+    return cell
 
 
 class _Cells:
-    param_names = ["cell", "threads"]
-    version = "2"
+    param_names = ["cell"]
+    version = "3"
     timeout = 900
 
 
 class _WarmCell(_Cells):
     """The cell made ready and warmed (or skipped): shared by the whole-cell benchmarks."""
 
-    def setup(self, cell, threads):
-        self.bench = CellBench(ready(cell, threads))
+    def setup(self, cell):
+        self.bench = CellBench(ready(cell))
         self.bench.warm()
 
 
@@ -103,10 +97,10 @@ class Step(_Cells):
     repeat = (20, 200, 2.0)  # each sample is one call: many samples (min, max, seconds)
     timeout = 300
 
-    def setup(self, cell, threads):
-        self.step = one_step(ready(cell, threads).label())
+    def setup(self, cell):
+        self.step = one_step(ready(cell).label())
 
-    def time_step(self, cell, threads):
+    def time_step(self, cell):
         self.step()
 
 
@@ -115,7 +109,7 @@ class CudaStep(_WarmCell):
     params = cell_params(c for c in CELLS if c.loader == "resident" and c.device == "cuda")
     timeout = 300
 
-    def track_step(self, cell, threads):
+    def track_step(self, cell):
         return self.bench.step_ms().median / 1e3
 
     track_step.unit = "seconds"
@@ -125,12 +119,12 @@ class Epoch(_WarmCell):
     """Seconds per epoch end to end, every cell: ``CellBench.epoch_s`` (extrapolated past a sample cap)."""
     params = cell_params(CELLS)
 
-    def track_epoch_s(self, cell, threads):
+    def track_epoch_s(self, cell):
         return self.bench.epoch_s().median
 
     track_epoch_s.unit = "seconds"
 
-    def peakmem_epoch(self, cell, threads):
+    def peakmem_epoch(self, cell):
         self.bench.train_pass()
 
 
@@ -147,27 +141,28 @@ LOADERS = loader_cells()
 
 class Loader(_Cells):
     """Seconds per epoch of a loader alone, batches moved to the device: ``CellBench.loader_epoch_s``."""
-    params = [list(LOADERS), [THREADS]]
+    params = [list(LOADERS)]
 
-    def setup(self, cell, threads):
+    def setup(self, cell):
         # the first cell whose form runs here, uncapped if there is one (the whole epoch is timed);
         # when no form runs here, ready() skips with the last one's reason
         for one in sorted(LOADERS[cell], key=lambda c: grid.sample_cap(c, quick=False) is not None):
             if not grid.skip_reason(one):
                 break
-        self.bench = CellBench(ready(one.label(), threads))
+        self.bench = CellBench(ready(one.label()))
 
-    def track_loader_epoch_s(self, cell, threads):
+    def track_loader_epoch_s(self, cell):
         return self.bench.loader_epoch_s().median
 
     track_loader_epoch_s.unit = "seconds"
 
 
 def first_compiled() -> list:
-    """The first compiled cell of each (model, device) in grid order: where the runner's compile is cold."""
+    """The first cell of a compiling form (one with ``compile_log``) per (model, device) in grid order: where
+    the runner's compile is cold."""
     first = {}
     for c in CELLS:
-        if c.form == "compiled":
+        if hasattr(impls.form_class(c.model, c.form), "compile_log"):
             first.setdefault((c.model, c.device), c)
     return list(first.values())
 
@@ -176,10 +171,10 @@ class Compile(_Cells):
     """Seconds of ``torch.compile`` in the cell's warm-up; asv runs each in a fresh process: a cold compile."""
     params = cell_params(first_compiled())
 
-    def setup(self, cell, threads):
-        self.bench = CellBench(ready(cell, threads))
+    def setup(self, cell):
+        self.bench = CellBench(ready(cell))
 
-    def track_compile_s(self, cell, threads):
+    def track_compile_s(self, cell):
         before = len(self.bench.form.compile_log())
         self.bench.warm()
         sync(self.bench.dev)
@@ -192,7 +187,7 @@ class CudaMemory(_WarmCell):
     """Peak CUDA memory allocated over an epoch, bytes (the host's peak is ``Epoch.peakmem_epoch``)."""
     params = cell_params(c for c in CELLS if c.device == "cuda")
 
-    def track_cuda_peak(self, cell, threads):
+    def track_cuda_peak(self, cell):
         torch.cuda.reset_peak_memory_stats(self.bench.dev)
         self.bench.train_pass()
         sync(self.bench.dev)

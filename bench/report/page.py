@@ -217,8 +217,9 @@ def every_source(sources: dict[str, pd.DataFrame]) -> Section | None:
     if len(sources) < 2:
         return None
     s = Section("Every source side by side: linbench, asv, pytest-benchmark")
-    s.text("One row per cell, one column per source and benchmark (the newest result of each; asv's Step and "
-           f"pytest-benchmark's test_step time a few steps, not one). Every row of every source: {SOURCES}.")
+    s.text("One row per cell, one column per source and benchmark (the newest result of each), in linbench's "
+           "metrics and units: asv's Step and CudaStep and pytest-benchmark's test_step time one training step "
+           f"per call, shown as step_ms. Every row of every source: {SOURCES}.")
     for name, data in list(sources.items())[1:]:
         if data.empty:
             s.not_shown(f"{name}: its results hold no measured value")

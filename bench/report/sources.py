@@ -1,7 +1,9 @@
 """Every result source read into one tidy frame (:data:`SOURCE_COLUMNS`), and the side-by-side table.
 
 Sources: the runner's run folder (through :class:`bench.store.Run`), asv's results folder and
-pytest-benchmark's ``--benchmark-json`` files. One row per benchmark, cell and value.
+pytest-benchmark's ``--benchmark-json`` files. One row per benchmark, cell and value. asv's and
+pytest-benchmark's timings are named by the linbench metric they measure (:data:`ASV_METRICS`,
+``extra_info``) in that metric's unit, so a cell's three numbers meet in one side-by-side row.
 """
 from __future__ import annotations
 
@@ -18,6 +20,13 @@ from bench.store import Run
 
 SOURCE_COLUMNS = ["source", "benchmark", *AXES, "value", "unit", "commit", "machine", "date"]
 RUNNER_METRICS = {"epoch_s": "s", "step_ms": "ms", "loader_epoch_s": "s", "compile_s": "s"}
+ASV_METRICS = {  # asv class.method -> (linbench metric, factor from asv's seconds to that metric's unit)
+    "Step.time_step": ("step_ms", 1e3),
+    "CudaStep.track_step": ("step_ms", 1e3),
+    "Epoch.track_epoch_s": ("epoch_s", 1.0),
+    "Loader.track_loader_epoch_s": ("loader_epoch_s", 1.0),
+    "Compile.track_compile_s": ("compile_s", 1.0),
+}
 
 
 def _literal(text):
@@ -25,6 +34,25 @@ def _literal(text):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def cell_axes(label: str) -> dict:
+    """A cell label model/form/device/loader/wN/bN as axes (asv's Loader labels read form 'any')."""
+    model, form, device, loader, workers, batch = label.split("/")
+    return dict(model=model, form=form, device=device, loader=loader,
+                workers=int(workers[1:]), batch_size=int(batch[1:]))
+
+
+def _asv_axes(given: dict) -> dict:
+    """The axes of one asv combination: its ``cell`` label, or parameters named after axes. The
+    ``threads`` parameter has no place among the axes (every source's row joins on the cell alone);
+    a label that is not a cell's names no axis, so its row is left to ``sources.csv``."""
+    if "cell" not in given:
+        return {k: v for k, v in given.items() if k in AXES}
+    try:
+        return cell_axes(str(given["cell"]))
+    except ValueError:
+        return {}
 
 
 def read_runner(run: Run) -> pd.DataFrame:
@@ -41,7 +69,8 @@ def read_asv(folder) -> pd.DataFrame:
     """asv 0.6 results (``<results_dir>/<machine>/<commit>-<env>.json``): one row per benchmark and params.
 
     Parameter names and units come from ``<results_dir>/benchmarks.json`` where present; skipped or
-    failed combinations (no value) are left out.
+    failed combinations (no value) are left out. The benchmarks of :data:`ASV_METRICS` are renamed to
+    their linbench metric and converted from seconds to its unit; others (memory) keep asv's.
     """
     folder, rows = Path(folder), []
     if not folder.is_dir():
@@ -68,16 +97,20 @@ def read_asv(folder) -> pd.DataFrame:
             for combo, value in zip(combos, result if isinstance(result, list) else [result]):
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
-                row = dict(source="asv", benchmark=name.split(".", 1)[-1] if "." in name else name, value=value,
-                           unit=meta.get("unit", ""), commit=str(data.get("commit_hash", ""))[:8],
-                           machine=path.parent.name, date=data.get("date"))
-                row.update({k: _literal(v) for k, v in zip(names, combo) if k in AXES})
+                benchmark, unit = name.split(".", 1)[-1] if "." in name else name, meta.get("unit", "")
+                if benchmark in ASV_METRICS:  # seconds -> the linbench metric, in its unit
+                    benchmark, factor = ASV_METRICS[benchmark]
+                    value, unit = value * factor, RUNNER_METRICS[benchmark]
+                row = dict(source="asv", benchmark=benchmark, value=value, unit=unit,
+                           commit=str(data.get("commit_hash", ""))[:8], machine=path.parent.name, date=data.get("date"))
+                row.update(_asv_axes({k: _literal(v) for k, v in zip(names, combo)}))
                 rows.append(row)
     return pd.DataFrame(rows, columns=SOURCE_COLUMNS)
 
 
 def read_pytest_benchmark(paths) -> pd.DataFrame:
-    """pytest-benchmark's ``--benchmark-json`` files: one row per benchmark (its median, seconds)."""
+    """pytest-benchmark's ``--benchmark-json`` files: one row per benchmark and linbench metric in its
+    ``extra_info`` (``step_ms``, ``epoch_s``: already in linbench's unit, from the median)."""
     rows = []
     for path in map(Path, paths):
         try:
@@ -88,14 +121,13 @@ def read_pytest_benchmark(paths) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError, KeyError, TypeError):
             raise UserError(f"{path}: not a pytest-benchmark JSON file") from None
         for b in benchmarks:
-            median = (b.get("stats") or {}).get("median")
-            if median is None:
-                continue
             extra = b.get("extra_info") or {}
-            rows.append(dict(source="pytest-benchmark", benchmark=str(b.get("name", "")).split("[")[0], value=median,
-                             unit="s", commit=str((data.get("commit_info") or {}).get("id") or "")[:8],
-                             machine=(data.get("machine_info") or {}).get("node", ""), date=data.get("datetime"),
-                             **{k: extra[k] for k in AXES if k in extra}))
+            common = dict(source="pytest-benchmark", commit=str((data.get("commit_info") or {}).get("id") or "")[:8],
+                          machine=(data.get("machine_info") or {}).get("node", ""), date=data.get("datetime"),
+                          **{k: extra[k] for k in AXES if k in extra})
+            for metric, unit in RUNNER_METRICS.items():
+                if extra.get(metric) is not None:  # None under --benchmark-disable
+                    rows.append(dict(common, benchmark=metric, value=extra[metric], unit=unit))
     return pd.DataFrame(rows, columns=SOURCE_COLUMNS)
 
 
