@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.grid import AXES
+from bench.grid import AXES, parse_label
 from bench.store import Run
 
 SOURCE_COLUMNS = ["source", "benchmark", *AXES, "value", "unit", "commit", "machine", "date"]
@@ -37,21 +37,19 @@ def _literal(text):
 
 
 def cell_axes(label: str) -> dict:
-    """A cell label model/form/device/loader/wN/bN as axes (asv's Loader labels read form 'any')."""
-    model, form, device, loader, workers, batch = label.split("/")
-    return dict(model=model, form=form, device=device, loader=loader,
-                workers=int(workers[1:]), batch_size=int(batch[1:]))
+    """A cell label (``model/form/device/loader/wN/bN``, every axis of the grid's table) as axes; asv's
+    Loader labels read form ``any``."""
+    return parse_label(label).as_dict()
 
 
 def _asv_axes(given: dict) -> dict:
     """The axes of one asv combination: its ``cell`` label, or parameters named after axes. The
-    ``threads`` parameter has no place among the axes (every source's row joins on the cell alone);
-    a label that is not a cell's names no axis, so its row is left to ``sources.csv``."""
+    label that is not a cell's names no axis, so its row is left to ``sources.csv``."""
     if "cell" not in given:
         return {k: v for k, v in given.items() if k in AXES}
     try:
         return cell_axes(str(given["cell"]))
-    except ValueError:
+    except UserError:
         return {}
 
 
