@@ -86,16 +86,15 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-SUMMARY = ["model", "form", "device", "loader", "workers", "batch_size", "status", "samples_per_s", "epoch_s",
-           "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops", "roofline_frac", "epoch_roofline_frac",
-           "speedup"]
+SUMMARY = ["status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops",
+           "roofline_frac", "epoch_roofline_frac", "speedup"]  # after every axis of the grid
 
 
 def cmd_run(args) -> int:
     from pathlib import Path
 
     from bench import runner
-    from bench.grid import AXIS_TABLE
+    from bench.grid import AXES, AXIS_TABLE
     from bench.report.analysis import headlines
     from bench.store import RESULTS
 
@@ -116,7 +115,7 @@ def cmd_run(args) -> int:
         print(f"linbench: interrupted; {len(store.rows)} of {len(cells)} cells kept in {store.folder}; "
               f"finish with: linbench run --resume {store.folder}", file=sys.stderr)
         return 130
-    print(show(frame.to_dict("records"), SUMMARY))
+    print(show(frame.to_dict("records"), [*AXES, *SUMMARY]))
     for line in headlines(frame):
         print(line)
     for row in frame.to_dict("records"):
