@@ -17,6 +17,7 @@ from dataclasses import dataclass, make_dataclass
 import impls
 from bench import UserError
 from bench.loaders import DATALOADER_KINDS, LOADERS
+from bench.defaults import BASELINES, DEFAULT_GRID, QUICK_GRID  # noqa: F401 - the grid's data, read from here
 from impls.common import LINREG_EXAMPLES, MODELS
 
 TRAIN_EXAMPLES = {"linreg": LINREG_EXAMPLES, "softmax": 60000}
@@ -66,35 +67,7 @@ AXIS_TABLE: tuple[Axis, ...] = (
 )
 AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
-# The seeds' pipeline per model: every row's speedup is against its model's baseline cell.
-BASELINES = {
-    "softmax": dict(model="softmax", form="module", device="cpu", loader="torchvision", workers=4, batch_size=256),
-    "linreg": dict(model="linreg", form="module", device="cpu", loader="torchvision", workers=0, batch_size=10),
-}
 DATALOADER_PASS_CAP = 40  # batches per DataLoader pass under --quick (its epoch is extrapolated)
-
-ALL_FORMS = list(impls.FORM_MODULES)
-DEFAULT_GRID = [
-    # every form of both models on in-memory loaders, at the book's batch sizes
-    dict(model=["linreg"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident", "tensor", "torchvision"],
-         workers=[0], batch_size=[10]),
-    dict(model=["softmax"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident", "tensor"], workers=[0],
-         batch_size=[256]),
-    # the seeds' pipeline and its alternatives across worker counts (the baseline cell is here)
-    dict(model=["softmax"], form=["module"], device=["cpu", "cuda"], loader=["torchvision", "tensor"],
-         workers=[0, 2, 4], batch_size=[256]),
-    # throughput against batch size
-    dict(model=["softmax"], form=["vectorized", "module", "compiled"], device=["cpu", "cuda"], loader=["resident"],
-         workers=[0], batch_size=[64, 1024, 4096]),
-]
-QUICK_GRID = [
-    dict(model=["linreg"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident"], workers=[0], batch_size=[10]),
-    dict(model=["linreg"], form=["module"], device=["cpu"], loader=["torchvision"], workers=[0], batch_size=[10]),
-    dict(model=["softmax"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident"], workers=[0],
-         batch_size=[256]),
-    dict(model=["softmax"], form=["module"], device=["cpu"], loader=["torchvision"], workers=[4], batch_size=[256]),
-]
-
 
 class _CellMethods:
     def key(self) -> tuple:

@@ -1,17 +1,7 @@
 """The model forms and the one registry every tool reads.
 
-The contract of a form (a class, looked up by ``(model, form)``):
-
-- ``Form(params, lr, device)``: ``params`` is a dict of CPU fp64 tensors from
-  :func:`impls.common.init_params` (``w``,``b`` for linreg; ``W``,``b`` for softmax);
-- ``step(X, y)``: one minibatch SGD step on the batch given, returns the batch-mean loss (a 0-dim
-  tensor or a float) without forcing a device sync;
-- ``predict(X)``: outputs (linreg ``y_hat``, softmax logits ``O``); ``state()``: CPU copies of params;
-- ``devices``: the devices it can run on. An optional ``unavailable(device)`` classmethod returns a
-  reason why it cannot run here (missing compiler, no GPU), or None.
-- ``tolerance``: a :class:`impls.common.Tolerance`, how far it may drift from the fp64 oracle, and why;
-- optional ``compile_log()``: a form that compiles returns ``[{"batch_size", "seconds"}, ...]``, one
-  entry per compilation so far (the runner records them per (model, form, device)).
+The contract of a form (a class, looked up by ``(model, form)``) is :class:`impls.contract.Form`, with
+its optional hooks (``unavailable()``, ``compile_log()``, ``sample_cap``) in ``impls.contract.HOOKS``.
 
 Data loading is not part of a form: any form takes batches from any loader.
 A new form is one new module with a ``FORMS = {model: class}`` dict plus one line in ``FORM_MODULES``.

@@ -17,7 +17,8 @@ from bench import grid
 
 REPO = Path(__file__).resolve().parent.parent
 ASV = [sys.executable, "-m", "asv"]
-CELL = "linreg/vectorized/cpu/resident/w0/b10"
+CELL = next(c.label() for c in grid.expand(grid.DEFAULT_GRID)
+            if c.label().startswith("linreg/vectorized/cpu/resident/w0/b10/"))  # at this machine's threads
 STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10"
 # the benchmarks and asv's units: the report maps each to its linbench metric
 UNITS = {"Step.time_step": "seconds", "CudaStep.track_step": "seconds", "Epoch.track_epoch_s": "seconds",

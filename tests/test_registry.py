@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import impls
-from impls.common import MODELS, init_params
+from impls.common import FP32, MODELS, init_params
+from impls.contract import Form, contract_errors
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
 
@@ -22,10 +23,11 @@ def test_contract(model, form, device):
     skip_if_unavailable(model, form, device)
     cls = impls.form_class(model, form)
     assert cls.__doc__ or impls._module(form).__doc__, "a form says where it comes from"
-    assert cls.tolerance.reason
+    assert contract_errors(cls) == []
     params = init_params(model)
     before = {k: v.clone() for k, v in params.items()}
     f = cls(params, MODELS[model].lr, device)
+    assert isinstance(f, Form)
     n = 8
     X = torch.rand(n, 2) if model == "linreg" else torch.rand(n, 1, 28, 28)
     y = torch.rand(n, 1) if model == "linreg" else torch.randint(0, 10, (n,))
@@ -61,3 +63,28 @@ def test_a_form_that_cannot_be_imported_is_skipped_with_the_reason(monkeypatch):
     monkeypatch.setitem(impls.FORM_MODULES, "absent", "impls.no_such_module")
     reason = impls.unavailable("linreg", "absent", "cpu")
     assert reason.startswith("absent cannot be imported here") and "no_such_module" in reason
+
+
+def test_the_contract_check_names_what_a_class_lacks():
+    class Half:
+        devices = ("gpu",)
+        tolerance = FP32
+        sample_cap = 0
+
+        def step(self, X, y):
+            return 0.0
+
+    assert contract_errors(Half) == ["no predict()", "no state()", "devices must be a non-empty tuple of "
+                                     "'cpu'/'cuda', got ('gpu',)", "sample_cap must be a positive int, got 0"]
+
+
+def test_bench_names_no_form():
+    """The harness reads forms through the registry and the hooks only: no form's name in its code (the
+    embedded default grids in bench/defaults.py are data; "cuda" is also a device's name)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "bench"
+    for path in set(root.rglob("*.py")) - {root / "defaults.py"}:
+        for form in set(impls.FORM_MODULES) - {"cuda"}:
+            assert not re.search(rf"""["']{form}["']""", path.read_text()), f"{path.name} names the {form} form"

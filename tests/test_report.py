@@ -131,7 +131,7 @@ def test_comparison_of_a_cpu_run_and_a_gpu_run_joins_on_the_other_axes(tmp_path)
     assert diff["ratio"].tolist() == pytest.approx([20.0] * 9)
 
 
-CELL = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256)
+CELL = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256, threads=2)
 ASV_COLUMNS = ["result", "params", "version", "started_at", "duration", "stats_ci_99_a", "stats_ci_99_b",
                "stats_q_25", "stats_q_75", "stats_number", "stats_repeat", "samples", "profile"]
 
@@ -144,7 +144,7 @@ def write_asv(folder, results):
     info = {"version": 2}
     for name, (params, _) in results.items():
         kind = name.rsplit(".", 1)[-1].split("_")[0]
-        info[name] = {"name": name, "param_names": ["cell", "threads"], "params": params, "type": kind,
+        info[name] = {"name": name, "param_names": ["cell"], "params": params, "type": kind,
                       "unit": "bytes" if kind == "peakmem" else "seconds", "version": "4f1d"}
     (folder / "benchmarks.json").write_text(json.dumps(info))
     rows = {name: [values, params, "4f1d", 1700000000000, 12.5] for name, (params, values) in results.items()}
@@ -156,7 +156,7 @@ def write_asv(folder, results):
 
 
 def pytest_benchmark_entry(test, extra):
-    label = "softmax/module/cpu/resident/w0/b256"
+    label = "softmax/module/cpu/resident/w0/b256/t2"
     return {"group": "g", "name": f"{test}[{label.replace('/', '-')}]", "fullname": f"bench/test_benchmarks.py::{test}",
             "params": {"cell": label}, "param": label.replace("/", "-"), "extra_info": {**CELL, **extra},
             "options": {"disable_gc": False, "timer": "perf_counter"},
@@ -172,12 +172,12 @@ def test_asv_and_pytest_benchmark_results_join_the_runner_cells(tmp_path):
                                                       samples_per_s=240000.0)),
             pytest_benchmark_entry("test_step", dict(step_ms=1.5)),
             {**pytest_benchmark_entry("test_step", dict(step_ms=None)), "stats": None}]}))  # --benchmark-disable
-    cells = ["'softmax/module/cpu/resident/w0/b256'", "'softmax/compiled/cpu/resident/w0/b256'"]
+    cells = ["'softmax/module/cpu/resident/w0/b256/t2'", "'softmax/compiled/cpu/resident/w0/b256/t2'"]
     results = write_asv(tmp_path / "asv", {
-        "bench_training.Epoch.track_epoch_s": ([cells, ["2"]], [0.3, None]),  # compiled: skipped here
-        "bench_training.Step.time_step": ([cells[:1], ["2"]], [0.0012]),
-        "bench_training.Loader.track_loader_epoch_s": ([["'softmax/any/cpu/resident/w0/b256'"], ["2"]], [0.02]),
-        "bench_training.Epoch.peakmem_epoch": ([cells[:1], ["2"]], [9.5e8])})
+        "bench_training.Epoch.track_epoch_s": ([cells], [0.3, None]),  # compiled: skipped here
+        "bench_training.Step.time_step": ([cells[:1]], [0.0012]),
+        "bench_training.Loader.track_loader_epoch_s": ([["'softmax/any/cpu/resident/w0/b256/t2'"]], [0.02]),
+        "bench_training.Epoch.peakmem_epoch": ([cells[:1]], [9.5e8])})
     asv = sources.read_asv(results)
     assert asv[["benchmark", "form", "workers", "value", "unit"]].values.tolist() == [
         ["epoch_s", "module", 0, 0.3, "s"], ["step_ms", "module", 0, pytest.approx(1.2), "ms"],

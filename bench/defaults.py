@@ -1,0 +1,34 @@
+"""The embedded defaults, as data: the seeds' baseline cell per model, and the default and ``--quick``
+grids (unions of small product grids, each a dict of axis -> values, chosen to run in a few minutes
+on a 2-core CPU machine). The only place in ``bench/`` that names forms; an axis a sub-grid does not
+name takes the axis's default (``bench.grid.AXIS_TABLE``).
+"""
+import impls
+
+# The seeds' pipeline per model: every row's speedup is against its model's baseline cell.
+BASELINES = {
+    "softmax": dict(model="softmax", form="module", device="cpu", loader="torchvision", workers=4, batch_size=256),
+    "linreg": dict(model="linreg", form="module", device="cpu", loader="torchvision", workers=0, batch_size=10),
+}
+
+ALL_FORMS = list(impls.FORM_MODULES)
+DEFAULT_GRID = [
+    # every form of both models on in-memory loaders, at the book's batch sizes
+    dict(model=["linreg"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident", "tensor", "torchvision"],
+         workers=[0], batch_size=[10]),
+    dict(model=["softmax"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident", "tensor"], workers=[0],
+         batch_size=[256]),
+    # the seeds' pipeline and its alternatives across worker counts (the baseline cell is here)
+    dict(model=["softmax"], form=["module"], device=["cpu", "cuda"], loader=["torchvision", "tensor"],
+         workers=[0, 2, 4], batch_size=[256]),
+    # throughput against batch size
+    dict(model=["softmax"], form=["vectorized", "module", "compiled"], device=["cpu", "cuda"], loader=["resident"],
+         workers=[0], batch_size=[64, 1024, 4096]),
+]
+QUICK_GRID = [
+    dict(model=["linreg"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident"], workers=[0], batch_size=[10]),
+    dict(model=["linreg"], form=["module"], device=["cpu"], loader=["torchvision"], workers=[0], batch_size=[10]),
+    dict(model=["softmax"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident"], workers=[0],
+         batch_size=[256]),
+    dict(model=["softmax"], form=["module"], device=["cpu"], loader=["torchvision"], workers=[4], batch_size=[256]),
+]

@@ -1,0 +1,60 @@
+"""The contract of a form, in code: what every form class states and does, and the optional hooks.
+
+A form is a class, registered per model in its module's ``FORMS = {model: class}``. :class:`Form` is
+the protocol every tool relies on; :func:`contract_errors` says how a class falls short of it (the
+registry's tests run it on every form).
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from impls.common import Tolerance
+
+
+@runtime_checkable
+class Form(Protocol):
+    """One way of writing a model's SGD training step.
+
+    - ``Form(params, lr, device)``: ``params`` is a dict of CPU fp64 tensors from
+      :func:`impls.common.init_params` (``w``, ``b`` for linreg; ``W``, ``b`` for softmax), left unchanged;
+    - :meth:`step`: one minibatch SGD step on the batch given; returns the batch-mean loss (a 0-dim
+      tensor or a float) without forcing a device sync;
+    - :meth:`predict`: outputs (linreg ``y_hat``, softmax logits ``O``); :meth:`state`: CPU copies of params.
+    """
+    devices: ClassVar[tuple[str, ...]]  # the devices it can run on
+    tolerance: ClassVar[Tolerance]  # how far it may drift from the fp64 oracle, and why
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu") -> None: ...
+    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor | float: ...
+    def predict(self, X: torch.Tensor) -> torch.Tensor: ...
+    def state(self) -> dict[str, torch.Tensor]: ...
+
+
+# Optional hooks, each read by one place of the harness:
+HOOKS = {
+    "unavailable": "classmethod (device) -> why it cannot run here (missing compiler, no GPU), or None",
+    "compile_log": "method () -> [{'batch_size', 'seconds'}, ...], one per compilation (a form that compiles)",
+    "sample_cap": "int: samples a timed pass covers, the epoch extrapolated (a form too slow for whole epochs)",
+}
+
+
+def contract_errors(cls) -> list[str]:
+    """What ``cls`` lacks of :class:`Form` and its hooks ([] when it keeps the contract)."""
+    errors = [f"no {name}()" for name in ("step", "predict", "state") if not callable(getattr(cls, name, None))]
+    devices = getattr(cls, "devices", None)
+    if not (isinstance(devices, tuple) and devices and all(d in ("cpu", "cuda") for d in devices)):
+        errors.append(f"devices must be a non-empty tuple of 'cpu'/'cuda', got {devices!r}")
+    tolerance = getattr(cls, "tolerance", None)
+    if not (isinstance(tolerance, Tolerance) and tolerance.reason):
+        errors.append("tolerance must be an impls.common.Tolerance with its reason")
+    if "unavailable" in vars(cls) or hasattr(cls, "unavailable"):
+        if not callable(getattr(cls, "unavailable")):
+            errors.append("unavailable must be callable")
+    if hasattr(cls, "compile_log") and not callable(cls.compile_log):
+        errors.append("compile_log must be a method")
+    cap = getattr(cls, "sample_cap", None)
+    if cap is not None and not (isinstance(cap, int) and cap > 0):
+        errors.append(f"sample_cap must be a positive int, got {cap!r}")
+    return errors
