@@ -14,6 +14,8 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, make_dataclass
 
+import torch
+
 import impls
 from bench import UserError
 from bench.loaders import DATALOADER_KINDS, LOADERS
@@ -64,6 +66,8 @@ AXIS_TABLE: tuple[Axis, ...] = (
          check=_at_least(0), prefix="w"),
     Axis("batch_size", "--batch-sizes", "comma-separated batch sizes", parse=int, check=_fits_the_data,
          prefix="b"),
+    Axis("threads", "--threads", "comma-separated torch thread counts (default: torch's own, the cores)", parse=int,
+         check=_at_least(1), default=lambda: [torch.get_num_threads()], prefix="t", apply=torch.set_num_threads),
 )
 AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
