@@ -149,7 +149,8 @@ def cmd_report(args) -> int:
     if not 0 < args.threshold < 1:
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
     runs = [Run(f) for f in folders]
-    out = Path(args.out) if args.out else Path("reports") / (runs[-1].id if len(runs) == 1 else f"{runs[0].id}-vs-{runs[1].id}")
+    out = Path(args.out) if args.out else Path("reports") / (
+        runs[-1].id if len(runs) == 1 else f"{runs[0].id}-vs-{runs[1].id}")
     print(build(runs, out, args.asv_results, args.pytest_benchmark, args.threshold))
     return 0
 

@@ -39,7 +39,8 @@ class DataError(UserError):
 
 def cache_dir() -> Path:
     """Where prepared data lives: ``LINBENCH_CACHE`` or ``~/.cache/linbench``."""
-    root = os.environ.get("LINBENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linbench"
+    root = os.environ.get("LINBENCH_CACHE") or (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linbench")
     return Path(root)
 
 
@@ -144,7 +145,8 @@ def fashion_mnist_root(data_dir: str | os.PathLike | None = None, download: bool
             for train in (True, False):
                 torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
         except Exception as e:  # noqa: BLE001 - any download failure means the same to the user
-            raise DataError(f"Fashion-MNIST not found and download failed ({e.__class__.__name__}); {HOW_TO_GET}") from None
+            raise DataError(f"Fashion-MNIST not found and download failed ({e.__class__.__name__}); "
+                            f"{HOW_TO_GET}") from None
         if _validated(root):
             return root
     raise DataError(f"Fashion-MNIST not found in {root} or {DEBIAN_DIR}; {HOW_TO_GET}")

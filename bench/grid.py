@@ -18,8 +18,8 @@ import torch
 
 import impls
 from bench import UserError
-from bench.loaders import DATALOADER_KINDS, LOADERS
 from bench.defaults import BASELINES, DEFAULT_GRID, QUICK_GRID  # noqa: F401 - the grid's data, read from here
+from bench.loaders import DATALOADER_KINDS, LOADERS
 from impls.common import LINREG_EXAMPLES, MODELS
 
 TRAIN_EXAMPLES = {"linreg": LINREG_EXAMPLES, "softmax": 60000}
@@ -31,9 +31,9 @@ class Axis:
 
     ``name`` is the cell field and the results column; ``flag`` the ``linbench run`` option (comma-
     separated values); ``parse`` turns one value's text into the value; ``choices`` (names) or ``check``
-    (a value and every axis's overrides -> what is wrong, or None) validate it; ``default`` gives the values a sub-grid that does not
-    name the axis takes; ``prefix`` marks the value in a cell label (``w4``, ``b256``); ``apply`` makes
-    a cell's value take effect before it is built and timed (None: the value is data the cell reads).
+    (a value and every axis's overrides -> what is wrong, or None) validate it; ``default`` gives the values a
+    sub-grid that does not name the axis takes; ``prefix`` marks the value in a cell label (``w4``, ``b256``);
+    ``apply`` makes a cell's value take effect before it is built and timed (None: the value is data the cell reads).
     """
     name: str
     flag: str

@@ -50,7 +50,7 @@ def contract_errors(cls) -> list[str]:
     if not (isinstance(tolerance, Tolerance) and tolerance.reason):
         errors.append("tolerance must be an impls.common.Tolerance with its reason")
     if "unavailable" in vars(cls) or hasattr(cls, "unavailable"):
-        if not callable(getattr(cls, "unavailable")):
+        if not callable(cls.unavailable):
             errors.append("unavailable must be callable")
     if hasattr(cls, "compile_log") and not callable(cls.compile_log):
         errors.append("compile_log must be a method")

@@ -115,7 +115,8 @@ def test_asv_continuous_flags_a_2x_slower_form_and_not_an_unchanged_commit(tmp_p
     conf = json.loads((clone / "asv.conf.json").read_text())
     # the per-commit environment sees this venv's torch through a .pth file instead of a 5 GB install
     host = site.getsitepackages()[0]
-    conf.update(repo=str(clone), benchmark_dir=str(clone / conf["benchmark_dir"]), env_dir=str(tmp_path / "env"), results_dir=str(tmp_path / "results"), html_dir=str(tmp_path / "html"),
+    conf.update(repo=str(clone), benchmark_dir=str(clone / conf["benchmark_dir"]), env_dir=str(tmp_path / "env"),
+                results_dir=str(tmp_path / "results"), html_dir=str(tmp_path / "html"),
                 install_command=[
                     "in-dir={env_dir} python -c \"import site, sys; open(site.getsitepackages()[0] + "
                     "'/host-packages.pth', 'w').write(sys.argv[1])\" " + host,

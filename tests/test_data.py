@@ -63,7 +63,8 @@ def test_prepared_files_work_with_the_seeds_loader(tmp_path, monkeypatch, compre
 
 
 @pytest.mark.parametrize("broken,message", [
-    ("truncated", "truncated"), ("wrong-magic", "wrong magic"), ("wrong-count", "holds 59999 items"), ("missing", "missing"),
+    ("truncated", "truncated"), ("wrong-magic", "wrong magic"), ("wrong-count", "holds 59999 items"),
+    ("missing", "missing"),
 ])
 def test_bad_data_dir_names_the_file(tmp_path, monkeypatch, broken, message):
     monkeypatch.setenv("LINBENCH_CACHE", str(tmp_path / "cache"))

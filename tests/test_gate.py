@@ -218,7 +218,8 @@ def linbench_check(monkeypatch, name, model, cls, *args):
     ("naive-softmax", "softmax", NaiveSoftmax, ["--batch-sizes", "256"], "all logits +1000: loss["),
     ("predict-without-bias", "linreg", PredictWithoutBias, [], "predict(batch first)"),
     ("drops-rows-past-16", "softmax", DropsRowsPast16, ["--batch-sizes", "100"], "batch 100: loss["),
-    ("compiled-once", "linreg", CompiledOnce, ["--batch-sizes", "9"], "RecompileError: compiled linreg step recompiled (compile #2, batch 1;"),
+    ("compiled-once", "linreg", CompiledOnce, ["--batch-sizes", "9"],
+     "RecompileError: compiled linreg step recompiled (compile #2, batch 1;"),
 ])
 def test_linbench_check_catches_a_planted_bug(monkeypatch, name, model, cls, args, where, real_data):
     status, out = linbench_check(monkeypatch, name, model, cls, *args)

@@ -392,7 +392,8 @@ def test_kernels_match_the_cpu_reference_on_ragged_batches(model, form):
             got_loss, want_loss = OPS[form][model](*got), STEPS[model](*want)
             for name, g, w in [("loss", got_loss, want_loss), ("weight", got[0], want[0]), ("b", got[1], want[1])]:
                 torch.testing.assert_close(g.cpu(), w, rtol=FP32.rtol, atol=FP32.atol * max(1.0, scale),
-                                           msg=lambda m: f"{form} {model} n={n} scale={scale} {name}: {m}")
+                                           msg=lambda m, n=n, scale=scale, name=name:
+                                           f"{form} {model} n={n} scale={scale} {name}: {m}")
 
 
 @needs_gpu

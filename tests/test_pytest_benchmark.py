@@ -44,7 +44,8 @@ def test_benchmarks_run_save_and_compare(tmp_path):
     assert epoch["extra_info"]["epoch_s"] == pytest.approx(epoch["stats"]["median"])  # a whole epoch
     assert epoch["extra_info"]["samples"] == TRAIN_EXAMPLES["linreg"]
 
-    loop = found[f"test_capped_pass[softmax-loop-cpu-resident-w0-b256-t{torch.get_num_threads()}]"]  # the capped pure-Python form
+    # the capped pure-Python form
+    loop = found[f"test_capped_pass[softmax-loop-cpu-resident-w0-b256-t{torch.get_num_threads()}]"]
     scale = TRAIN_EXAMPLES["softmax"] / loop["extra_info"]["samples"]
     assert scale > 10 and loop["extra_info"]["epoch_scale"] == pytest.approx(scale)
     assert loop["extra_info"]["epoch_s"] == pytest.approx(loop["stats"]["median"] * scale)

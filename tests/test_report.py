@@ -8,13 +8,12 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.store import COLUMNS, CURVES, PREDICTIONS, Run, SCHEMA, Store
 from bench import cli, runner
-from bench.report import analysis
-from bench.report import page as report
-from bench.report import sources
 from bench.curves import train_curves
 from bench.data import LABELS
+from bench.report import analysis, sources
+from bench.report import page as report
+from bench.store import COLUMNS, CURVES, PREDICTIONS, SCHEMA, Run, Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

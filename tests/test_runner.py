@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import impls
-from bench.store import GATE, RESULTS, read_meta, read_results
 from bench import UserError, grid, runner
 from bench.grid import Cell
 from bench.loaders import make_loader
+from bench.store import GATE, RESULTS, read_meta, read_results
 from bench.timer import time_autorange, time_repeats
 
 

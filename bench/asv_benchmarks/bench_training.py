@@ -33,6 +33,7 @@ from bench import grid
 from bench.cell import CellBench
 from bench.timer import sync
 
+
 def runs_somewhere(cell: grid.Cell) -> bool:
     """False only for a cell no machine can run: a device its form does not list."""
     try:

@@ -36,10 +36,12 @@ def headlines(frame: pd.DataFrame) -> list[str]:
     for (model, device), group in ok.groupby(["model", "device"], sort=False):
         best = group.loc[group["samples_per_s"].idxmax()]
         lines.append(f"fastest {model} on {device}: {best['form']} ({best['loader']}, w{best['workers']}, "
-                     f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, epoch {best['epoch_s']:.3g} s, "
-                     f"{best['speedup']:.1f}x the seeds' pipeline, {100 * best['epoch_roofline_frac']:.2g}% of the roofline")
+                     f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, "
+                     f"epoch {best['epoch_s']:.3g} s, {best['speedup']:.1f}x the seeds' pipeline, "
+                     f"{100 * best['epoch_roofline_frac']:.2g}% of the roofline")
     base = BASELINES["softmax"]  # the seeds' loader against the data resident on the device
-    loaders = ok[(ok["model"] == "softmax") & (ok["device"] == base["device"]) & (ok["batch_size"] == base["batch_size"])]
+    loaders = ok[(ok["model"] == "softmax") & (ok["device"] == base["device"])
+                 & (ok["batch_size"] == base["batch_size"])]
     seeds = loaders[(loaders["loader"] == base["loader"]) & (loaders["workers"] == base["workers"])]["loader_epoch_s"]
     res = loaders[loaders["loader"] == "resident"]["loader_epoch_s"]
     if len(seeds) and len(res):

@@ -185,7 +185,8 @@ def curves_missing(run: Run) -> str:
 def training(run: Run, out: Path) -> Section:
     s = Section("Training curves: softmax regression")
     if run.curves is not None and not run.curves.empty:
-        s.figure(figures.fig_curves(run.curves, out), "train loss, train accuracy and test accuracy per epoch, per form")
+        s.figure(figures.fig_curves(run.curves, out),
+                 "train loss, train accuracy and test accuracy per epoch, per form")
         s.table("training", curves_summary(run.curves))
     else:
         s.not_shown(curves_missing(run))

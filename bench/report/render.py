@@ -125,8 +125,10 @@ def html_block(block) -> str:
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <script>window.pageErrors=[];window.addEventListener("error",function(e){{window.pageErrors.push(String(e.message||e))}},true);
-(function(){{var log=console.error;console.error=function(){{window.pageErrors.push([].join.call(arguments," "));log.apply(console,arguments)}}}})();
-window.addEventListener("load",function(){{var bad=[].filter.call(document.images,function(i){{return !i.complete||i.naturalWidth===0}});
+(function(){{var log=console.error;
+console.error=function(){{window.pageErrors.push([].join.call(arguments," "));log.apply(console,arguments)}}}})();
+window.addEventListener("load",function(){{
+var bad=[].filter.call(document.images,function(i){{return !i.complete||i.naturalWidth===0}});
 document.body.setAttribute("data-broken-images",bad.length);document.body.setAttribute("data-errors",window.pageErrors.length);
 document.body.setAttribute("data-checked","yes")}});</script>
 <style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}}
@@ -138,7 +140,8 @@ td,th{{border:1px solid #ddd;padding:2px 6px;text-align:left;white-space:nowrap}
 tr.worse td{{background:#fdd;color:#a00;font-weight:600}}tr.better td{{background:#dfd}}tr.fail td{{background:#fdd}}
 tr.skipped td{{color:#777}}.headline{{background:#f5f9ff;border-left:4px solid #36c;padding:.4em 1em}}
 .missing{{color:#a35a00}}.warn{{background:#fff4e0;border-left:4px solid #e90;padding:.4em 1em}}
-.machine{{color:#444}}img{{max-width:100%;border:1px solid #eee;margin:.4em 0}}code{{background:#f3f3f3;padding:0 3px}}</style></head>
+.machine{{color:#444}}img{{max-width:100%;border:1px solid #eee;margin:.4em 0}}
+code{{background:#f3f3f3;padding:0 3px}}</style></head>
 <body><h1>{title}</h1>{body}</body></html>"""
 
 

@@ -59,7 +59,8 @@ def read_runner(run: Run) -> pd.DataFrame:
     frame = ok.melt(id_vars=list(AXES), value_vars=list(RUNNER_METRICS), var_name="benchmark").dropna(subset=["value"])
     frame["source"], frame["unit"] = "linbench", frame["benchmark"].map(RUNNER_METRICS)
     env = run.meta.get("env", {})
-    frame["commit"], frame["machine"], frame["date"] = str(env.get("commit") or "")[:8], env.get("host", ""), env.get("time", "")
+    frame["commit"], frame["machine"], frame["date"] = (
+        str(env.get("commit") or "")[:8], env.get("host", ""), env.get("time", ""))
     return frame.reindex(columns=SOURCE_COLUMNS)
 
 
