@@ -240,13 +240,18 @@ def softmax_step(W: Tensor, b: Tensor, X: Tensor, y: Tensor, lr: Tensor) -> Tens
     return loss
 
 
+# The arguments are checked here, in Python, before the extension is called: on an H100 (torch 2.11,
+# nvcc 13) a failing TORCH_CHECK after fused_step.cu's argument loop crashed the process instead of
+# raising, so the extension's own checks stay only as a last line of defence.
 @linreg_step.register_kernel("cuda")
 def _(w, b, X, y, lr):
+    check_step_args("linbench::linreg_step", w, b, X, y, lr, torch.float32)
     return extension().linreg_step(w, b, X, y, lr)
 
 
 @softmax_step.register_kernel("cuda")
 def _(W, b, X, y, lr):
+    check_step_args("linbench::softmax_step", W, b, X, y, lr, torch.int64)
     return extension().softmax_step(W, b, X, y, lr)
 
 
