@@ -12,6 +12,7 @@ DataLoader passes under ``--quick``); the epoch is then extrapolated here, once,
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -19,29 +20,43 @@ import torch
 import impls
 from bench.grid import TRAIN_EXAMPLES, Cell, sample_cap
 from bench.loaders import make_loader
-from bench.timer import Stats, time_autorange, time_repeats
+from bench.timer import Stats, Until, time_repeats
 from impls.common import MODELS, init_params
 
 
 @dataclass(frozen=True)
 class Settings:
-    """How a cell is made ready and timed; the runner builds it from its config, asv and pytest use the default."""
+    """How a cell is made ready and timed; the runner builds it from its config, asv and pytest use the default.
+
+    Epochs and loader passes repeat at least ``repeats`` times, then until the median's 95% interval is
+    within +-``halfwidth`` or ``seconds`` of passes are spent (at most ``most``); steps likewise, in
+    passes over ``step_batches`` batches already on the device, for ``step_seconds`` at most.
+    ``--quick`` measures the same way: its grid only has fewer cells.
+    """
     seed: int = 0
     quick: bool = False
     persistent_workers: bool = True
     pin_memory: bool | None = None
     data_dir: str | None = None
-    repeats: int = 3  # timed epochs (and loader passes)
-    step_seconds: float = 0.3  # torch.utils.benchmark's min_run_time for the step timing
-    step_batches: int = 16  # batches on the device that a step timing cycles through
+    repeats: int = 3
+    halfwidth: float = 0.03
+    seconds: float = 2.0
+    most: int = 30
+    step_seconds: float = 0.3
+    step_batches: int = 16
     warm_steps: int = 3
 
     @classmethod
     def of(cls, config) -> Settings:
-        """From a run config (any object with these attribute names); ``--quick`` shortens the step timing."""
+        """From a run config (any object with these attribute names)."""
         names = ("seed", "quick", "persistent_workers", "pin_memory", "data_dir", "repeats")
-        values = {n: getattr(config, n) for n in names if hasattr(config, n)}
-        return cls(**values, step_seconds=0.1 if values.get("quick") else 0.3)
+        return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+
+    def until(self, repeats: int | None = None) -> Until:
+        return Until(repeats or self.repeats, self.halfwidth, self.seconds, max(self.most, repeats or 0))
+
+    def step_until(self) -> Until:
+        return Until(5, self.halfwidth, self.step_seconds, 400)
 
 
 class CellBench:
@@ -50,7 +65,7 @@ class CellBench:
     def __init__(self, cell: Cell, settings: Settings = Settings()):
         cell.apply()  # the axes that act on the process (e.g. its thread count), before anything is built
         self.cell, self.settings, self.dev = cell, settings, torch.device(cell.device)
-        self.cap, self.total = sample_cap(cell, settings.quick), TRAIN_EXAMPLES[cell.model]
+        self.cap, self.total = sample_cap(cell), TRAIN_EXAMPLES[cell.model]
         self.loader = make_loader(cell.loader, cell.model, cell.batch_size, cell.workers, cell.device,
                                   settings.seed, settings.persistent_workers, settings.pin_memory,
                                   settings.data_dir)
@@ -101,17 +116,21 @@ class CellBench:
     # -- the three measurements ----------------------------------------------------------------
     def epoch_s(self, repeats: int | None = None, warmup: int = 0) -> Stats:
         """Seconds per epoch, end to end (call :meth:`warm` first), extrapolated from a capped pass."""
-        stats = time_repeats(self.train_pass, repeats or self.settings.repeats, self.dev, warmup=warmup)
+        stats = time_repeats(self.train_pass, self.settings.until(repeats), self.dev, warmup=warmup)
         return stats.scaled(self.epoch_scale)
 
     def loader_epoch_s(self, repeats: int | None = None) -> Stats:
         """Seconds per epoch of the loader alone (one untimed pass first), extrapolated likewise."""
-        stats = time_repeats(self.loader_pass, repeats or self.settings.repeats, self.dev, warmup=1)
+        stats = time_repeats(self.loader_pass, self.settings.until(repeats), self.dev, warmup=1)
         return stats.scaled(self.epoch_scale)
 
-    def step_ms(self, batches=None, seconds: float | None = None) -> Stats:
+    def step_ms(self, batches=None) -> Stats:
         """Milliseconds per training step on ``batches`` already on the device (default: the first
-        ``step_batches`` of a pass), by ``torch.utils.benchmark`` (CUDA synchronized at block edges)."""
+        ``step_batches`` of a pass): each sample is one pass over them, synchronized at its edges."""
         batches = batches or self.device_batches()
-        stats = time_autorange(lambda: self.steps(batches), seconds or self.settings.step_seconds)
+        start = time.perf_counter()
+        self.steps(batches)  # the warm-up pass; a slow form (seconds per pass) is timed a batch at a time
+        if time.perf_counter() - start > self.settings.step_seconds / 3:
+            batches = batches[:1]
+        stats = time_repeats(lambda: self.steps(batches), self.settings.step_until(), self.dev, warmup=0)
         return stats.scaled(1e3 / len(batches))

@@ -198,10 +198,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("run", help="the benchmark grid (the main job); results under --out")
-    p.add_argument("--quick", action="store_true", help="a small grid, fewer repeats, capped passes (<= 60 s)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small grid measured like the default one (about a minute on 2 cores)")
     for axis in AXIS_TABLE:  # one flag per axis of the grid; each replaces that axis in every sub-grid
         p.add_argument(axis.flag, dest=_dest(axis), type=_values(axis), help=f"{axis.help} (replaces the grid's axis)")
-    p.add_argument("--repeats", type=int, help="timed epochs per cell (default 3; 2 with --quick)")
+    p.add_argument("--repeats", type=int,
+                   help="timed epochs per cell at least (default 3; more until the median is known to +-3%%, "
+                        "within 2 s)")
     p.add_argument("--no-persistent-workers", action="store_true", help="restart DataLoader workers every epoch")
     p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="pin DataLoader memory (default: only when the device is cuda)")

@@ -71,7 +71,6 @@ AXIS_TABLE: tuple[Axis, ...] = (
 )
 AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
-DATALOADER_PASS_CAP = 40  # batches per DataLoader pass under --quick (its epoch is extrapolated)
 
 class _CellMethods:
     def key(self) -> tuple:
@@ -144,13 +143,11 @@ def skip_reason(cell: Cell) -> str | None:
     return None
 
 
-def sample_cap(cell: Cell, quick: bool) -> int | None:
+def sample_cap(cell: Cell) -> int | None:
     """How many samples one timed pass covers (None: the whole epoch); the epoch time is extrapolated.
 
-    A form's own cap (its ``sample_cap``: the pure-Python form), and DataLoader passes under ``--quick``.
+    Only a form's own cap (its ``sample_cap``: the pure-Python form); ``--quick`` measures like the
+    default run, on fewer cells.
     """
-    caps = [impls.sample_cap(cell.model, cell.form)]
-    if quick and cell.loader in DATALOADER_KINDS:
-        caps.append(DATALOADER_PASS_CAP * cell.batch_size)
-    cap = min((c for c in caps if c), default=None)
+    cap = impls.sample_cap(cell.model, cell.form)
     return cap if cap is not None and cap < TRAIN_EXAMPLES[cell.model] else None

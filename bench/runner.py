@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from bench import UserError, check
 from bench.cell import CellBench, Settings
 from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, validate
+from bench.load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks
 from bench.store import CURVES, GATE, PREDICTIONS, SCHEMA, Store, empty_row
 from impls.common import step_cost
@@ -74,7 +76,8 @@ class Runner:
     def row(self, cell: Cell, status: str, reason: str = "", **values) -> dict:
         return empty_row({"threads": torch.get_num_threads(), **cell.as_dict()}, status, reason, **values)
 
-    def measure(self, cell: Cell) -> dict:
+    def measure(self, cell: Cell) -> tuple[dict, dict]:
+        """The cell timed: its results row, and its raw samples (metric -> seconds per epoch or step)."""
         bench = CellBench(cell, Settings.of(self.config))
         if bench.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bench.dev)
@@ -91,7 +94,7 @@ class Runner:
         step_s = step.median / 1e3
         flops, bytes_ = step_cost(cell.model, sum(len(y) for _, y in resident) / len(resident))
 
-        key = (cell.model, cell.loader, cell.workers, cell.batch_size, cell.device, bench.cap)
+        key = (*(v for a, v in cell.as_dict().items() if a != "form"), bench.cap)  # a loader's cells share it
         if key not in self.loader_cache:
             self.loader_cache[key] = bench.loader_epoch_s()
         load = self.loader_cache[key]
@@ -112,16 +115,24 @@ class Runner:
             notes.append(f"capped at {samples} samples per pass; epoch_s extrapolated")
         if e2e.noisy or step.noisy:
             notes.append("noisy (IQR >= 10% of median)")
-        return self.row(
+        disturbed = sum(s.disturbed for s in (e2e, step, load))
+        others = max(s.load for s in (e2e, step, load))
+        if disturbed:
+            notes.append(f"disturbed: others used up to {others:.0%} of the CPU in {disturbed} timed block(s), "
+                         "re-measured and still busy")
+        row = self.row(
             cell, "ok", "; ".join(notes), samples=samples, samples_per_s=bench.total / e2e.median,
-            epoch_s=e2e.median, epoch_s_iqr=e2e.iqr, n=e2e.n, noisy=e2e.noisy or step.noisy,
-            step_ms=step.median, step_ms_iqr=step.iqr, step_n=step.n,
+            epoch_s=e2e.median, epoch_s_lo=e2e.lo, epoch_s_hi=e2e.hi, epoch_s_iqr=e2e.iqr, n=e2e.n,
+            noisy=e2e.noisy or step.noisy, step_ms=step.median, step_ms_lo=step.lo, step_ms_hi=step.hi,
+            step_ms_iqr=step.iqr, step_n=step.n,
             loader_epoch_s=load.median, loader_epoch_s_iqr=load.iqr, loader_n=load.n,
+            load=others, disturbed=bool(disturbed),
             compile_s=sum(e["seconds"] for e in compiles) if compiles is not None else math.nan,
             peak_rss_mb=peak_rss, cuda_peak_mb=cuda_peak,
             gflops=flops / step_s / 1e9, gbps=bytes_ / step_s / 1e9,
             roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / e2e.median,
         )
+        return row, {"epoch": e2e.times, "step": tuple(t / 1e3 for t in step.times), "loader_epoch": load.times}
 
     # -- the run ----------------------------------------------------------------------------
     def gate(self, cells: list[Cell]) -> dict[tuple, str]:
@@ -155,23 +166,31 @@ class Runner:
         timed = [c for c in todo if not skips[c.key()]]
         for device in dict.fromkeys(c.device for c in timed):
             meta.setdefault("peaks", {}).setdefault(device, probe_peaks(device, self.config.quick))
+        if "load_at_start" not in meta:
+            meta["load_at_start"] = machine_load()
+            if meta["load_at_start"]["others"] > DISTURBED:
+                print(f"linbench: warning: the machine is busy (others use {meta['load_at_start']['others']:.0%} of "
+                      f"its CPU, load average {meta['load_at_start']['loadavg']} on "
+                      f"{meta['load_at_start']['cores']} cores): timed blocks will be re-measured or marked "
+                      "disturbed", file=sys.stderr)
         failures = self.gate(timed)
         self.store.write()
         bar = tqdm(todo, desc="cells", unit="cell", disable=not self.progress, dynamic_ncols=True, mininterval=1)
         for cell in bar:
             bar.set_postfix_str(cell.label())
+            samples = None
             if skips[cell.key()]:
                 row = self.row(cell, "skipped", skips[cell.key()])
             elif (cell.model, cell.form, cell.device) in failures:
                 row = self.row(cell, "failed-equivalence", failures[(cell.model, cell.form, cell.device)])
             else:
                 try:
-                    row = self.measure(cell)
+                    row, samples = self.measure(cell)
                 except (KeyboardInterrupt, UserError):
                     raise
                 except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
                     row = self.row(cell, "error", f"{e.__class__.__name__}: {e}".splitlines()[0])
-            self.store.put(row)
+            self.store.put(row, samples)
             self.record_compiles()
             self.store.write()
         self.curves(cells)
@@ -205,9 +224,9 @@ def _sigterm(signum, frame):
 
 def plan(overrides: dict, quick: bool = False, repeats: int | None = None, curves: bool = True,
          **options) -> RunConfig:
-    """A run's config: the default grid, or ``quick``'s (a smaller grid, 2 repeats, DataLoader passes
-    capped at ``grid.DATALOADER_PASS_CAP`` batches, a 10-step gate, 2 epochs of curves); ``overrides``
-    (axis -> values) replace axes in every sub-grid. Bad values are one-line user errors."""
+    """A run's config: the default grid, or ``quick``'s (fewer cells, measured the same way, a 10-step
+    gate, 2 epochs of curves); ``overrides`` (axis -> values) replace axes in every sub-grid. Bad values
+    are one-line user errors."""
     validate(overrides)
     if repeats is not None and repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {repeats}")
@@ -216,7 +235,7 @@ def plan(overrides: dict, quick: bool = False, repeats: int | None = None, curve
 
         fashion_mnist_root(options.get("data_dir"))  # a data problem is reported before anything runs
     return RunConfig(grid=QUICK_GRID if quick else DEFAULT_GRID, overrides=overrides,
-                     repeats=repeats or (2 if quick else 3), quick=quick, gate_steps=10 if quick else 50,
+                     repeats=repeats or 3, quick=quick, gate_steps=10 if quick else 50,
                      curves_epochs=(2 if quick else 10) if curves else 0, **options)
 
 

@@ -37,7 +37,7 @@ def cell_id(label: str) -> str:
 
 
 def capped(cell) -> bool:
-    return grid.sample_cap(cell, quick=False) is not None  # CellBench's default settings
+    return grid.sample_cap(cell) is not None  # CellBench's default settings
 
 
 def ready(label, benchmark, kind) -> CellBench:

@@ -1,10 +1,13 @@
-"""The one timer every tool uses: warm-up, then repeats; CUDA synchronized at block edges.
+"""The one timer every tool uses: warm-up, then repeats; CUDA synchronized at block edges; the
+machine's load watched around every timed block.
 
-Two ways, both reported as median, IQR and count:
+Two ways, both reported as :class:`Stats` (median, IQR, the median's 95% interval, raw samples, load):
 - :func:`time_repeats` for long blocks (an epoch, a loader pass): ``perf_counter`` around each
-  block with a device sync on both edges, after ``warmup`` untimed blocks;
+  block with a device sync on both edges, after ``warmup`` untimed blocks, repeated until an
+  :class:`Until` rule is met (a count, or the median known to +-3% within a time budget);
 - :func:`time_autorange` for short blocks (a few training steps): ``torch.utils.benchmark.Timer``'s
   ``blocked_autorange`` with the process's thread count (the Timer's default is one thread).
+A block others disturbed (bench/load.py) is measured again a bounded number of times.
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from bench.load import REMEASURES, LoadMeter
+from bench.stats import median_ci, relative_halfwidth
 
 # torch.utils.benchmark imports torch's extension builder, which warns on a machine without a GPU that it
 # finds no CUDA runtime: nothing a timing can act on, so that one import is made quietly.
@@ -30,23 +36,54 @@ NOISY = 0.10  # IQR/median at or above this flags a measurement as noisy
 
 @dataclass(frozen=True)
 class Stats:
-    """Seconds per block: median, interquartile range, number of samples."""
+    """Seconds per block: median, interquartile range, the 95% interval of the median, the raw samples,
+    and the machine's load meanwhile (others' mean CPU share; blocks still disturbed after re-measuring)."""
     median: float
     iqr: float
     n: int
+    times: tuple = ()
+    lo: float = float("nan")
+    hi: float = float("nan")
+    load: float = 0.0
+    disturbed: int = 0
 
     @classmethod
-    def of(cls, times) -> Stats:
-        q1, q2, q3 = np.percentile(np.asarray(times, dtype=float), [25, 50, 75])
-        return cls(float(q2), float(q3 - q1), len(times))
+    def of(cls, times, load: float = 0.0, disturbed: int = 0) -> Stats:
+        x = np.asarray(times, dtype=float)
+        q1, q2, q3 = np.percentile(x, [25, 50, 75])
+        lo, hi = median_ci(x)
+        return cls(float(q2), float(q3 - q1), len(x), tuple(float(v) for v in x), lo, hi, load, disturbed)
 
     def scaled(self, factor: float) -> Stats:
         """The same measurement in other units (per step, per epoch, ms)."""
-        return Stats(self.median * factor, self.iqr * factor, self.n)
+        return Stats(self.median * factor, self.iqr * factor, self.n, tuple(t * factor for t in self.times),
+                     self.lo * factor, self.hi * factor, self.load, self.disturbed)
 
     @property
     def noisy(self) -> bool:
         return self.n > 1 and self.iqr >= NOISY * self.median
+
+    @property
+    def halfwidth(self) -> float:
+        """Half the 95% interval of the median, relative to it (0.03: known to +-3%)."""
+        return (self.hi - self.lo) / 2 / self.median if self.median > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Until:
+    """When to stop repeating a block: ``repeats`` at least; then until the median's 95% interval is
+    within +-``halfwidth``, or ``seconds`` of timed blocks have passed, or ``most`` repeats."""
+    repeats: int = 3
+    halfwidth: float = 0.03
+    seconds: float = 2.0
+    most: int = 30
+
+    def done(self, times) -> bool:
+        if len(times) < self.repeats:
+            return False
+        if len(times) >= self.most or sum(times) >= self.seconds:
+            return True
+        return len(times) >= 6 and relative_halfwidth(times) <= self.halfwidth
 
 
 def sync(device) -> None:
@@ -54,24 +91,44 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def time_repeats(fn, repeats: int = 3, device="cpu", warmup: int = 1) -> Stats:
-    """Run ``fn`` ``warmup`` times untimed, then time ``repeats`` calls, syncing before each clock read."""
+def _timed(fn, device) -> tuple[float, LoadMeter]:
+    """One block: its seconds (the device synchronized on both edges) and the load meanwhile; a block
+    that others disturbed is measured again, at most ``REMEASURES`` times."""
+    for _ in range(REMEASURES + 1):
+        with LoadMeter() as meter:
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            seconds = time.perf_counter() - start
+        if not meter.disturbed:
+            break
+    return seconds, meter
+
+
+def time_repeats(fn, repeats: int | Until = 3, device="cpu", warmup: int = 1) -> Stats:
+    """Run ``fn`` ``warmup`` times untimed, then time calls until ``repeats`` (a count, or an
+    :class:`Until` rule) is met, syncing before each clock read and watching the machine's load."""
+    until = repeats if isinstance(repeats, Until) else Until(repeats, 0.0, float("inf"), repeats)
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return Stats.of(times)
+    times, loads, disturbed = [], [], 0
+    while not until.done(times):
+        seconds, meter = _timed(fn, device)
+        times.append(seconds), loads.append(meter.others)
+        disturbed += meter.disturbed
+    return Stats.of(times, float(np.mean(loads)), disturbed)
 
 
 def time_autorange(fn, min_run_time: float = 0.3, warmup: int = 1) -> Stats:
-    """``torch.utils.benchmark.Timer(...).blocked_autorange`` of ``fn`` (it syncs CUDA at block edges)."""
+    """``torch.utils.benchmark.Timer(...).blocked_autorange`` of ``fn`` (it syncs CUDA at block edges);
+    run again, at most ``REMEASURES`` times, while others disturb it."""
     for _ in range(warmup):
         fn()
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    return Stats.of(m.times)
+    for _ in range(REMEASURES + 1):
+        with LoadMeter() as meter:
+            m = timer.blocked_autorange(min_run_time=min_run_time)
+        if not meter.disturbed:
+            break
+    return Stats.of(m.times, meter.others, int(meter.disturbed))

@@ -19,7 +19,8 @@ from bench.timer import time_autorange, time_repeats
 
 
 def cell(**kw):
-    base = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256)
+    base = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256,
+                threads=torch.get_num_threads())
     return Cell(**{**base, **kw})
 
 
@@ -41,8 +42,8 @@ def test_cuda_cells_skip_without_a_gpu():
 
 def test_no_skip_for_a_plain_cell_and_loop_is_capped():
     assert grid.skip_reason(cell(loader="tensor", workers=2)) is None
-    assert grid.sample_cap(cell(form="loop"), quick=False) == impls.form_class("softmax", "loop").sample_cap == 2560
-    assert grid.sample_cap(cell(), quick=False) is None
+    assert grid.sample_cap(cell(form="loop")) == impls.form_class("softmax", "loop").sample_cap == 2560
+    assert grid.sample_cap(cell()) is None
 
 
 def test_default_grid_holds_both_baselines_and_every_form():
@@ -50,7 +51,7 @@ def test_default_grid_holds_both_baselines_and_every_form():
     keys = {c.key() for c in cells}
     assert len(keys) == len(cells)
     for base in grid.BASELINES.values():
-        assert Cell(**base).key() in keys
+        assert Cell(**base, threads=torch.get_num_threads()).key() in keys  # at torch's own thread count
     assert {c.form for c in cells} == set(impls.FORM_MODULES)
 
 

@@ -147,7 +147,7 @@ class Loader(_Cells):
     def setup(self, cell):
         # the first cell whose form runs here, uncapped if there is one (the whole epoch is timed);
         # when no form runs here, ready() skips with the last one's reason
-        for one in sorted(LOADERS[cell], key=lambda c: grid.sample_cap(c, quick=False) is not None):
+        for one in sorted(LOADERS[cell], key=lambda c: grid.sample_cap(c) is not None):
             if not grid.skip_reason(one):
                 break
         self.bench = CellBench(ready(one.label()))

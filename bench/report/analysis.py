@@ -18,15 +18,42 @@ def baseline_rows(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     return base
 
 
-def add_speedup(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each row's samples/s over its model's baseline cell (the seeds' pipeline); NaN without one."""
-    frame["speedup"] = math.nan
+def add_speedup(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each row's samples/s over its model's baseline cell (the seeds' pipeline) at the same values of
+    the axes the baseline does not name (e.g. the same thread count); NaN without one. With the run's
+    raw ``samples``, ``speedup_lo``/``speedup_hi`` bound it (95%, bootstrap over both cells' epochs)."""
+    frame["speedup"] = frame["speedup_lo"] = frame["speedup_hi"] = math.nan
     for model in frame["model"].unique():
-        base = baseline_rows(frame, model)
-        if len(base):
-            mine = frame["model"] == model
-            frame.loc[mine, "speedup"] = frame.loc[mine, "samples_per_s"] / float(base["samples_per_s"].iloc[0])
+        free = [a for a in AXES if a not in BASELINES[model]]
+        mine = frame["model"] == model
+        for values, group in frame[mine].groupby(free, sort=False, dropna=False):
+            base = baseline_rows(group, model)
+            if not len(base):
+                continue
+            rows = group.index
+            frame.loc[rows, "speedup"] = frame.loc[rows, "samples_per_s"] / float(base["samples_per_s"].iloc[0])
+            if samples is not None and len(samples):
+                for i, lo_hi in _speedup_intervals(frame.loc[rows], base.iloc[0], samples).items():
+                    frame.loc[i, ["speedup_lo", "speedup_hi"]] = lo_hi
     return frame
+
+
+def _speedup_intervals(rows: pd.DataFrame, base: pd.Series, samples: pd.DataFrame) -> dict:
+    """Row index -> (lo, hi) of the speedup, from both cells' epoch samples."""
+    from bench import stats
+
+    speedup_ci = getattr(stats, "speedup_ci", None)
+    if speedup_ci is None:
+        return {}
+    epochs = samples[samples["metric"] == "epoch"]
+    by_cell = {k: g["seconds"].to_numpy() for k, g in epochs.groupby(list(AXES), sort=False)}
+    base_times = by_cell.get(tuple(base[a] for a in AXES))
+    out = {}
+    for i, row in rows.iterrows():
+        times = by_cell.get(tuple(row[a] for a in AXES))
+        if base_times is not None and times is not None and row["status"] == "ok":
+            out[i] = speedup_ci(base_times, times)
+    return out
 
 
 def headlines(frame: pd.DataFrame) -> list[str]:
