@@ -26,7 +26,7 @@ def add_speedup(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.
     for model in frame["model"].unique():
         free = [a for a in AXES if a not in BASELINES[model]]
         mine = frame["model"] == model
-        for values, group in frame[mine].groupby(free, sort=False, dropna=False):
+        for _, group in frame[mine].groupby(free, sort=False, dropna=False):
             base = baseline_rows(group, model)
             if not len(base):
                 continue
