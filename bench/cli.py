@@ -186,6 +186,7 @@ def cmd_data(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from bench.compare import add_parser as add_compare
     from bench.grid import AXIS_TABLE
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
@@ -221,8 +222,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--asv-results", metavar="DIR", help="asv's results folder (e.g. .asv/results)")
     p.add_argument("--pytest-benchmark", nargs="+", default=[], metavar="JSON", help="--benchmark-json files")
     p.add_argument("--out", help="output folder (default: reports/<run-id>)")
-    p.add_argument("--threshold", type=float, default=0.10, help="relative change flagged in a comparison")
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="smallest relative change a comparison calls slower or faster (default 0.05)")
     p.set_defaults(func=cmd_report)
+    add_compare(sub)
     p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("env", help="the environment a run records")

@@ -5,15 +5,17 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from bench import cli, runner
+from bench.compare import compare_runs
 from bench.curves import train_curves
 from bench.data import LABELS
-from bench.report import analysis, sources
 from bench.report import page as report
-from bench.store import COLUMNS, CURVES, PREDICTIONS, SCHEMA, Run, Store
+from bench.report import sources
+from bench.store import COLUMNS, CURVES, PREDICTIONS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run, Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -109,25 +111,44 @@ def test_run_with_no_rows_and_an_incomplete_run_say_so(tmp_path):
     assert "stopped before its curves phase" in page and "1 of 2 cells finished" in page
 
 
-def test_comparison_flags_changes_beyond_the_threshold_in_red(tmp_path):
+def write_epochs(run, scale, cells):
+    """Raw epoch samples (samples.csv) for the ``(form, batch)`` cells of ``full_rows``: 20 each, lognormal."""
+    rng = np.random.default_rng(0)
+    rows = [dict(model="softmax", form=form, device="cpu", loader="resident", workers=0, batch_size=batch, threads=2,
+                 metric="epoch", repeat=i, seconds=scale.get((form, batch), 1.0) * t)
+            for form, batch in cells for i, t in enumerate(rng.lognormal(0, 0.02, 20))]
+    pd.DataFrame(rows, columns=SAMPLE_COLUMNS).to_csv(run / SAMPLES, index=False)
+
+
+def test_comparison_gives_verdicts_from_raw_samples_slower_first_in_red(tmp_path):
+    cells = [("module", 64), ("module", 256), ("compiled", 64)]
     a = write_run(tmp_path / "a", full_rows())
-    rows = full_rows()
-    rows[0] = {**rows[0], "samples_per_s": rows[0]["samples_per_s"] * 0.5}  # module b64: twice as slow
-    rows[1] = {**rows[1], "samples_per_s": rows[1]["samples_per_s"] * 1.05}  # within 10%: not flagged
-    b = write_run(tmp_path / "b", rows)
-    page = report.build([Run(a), Run(b)], tmp_path / "out").read_text()
+    write_epochs(a, {}, cells)
+    b = write_run(tmp_path / "b", full_rows(), env={"cpu": "test cpu", "threads": 4, "commit": "def456", "torch": "x"})
+    write_epochs(b, {("module", 64): 2.0, ("compiled", 64): 0.5}, cells)  # module b64 twice as slow, compiled faster
+    index = report.build([Run(a), Run(b)], tmp_path / "out")
+    page = index.read_text()
     diff = pd.read_csv(tmp_path / "out" / "tables" / "comparison.csv")
-    assert diff["change"].tolist().count("worse") == 1 and diff["change"].tolist().count("same") == len(diff) - 1
-    assert page.count('<tr class="worse">') == 1 and "1 worse, 0 better" in page
+    assert diff["verdict"].tolist()[:3] == ["slower", "faster", "inconclusive"]  # slower first
+    assert diff["cell"].iloc[0] == "softmax/module/cpu/resident/w0/b64/t2" and diff["metric"].iloc[0] == "epoch"
+    assert diff["ratio"].iloc[0] == pytest.approx(2.0, rel=0.05) and diff["verdict"].tolist().count("same") == 1
+    assert set(diff[diff["verdict"] == "inconclusive"]["reason"]) == {"no raw samples in a, b"}  # step, loader
+    assert page.count('<tr class="worse">') == 1 and page.count('<tr class="better">') == 1
+    assert "1 slower, 1 faster" in page and "torch threads 2 vs 4" in page and "commit abc123 vs def456" in page
+    assert "inconclusive: too few samples, or too much noise" in page
+    if CHROMIUM:
+        check_in_chromium(index, tmp_path)
 
 
 def test_comparison_of_a_cpu_run_and_a_gpu_run_joins_on_the_other_axes(tmp_path):
     a = write_run(tmp_path / "cpu", full_rows())
-    b = write_run(tmp_path / "gpu", [{**r, "device": "cuda", "samples_per_s": r.get("samples_per_s", 0) * 20}
-                                     for r in full_rows() if r["status"] == "ok"])
-    diff = analysis.compare(Run(a), Run(b), 0.1)
-    assert len(diff) == 9 and set(diff["device_b"]) == {"cuda"} and set(diff["change"]) == {"better"}
-    assert diff["ratio"].tolist() == pytest.approx([20.0] * 9)
+    b = write_run(tmp_path / "gpu", [{**r, "device": "cuda", "samples_per_s": r["samples_per_s"] * 20,
+                                      "epoch_s": r["epoch_s"] / 20} for r in full_rows() if r["status"] == "ok"])
+    diff = compare_runs(Run(a), Run(b))
+    epochs = diff[diff["metric"] == "epoch"]
+    assert len(epochs) == 9 and set(diff["device_b"]) == {"cuda"} and set(diff["verdict"]) == {"inconclusive"}
+    assert epochs["ratio"].tolist() == pytest.approx([1 / 20] * 9)  # B's time over A's
+    assert epochs["cell"].iloc[0].startswith("softmax/module/cpu-vs-cuda/")
 
 
 CELL = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256, threads=2)

@@ -1,5 +1,5 @@
 """The analysis of results, apart from drawing: speedups over the seeds' pipeline, headlines, the
-comparison of two runs, the fastest cell per model and device, the end of each training curve.
+fastest cell per model and device, the end of each training curve (two runs compared: bench/compare.py).
 pandas only (no matplotlib), so the runner uses it as the report does.
 """
 from __future__ import annotations
@@ -40,11 +40,8 @@ def add_speedup(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.
 
 def _speedup_intervals(rows: pd.DataFrame, base: pd.Series, samples: pd.DataFrame) -> dict:
     """Row index -> (lo, hi) of the speedup, from both cells' epoch samples."""
-    from bench import stats
+    from bench.stats import speedup_ci
 
-    speedup_ci = getattr(stats, "speedup_ci", None)
-    if speedup_ci is None:
-        return {}
     epochs = samples[samples["metric"] == "epoch"]
     by_cell = {k: g["seconds"].to_numpy() for k, g in epochs.groupby(list(AXES), sort=False)}
     base_times = by_cell.get(tuple(base[a] for a in AXES))
@@ -79,23 +76,6 @@ def headlines(frame: pd.DataFrame) -> list[str]:
             lines.append(f"no {model} speedups: its baseline cell ("
                          + ", ".join(f"{k}={v}" for k, v in BASELINES[model].items()) + ") is not in this run")
     return lines
-
-
-def compare(a, b, threshold: float) -> pd.DataFrame:
-    """Per cell timed in both runs: samples/s of B over A, and whether it moved beyond ``threshold``.
-
-    Cells join on every axis; runs with no device in common (CPU against GPU) join on the others.
-    """
-    left, right = (r.results[r.results["status"] == "ok"] for r in (a, b))
-    keys = list(AXES)
-    if not set(left["device"]) & set(right["device"]):
-        keys.remove("device")
-    values = [c for c in AXES if c not in keys] + ["samples_per_s", "epoch_s", "step_ms"]
-    both = left[keys + values].merge(right[keys + values], on=keys, suffixes=("_a", "_b"))
-    both["ratio"] = both["samples_per_s_b"] / both["samples_per_s_a"]
-    both["change"] = ["worse" if r < 1 - threshold else "better" if r > 1 + threshold else "same"
-                      for r in both["ratio"]]
-    return both
 
 
 def headline_table(ok: pd.DataFrame) -> pd.DataFrame:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
+from bench.compare import ONLY, compare_runs, environment_differences, summary
 from bench.grid import AXES, BASELINES
 from bench.report import figures
-from bench.report.analysis import compare, curves_summary, expected_cells, headline_table, headlines
+from bench.report.analysis import curves_summary, expected_cells, headline_table, headlines
 from bench.report.render import Page, Section, Table, to_html, to_markdown
 from bench.report.sources import combine, read_sources, side_by_side
 from bench.store import CURVES, Run, write_atomic
@@ -29,7 +30,7 @@ GATE_SHOWN = ["model", "form", "device", "case", "batches", "status", "loss_max_
 SOURCES = "sources.csv"  # every row of every source, under tables/
 
 
-def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: float = 0.10) -> Path:
+def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: float = 0.05) -> Path:
     """Write the report of ``runs`` (one, or two to compare) into ``out``; return index.html's path."""
     if not runs:
         raise UserError("no results to report: give a run folder")
@@ -107,18 +108,39 @@ def headline(run: Run, ok: pd.DataFrame) -> Section:
     return s
 
 
-def comparison(a: Run, b: Run, threshold: float) -> Section:
-    diff = compare(a, b, threshold)
-    s = Section(f"Comparison: {b.id} over {a.id}")
-    s.text(f"samples/s of B ({b.id}) over A ({a.id}) per cell timed in both; changes beyond {threshold:.0%} are "
-           "flagged, worse in red. "
-           + ("The runs share no device: cells join on the other axes. " if "device_a" in diff.columns else "")
-           + f"{(diff['change'] == 'worse').sum()} worse, {(diff['change'] == 'better').sum()} better, "
-           f"{(diff['change'] == 'same').sum()} within the threshold. The rest of the page shows run B.")
+COMPARED = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "p_value",
+            "verdict", "disturbed", "reason"]
+VERDICT_CLASS = {"slower": "worse", "faster": "better", ONLY[0]: "skipped", ONLY[1]: "skipped"}
+
+
+def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) -> Section:
+    """Run B against run A: what differs between their environments, then a verdict per cell timed in
+    both and metric, from the raw samples (bench/compare.py), slower first."""
+    from bench.stats import meanings
+
+    diff = compare_runs(a, b, min_effect, alpha)
+    s = Section(f"Comparison: {b.id} against {a.id}")
+    env = environment_differences(a, b)
+    s.text(f"What differs between A ({a.id}) and B ({b.id}):" if env else
+           f"A ({a.id}) and B ({b.id}) recorded the same environment (host, commit, threads, torch, CPU, GPU, "
+           "peaks, load at start).")
+    if env:
+        s.points(env)
+    s.text(f"Per cell timed in both runs and metric: the median seconds of each, their ratio B/A (above 1: B is "
+           f"slower) with its {1 - alpha:.0%} bootstrap interval, Mann-Whitney's p, and the verdict (min effect "
+           f"{min_effect:.0%}). Cells join on every axis, so cells at other thread counts are not compared. "
+           + ("The runs share no device: cells join on the other axes. " if "device_b" in diff.columns else "")
+           + summary(diff) + ". The rest of the page shows run B.")
+    s.points([f"{verdict}: {meaning}" for verdict, meaning in meanings(min_effect, alpha).items()]
+             + [f"{ONLY[0]} / {ONLY[1]}: the cell was timed in one run only, and is not compared."])
+    if diff["disturbed"].any():
+        s.text(f"{int(diff['disturbed'].sum())} comparisons are of cells the machine's load disturbed in A or B: "
+               "their verdicts are less sure; compare again on a quieter machine.", "warn")
     if diff.empty:
-        s.not_shown("comparison: the two runs have no timed cell in common")
+        s.not_shown("comparison: neither run has a timed cell")
     else:
-        s.table("comparison", diff, classes=diff["change"].tolist())
+        shown = diff[COMPARED].assign(disturbed=diff["disturbed"].map({True: "yes", False: ""}))
+        s.table("comparison", shown, classes=[VERDICT_CLASS.get(v, "") for v in diff["verdict"]])
     return s
 
 

@@ -1,0 +1,227 @@
+"""Two runs compared: per cell and metric, a verdict on B's times against A's from their raw samples
+(:func:`compare_runs`, the rule in :func:`bench.stats.verdict`), what differs between the two
+environments (:func:`environment_differences`), and the ``linbench compare A B`` subcommand
+(:func:`add_parser`), which exits 1 when any cell is slower.
+
+Cells join on every axis of the grid, so cells at other thread counts (or batch sizes, ...) are other
+cells and never compared; runs with no device in common (a CPU run against a GPU run) join on the
+other axes. A cell timed in one run only is listed, as ``only in A`` or ``only in B``. Runs from before
+raw samples were kept (no ``samples.csv``) are compared by their medians only, verdict inconclusive.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from bench import UserError
+from bench.grid import AXES, AXIS
+from bench.store import Run, write_atomic
+from bench.tables import fmt, show
+
+# metric of samples.csv -> its results column, the column's unit in seconds, and its count column
+METRICS = {"epoch": ("epoch_s", 1.0, "n"), "step": ("step_ms", 1e-3, "step_n"),
+           "loader_epoch": ("loader_epoch_s", 1.0, "loader_n")}
+ONLY = ("only in A", "only in B")
+ORDER = ("slower", "faster", "inconclusive", "same", *ONLY)  # the table's order of rows
+FIELDS = ["n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "p_value", "verdict", "reason"]
+
+
+def _value(v):
+    """An axis value as one type whichever file it came from (2, 2.0 and numpy's 2 are one key)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v.item() if hasattr(v, "item") else v
+
+
+def _flag(v) -> bool:
+    return v is True or str(v).strip().lower() in ("true", "1", "1.0")
+
+
+def _cells(run: Run) -> dict[tuple, dict]:
+    ok = run.results[run.results["status"] == "ok"]
+    return {tuple(_value(r[a]) for a in AXES): r for r in ok.to_dict("records")}
+
+
+def _samples(run: Run) -> dict[tuple, list] | None:
+    """(cell key, metric) -> seconds; None for a run without raw samples."""
+    frame = getattr(run, "samples", None)
+    if frame is None:
+        return None
+    out: dict[tuple, list] = {}
+    for r in frame.to_dict("records"):
+        out.setdefault((tuple(_value(r[a]) for a in AXES), r["metric"]), []).append(float(r["seconds"]))
+    return out
+
+
+def _label(values: dict) -> str:
+    return "/".join(f"{AXIS[a].prefix}{values[a]}" for a in AXES)
+
+
+def _near(key: tuple, others, keys: list[str]) -> str:
+    """The cells of ``others`` (the other run's, not timed in this one) that differ from ``key`` in one
+    axis only, in words ("threads 1"): the likely counterpart of a cell that did not join."""
+    found = {}
+    for other in others:
+        diff = [i for i, (x, y) in enumerate(zip(key, other)) if x != y]
+        if len(diff) == 1:
+            found.setdefault(keys[diff[0]], []).append(str(other[diff[0]]))
+    return "; ".join(f"{axis} {', '.join(values)}" for axis, values in found.items())
+
+
+def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per cell timed in both runs and metric (epoch, step, loader_epoch): the cell's label and
+    axes, :func:`bench.stats.verdict`'s fields and ``disturbed`` (the load disturbed either run's cell);
+    then one row per cell timed in one run only (verdict ``only in A``/``only in B``, no metric). Rows
+    slower first (see :data:`ORDER`). When the runs share no device, ``device_b`` is B's device."""
+    from bench.stats import verdict
+
+    cells_a, cells_b = _cells(a), _cells(b)
+    keys = list(AXES)
+    if cells_a and cells_b and not {k[AXES.index("device")] for k in cells_a} & {
+            k[AXES.index("device")] for k in cells_b}:
+        keys.remove("device")
+    pick = [AXES.index(k) for k in keys]
+    by_a = {tuple(k[i] for i in pick): k for k in cells_a}
+    by_b = {tuple(k[i] for i in pick): k for k in cells_b}
+    samples_a, samples_b = _samples(a), _samples(b)
+    rows = []
+    for joined, key_a in by_a.items():
+        if joined not in by_b:
+            continue
+        key_b = by_b[joined]
+        axes = dict(zip(AXES, key_a))
+        device_b = key_b[AXES.index("device")]
+        label = _label(axes if "device" in keys else dict(axes, device=f"{axes['device']}-vs-{device_b}"))
+        base = {"cell": label, **axes, **({} if "device" in keys else {"device_b": device_b})}
+        disturbed = _flag(cells_a[key_a].get("disturbed")) or _flag(cells_b[key_b].get("disturbed"))
+        for metric, (column, unit, count) in METRICS.items():
+            sa = (samples_a or {}).get((key_a, metric))
+            sb = (samples_b or {}).get((key_b, metric))
+            if sa and sb:
+                rows.append({**base, "metric": metric, **verdict(sa, sb, min_effect, alpha), "disturbed": disturbed})
+                continue
+            med = [float(pd.Series(s).median()) if s else cells[k][column] * unit
+                   for s, cells, k in ((sa, cells_a, key_a), (sb, cells_b, key_b))]
+            if not all(math.isfinite(m) for m in med):
+                continue  # the metric was not measured in this cell
+            n = [len(s) if s else cells[k][count] for s, cells, k in ((sa, cells_a, key_a), (sb, cells_b, key_b))]
+            lacking = ", ".join(r.id for r, s in ((a, sa), (b, sb)) if not s)
+            rows.append({**base, "metric": metric, "n_a": n[0], "n_b": n[1], "median_a": med[0], "median_b": med[1],
+                         "ratio": med[1] / med[0] if med[0] > 0 else math.nan, "ratio_lo": math.nan,
+                         "ratio_hi": math.nan, "p_value": math.nan, "verdict": "inconclusive",
+                         "reason": f"no raw samples in {lacking}", "disturbed": disturbed})
+    for side, (mine, other, run) in zip(ONLY, ((by_a, by_b, b), (by_b, by_a, a))):
+        for joined, key in mine.items():
+            if joined not in other:
+                near = _near(joined, [k for k in other if k not in mine], keys)
+                rows.append({"cell": _label(dict(zip(AXES, key))), **dict(zip(AXES, key)), "metric": "",
+                             "verdict": side, "reason": f"not timed in {run.id}"
+                             + (f", which has it at {near}" if near else "")})
+    columns = ["cell", *AXES, *([] if "device" in keys else ["device_b"]), "metric", *FIELDS, "disturbed"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["disturbed"] = frame["disturbed"].astype(object).where(frame["disturbed"].notna(), False).astype(bool)
+    rank = frame["verdict"].map({v: i for i, v in enumerate(ORDER)})
+    return frame.iloc[rank.to_numpy().argsort(kind="stable")].reset_index(drop=True)
+
+
+def _pct(x: float, y: float) -> str:
+    return f" ({y / x - 1:+.0%})" if x else ""
+
+
+def environment_differences(a: Run, b: Run) -> list[str]:
+    """One line per difference between the runs' environments, A's value first: host, commit, uncommitted
+    changes, torch threads, torch, CPU, GPU, each device's probed peaks (by how much), the load at start."""
+    env_a, env_b = a.meta.get("env") or {}, b.meta.get("env") or {}
+    lines = []
+    for key, name in (("host", "host"), ("commit", "commit"), ("dirty", "uncommitted changes"),
+                      ("threads", "torch threads"), ("torch", "torch"), ("cpu", "cpu"), ("gpu", "gpu")):
+        va, vb = env_a.get(key), env_b.get(key)
+        if key == "commit":
+            va, vb = (str(v)[:10] if v else v for v in (va, vb))
+        if key == "dirty":
+            va, vb = ("yes" if v else "no" if v is not None else v for v in (va, vb))
+        if va != vb:
+            lines.append(f"{name} {'none' if va is None else va} vs {'none' if vb is None else vb}")
+    peaks_a, peaks_b = a.meta.get("peaks") or {}, b.meta.get("peaks") or {}
+    for device in dict.fromkeys([*peaks_a, *peaks_b]):
+        if device not in peaks_a or device not in peaks_b:
+            lines.append(f"{device} peaks probed in {a.id if device in peaks_a else b.id} only")
+            continue
+        for measure in ("gflops", "gbps"):
+            x, y = (p[device].get(measure, math.nan) for p in (peaks_a, peaks_b))
+            if fmt(float(x)) != fmt(float(y)):
+                lines.append(f"{device} {measure} {fmt(float(x))} vs {fmt(float(y))}{_pct(x, y)}")
+    load_a, load_b = a.meta.get("load_at_start"), b.meta.get("load_at_start")
+    if load_a != load_b:
+        words = [f"others {la['others']:.0%} of the CPU, load average {la.get('loadavg', '?')}"
+                 if isinstance(la, dict) and "others" in la else "not recorded" if la is None else str(la)
+                 for la in (load_a, load_b)]
+        if words[0] != words[1]:
+            lines.append(f"load at start: {words[0]} vs {words[1]}")
+    return lines
+
+
+def counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many rows have each verdict (every verdict, 0 included), and how many were disturbed."""
+    return {**{v: int((frame["verdict"] == v).sum()) for v in ORDER}, "disturbed": int(frame["disturbed"].sum())}
+
+
+def summary(frame: pd.DataFrame) -> str:
+    """The comparison in one line: the count of each verdict."""
+    c = counts(frame)
+    compared = len(frame) - c["only in A"] - c["only in B"]
+    return (f"{compared} comparisons: " + ", ".join(f"{c[v]} {v}" for v in ORDER[:4])
+            + f" ({c['disturbed']} on disturbed cells); cells {c['only in A']} only in A, {c['only in B']} only in B")
+
+
+def _row_text(r: dict) -> dict:
+    interval = f" [{fmt(r['ratio_lo'])}, {fmt(r['ratio_hi'])}]" if math.isfinite(r["ratio_lo"]) else ""
+    return {**r, "ratio [lo, hi]": fmt(r["ratio"]) + interval, "p": r["p_value"],
+            "disturbed": "yes" if r["disturbed"] else ""}
+
+
+TABLE = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio [lo, hi]", "p", "verdict", "disturbed",
+         "reason"]
+
+
+def cmd_compare(args) -> int:
+    """``linbench compare A B``: what differs, the verdicts, a summary; exit 1 when a cell is slower."""
+    if not 0 <= args.min_effect < 1:
+        raise UserError(f"--min-effect must be at least 0 and below 1, got {args.min_effect}")
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    a, b = Run(args.a), Run(args.b)
+    frame = compare_runs(a, b, args.min_effect, args.alpha)
+    env = environment_differences(a, b)
+    if args.out:
+        try:
+            write_atomic(Path(args.out), frame.to_csv(index=False))
+        except OSError as e:
+            raise UserError(f"cannot write {args.out}: {e.strerror or e}") from None
+    if args.format == "json":
+        print(json.dumps({"a": a.id, "b": b.id, "environment": env, "counts": counts(frame),
+                          "cells": json.loads(frame.to_json(orient="records"))}, indent=2))
+    else:
+        print(f"A: {a.id} ({a.folder})\nB: {b.id} ({b.folder})")
+        print("\n".join(f"differs: {line}" for line in env) or "environments: no difference recorded")
+        print(show([_row_text(r) for r in frame.to_dict("records")], TABLE))
+        print(summary(frame))
+    return 1 if (frame["verdict"] == "slower").any() else 0
+
+
+def add_parser(subparsers):
+    """The ``compare`` subcommand on ``subparsers`` (argparse's), running :func:`cmd_compare`."""
+    p = subparsers.add_parser("compare", help="per cell, is run B slower, faster or the same as run A? "
+                              "(from raw samples; exit 1 when a cell is slower)")
+    p.add_argument("a", metavar="A", help="the run compared against (e.g. before a change)")
+    p.add_argument("b", metavar="B", help="the run judged (e.g. after it)")
+    p.add_argument("--min-effect", type=float, default=0.05,
+                   help="smallest change of the median time that counts (default: 0.05, 5%%)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the rank test (default: 0.05)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--out", metavar="FILE.csv", help="also write every row (with each verdict's reason) as CSV")
+    p.set_defaults(func=cmd_compare)
+    return p
