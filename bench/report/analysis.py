@@ -53,6 +53,14 @@ def _speedup_intervals(rows: pd.DataFrame, base: pd.Series, samples: pd.DataFram
     return out
 
 
+def _speedup_text(row) -> str:
+    """``28.1x (95%: 27.5-28.9x)``, or without the interval where the run has no samples for it."""
+    text = f"{row['speedup']:.1f}x"
+    if pd.notna(row.get("speedup_lo")) and pd.notna(row.get("speedup_hi")):
+        text += f" (95%: {row['speedup_lo']:.1f}-{row['speedup_hi']:.1f}x)"
+    return text
+
+
 def headlines(frame: pd.DataFrame) -> list[str]:
     """The run's findings in words: the fastest form per model and device, and the loader ratio."""
     lines = []
@@ -61,7 +69,7 @@ def headlines(frame: pd.DataFrame) -> list[str]:
         best = group.loc[group["samples_per_s"].idxmax()]
         lines.append(f"fastest {model} on {device}: {best['form']} ({best['loader']}, w{best['workers']}, "
                      f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, "
-                     f"epoch {best['epoch_s']:.3g} s, {best['speedup']:.1f}x the seeds' pipeline, "
+                     f"epoch {best['epoch_s']:.3g} s, {_speedup_text(best)} the seeds' pipeline, "
                      f"{100 * best['epoch_roofline_frac']:.2g}% of the roofline")
     base = BASELINES["softmax"]  # the seeds' loader against the data resident on the device
     loaders = ok[(ok["model"] == "softmax") & (ok["device"] == base["device"])
@@ -82,8 +90,8 @@ def headline_table(ok: pd.DataFrame) -> pd.DataFrame:
     """The fastest cell per model and device, with its speedup and fraction of the roofline."""
     best = ok.loc[ok.groupby(["model", "device"], sort=False)["samples_per_s"].idxmax()]
     best = best.assign(roofline_pct=100 * best["epoch_roofline_frac"])
-    return best[["model", "device", "form", "loader", "workers", "batch_size", "samples_per_s", "epoch_s", "speedup",
-                 "roofline_pct"]]
+    axes = ["model", "device", *(a for a in AXES if a not in ("model", "device"))]
+    return best[[*axes, "samples_per_s", "epoch_s", "speedup", "speedup_lo", "speedup_hi", "roofline_pct"]]
 
 
 def expected_cells(meta: dict) -> int | None:
