@@ -11,7 +11,6 @@ A block others disturbed (bench/load.py) is measured again a bounded number of t
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -20,16 +19,10 @@ import torch
 
 from bench.load import REMEASURES, LoadMeter
 from bench.stats import median_ci, relative_halfwidth
+from impls.common import quiet
 
-# torch.utils.benchmark imports torch's extension builder, which warns on a machine without a GPU that it
-# finds no CUDA runtime: nothing a timing can act on, so that one import is made quietly.
-_log = logging.getLogger("torch.utils.cpp_extension")
-_level = _log.level
-_log.setLevel(logging.ERROR)
-try:
+with quiet():  # torch.utils.benchmark imports the extension builder, which warns without a GPU
     from torch.utils import benchmark
-finally:
-    _log.setLevel(_level)
 
 NOISY = 0.10  # IQR/median at or above this flags a measurement as noisy
 

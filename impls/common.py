@@ -6,9 +6,25 @@ Every form minimises exactly these objectives (batch means), so equal inputs giv
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+
+@contextmanager
+def quiet(logger: str = "torch.utils.cpp_extension"):
+    """Only errors from ``logger`` inside the block. torch's extension builder, imported by
+    torch.utils.benchmark and used by the cuda form, warns on a machine without a GPU that it finds no
+    CUDA runtime: nothing a user can act on here."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @dataclass(frozen=True)

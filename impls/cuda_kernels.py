@@ -16,7 +16,6 @@ capabilities of the visible GPUs plus PTX of the newest (``TORCH_CUDA_ARCH_LIST`
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from impls.common import FusedStepForm, check_step_args
+from impls.common import FusedStepForm, check_step_args, quiet
 
 SOURCE = Path(__file__).with_name("fused_step.cu")
 DEFAULT_ARCH_LIST = "8.0+PTX"  # only for a build without a GPU: sm_80 code, PTX for every newer GPU
@@ -93,13 +92,8 @@ def arch_problem(archs: str, devices: list[tuple[str, Capability]], buildable: s
 def _cpp_extension():
     """torch's extension builder, imported without its warning that a machine without a GPU has no CUDA
     runtime (nothing to act on: the toolkit's root is chosen by :func:`cuda_home`)."""
-    log = logging.getLogger("torch.utils.cpp_extension")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
+    with quiet():
         from torch.utils import cpp_extension
-    finally:
-        log.setLevel(level)
     return cpp_extension
 
 
@@ -203,16 +197,12 @@ def extension():
     # the build alone sees the arch list and the toolkit's root; its "no CUDA runtime" warning on a
     # machine without a GPU is nothing to act on
     home, cpp_extension.CUDA_HOME = cpp_extension.CUDA_HOME, cuda_home()
-    quiet = logging.getLogger("torch.utils.cpp_extension")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        with environ("TORCH_CUDA_ARCH_LIST", archs), environ("CUDA_HOME", cpp_extension.CUDA_HOME):
+        with quiet(), environ("TORCH_CUDA_ARCH_LIST", archs), environ("CUDA_HOME", cpp_extension.CUDA_HOME):
             return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
                                       extra_cuda_cflags=["-O3"], verbose=False)
     finally:
         cpp_extension.CUDA_HOME = home
-        quiet.setLevel(level)
 
 
 @torch.library.custom_op("linbench::linreg_step", mutates_args=("w", "b"), device_types="cpu")
