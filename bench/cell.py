@@ -19,7 +19,7 @@ import torch
 
 import impls
 from bench.grid import TRAIN_EXAMPLES, Cell, sample_cap
-from bench.loaders import make_loader
+from bench.loaders import close_loader, make_loader
 from bench.timer import Stats, Until, time_repeats
 from impls.common import MODELS, init_params
 
@@ -72,6 +72,10 @@ class CellBench:
         self.form = impls.build(cell.model, cell.form, init_params(cell.model, settings.seed),
                                 MODELS[cell.model].lr, cell.device)
         self.samples = 0  # samples the last pass covered
+
+    def close(self) -> None:
+        """End the loader's worker processes (the runner calls it in a ``finally``)."""
+        close_loader(self.loader)
 
     # -- passes ------------------------------------------------------------------------------
     def batches(self):

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import impls
 from bench import UserError
+from bench.folder import os_error
 from bench.tables import show
 
 
@@ -16,7 +18,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _names(text: str) -> list[str]:
-    return [name for part in text.split(",") for name in part.split() if name]
+    """Comma-separated names, each once; an empty list is a mistake (leave the flag out for the default)."""
+    names = list(dict.fromkeys(name for part in text.split(",") for name in part.split() if name))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r} (leave the flag out for "
+                                         "the default)")
+    return names
 
 
 def _add_selection(p, devices_default="cpu"):
@@ -72,18 +79,29 @@ def _dest(axis) -> str:
 def _values(axis):
     """argparse type of an axis flag: comma-separated values, each parsed as the axis says."""
     def parse(text: str) -> list:
+        names = _names(text)
         try:
-            return [axis.parse(v) for v in _names(text)]
+            return list(dict.fromkeys(axis.parse(v) for v in names))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
     return parse
 
 
 def _ints(text: str) -> list[int]:
+    names = _names(text)
     try:
-        return [int(v) for v in _names(text)]
+        return list(dict.fromkeys(int(v) for v in names))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _run_settings(args, axes):
+    """(flag, value, default) of every flag of ``run`` that sets what a run measures."""
+    yield from ((a.flag, getattr(args, _dest(a)), None) for a in axes)
+    yield from (("--quick", args.quick, False), ("--repeats", args.repeats, None),
+                ("--no-curves", args.no_curves, False), ("--no-persistent-workers", args.no_persistent_workers, False),
+                ("--pin-memory", args.pin_memory, None), ("--data-dir", args.data_dir, None),
+                ("--out", args.out, "results"))
 
 
 SUMMARY = ["status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops",
@@ -99,6 +117,10 @@ def cmd_run(args) -> int:
     from bench.store import RESULTS
 
     if args.resume:
+        given = [flag for flag, value, default in _run_settings(args, AXIS_TABLE) if value != default]
+        if given:
+            raise UserError(f"--resume finishes a run with its own settings; {', '.join(given)} cannot change "
+                            "them (start a new run instead)")
         store, config, cells = runner.resume(Path(args.resume))
     else:
         overrides = {a.name: getattr(args, _dest(a)) for a in AXIS_TABLE}
@@ -125,9 +147,11 @@ def cmd_run(args) -> int:
     if not args.no_report:
         from bench.report.page import Run, build
 
+        out = Path(args.report_dir) / store.folder.name
         try:
-            print(f"report: {build([Run(store.folder)], Path(args.report_dir) / store.folder.name)}")
-        except UserError as e:  # the results are kept: a report problem is said, not fatal
+            print(f"report: {build([Run(store.folder)], out)}")
+        except (UserError, OSError) as e:  # the results are kept: a report problem is said, not fatal
+            e = os_error(e, out, "write the report under") if isinstance(e, OSError) else e
             print(f"linbench: report not written: {e}", file=sys.stderr)
     return 1 if (frame["status"].isin(["failed-equivalence", "error"])).any() else 0
 
@@ -139,7 +163,8 @@ def cmd_report(args) -> int:
 
     folders = args.runs
     if not folders:
-        found = sorted((p for p in Path("results").glob("*") if (p / "meta.json").exists()),
+        found = sorted((p for p in Path("results").glob("*") if (p / "meta.json").exists()
+                        and not p.name.startswith(".")),
                        key=lambda p: p.stat().st_mtime)
         if not found:
             raise UserError("no results to report: give a run folder (none under results/)")
@@ -151,7 +176,10 @@ def cmd_report(args) -> int:
     runs = [Run(f) for f in folders]
     out = Path(args.out) if args.out else Path("reports") / (
         runs[-1].id if len(runs) == 1 else f"{runs[0].id}-vs-{runs[1].id}")
-    print(build(runs, out, args.asv_results, args.pytest_benchmark, args.threshold))
+    try:
+        print(build(runs, out, args.asv_results, args.pytest_benchmark, args.threshold))
+    except OSError as e:
+        raise os_error(e, out, "write the report under") from None
     return 0
 
 
@@ -239,13 +267,21 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = make_parser().parse_args(argv)
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe is met here, not at exit
+        return status
     except (UserError, impls.UnknownName) as e:
         print(f"linbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("linbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `linbench list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # a file problem no caller foresaw: still one line, with the path
+        print(f"linbench: error: {os_error(e, doing='use')}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from bench import UserError
+from bench.folder import os_error, write_atomic
 from impls.common import synthetic_linreg
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -91,11 +91,16 @@ def _find(folder: Path, name: str) -> Path | None:
 
 
 def _write_atomic(path: Path, raw: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(raw)
-    os.replace(tmp, path)
+    """Into the prepared-data cache, atomically; a cache that cannot be written is a one-line DataError."""
+    hint = " (or set LINBENCH_CACHE to another folder)"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(str(os_error(e, path.parent, "write the data cache", hint))) from None
+    try:
+        write_atomic(path, raw)
+    except UserError as e:
+        raise DataError(f"{e}{hint}") from None
 
 
 def prepare_from(folder: Path, root: Path) -> Path:
@@ -119,7 +124,7 @@ def _validated(root: Path) -> bool:
         path = raw_dir / name
         if not path.is_file():
             return False
-        parse_idx(path, path.read_bytes(), magic, count)
+        parse_idx(path, _read(path), magic, count)
     return True
 
 
@@ -184,6 +189,6 @@ def load_split(model: str, train: bool = True, data_dir=None, seed: int = 0) -> 
     raw_dir = fashion_mnist_root(data_dir) / "FashionMNIST" / "raw"
     prefix = "train" if train else "t10k"
     images, labels = (raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte")
-    X = parse_idx(images, images.read_bytes(), *FILES[images.name])
-    y = parse_idx(labels, labels.read_bytes(), *FILES[labels.name])
+    X = parse_idx(images, _read(images), *FILES[images.name])
+    y = parse_idx(labels, _read(labels), *FILES[labels.name])
     return Split(torch.from_numpy(X.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))

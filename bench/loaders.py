@@ -76,3 +76,13 @@ def make_loader(kind: str, model: str, batch_size: int, workers: int = 0, device
         return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=False),
                           **options)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **options)
+
+
+def close_loader(loader) -> None:
+    """End a DataLoader's worker processes now (persistent workers otherwise live until the loader is
+    collected, and print their own traceback when the run is interrupted)."""
+    it = getattr(loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+    if isinstance(loader, DataLoader):
+        loader._iterator = None

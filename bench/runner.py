@@ -79,6 +79,12 @@ class Runner:
     def measure(self, cell: Cell) -> tuple[dict, dict]:
         """The cell timed: its results row, and its raw samples (metric -> seconds per epoch or step)."""
         bench = CellBench(cell, Settings.of(self.config))
+        try:
+            return self._measure(cell, bench)
+        finally:
+            bench.close()  # a DataLoader's workers end with the cell, however it ends
+
+    def _measure(self, cell: Cell, bench: CellBench) -> tuple[dict, dict]:
         if bench.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bench.dev)
         rss_reset = reset_peak_rss()
@@ -194,7 +200,7 @@ class Runner:
             self.record_compiles()
             self.store.write()
         self.curves(cells)
-        meta["complete"] = len(self.store.rows) >= len(cells)
+        meta["complete"] = all(c.key() in self.store.rows for c in cells)
         self.store.write()
         return self.store.frame()
 
@@ -250,10 +256,32 @@ def start(config: RunConfig, out: Path, run_id: str | None = None, progress: boo
 
 
 def resume(folder: Path) -> tuple[Store, RunConfig, list[Cell]]:
+    """A run folder to finish, locked: its own config and cells, and only the finished rows of those cells
+    (rows of any other grid, or cut short, are dropped; samples go with their rows)."""
     store = Store.load(Path(folder))
-    known = {f.name for f in fields(RunConfig)}
-    config = RunConfig(**{k: v for k, v in store.meta["config"].items() if k in known})
-    return store, config, expand(config.grid, config.overrides)
+    try:
+        config, cells = config_of(store.meta, Path(folder))
+        dropped = store.keep({c.key(): c.as_dict() for c in cells})
+    except BaseException:
+        store.unlock()
+        raise
+    if dropped:
+        print(f"linbench: warning: dropped {dropped} row(s) not of this run's grid", file=sys.stderr)
+    return store, config, cells
+
+
+def config_of(meta: dict, folder: Path) -> tuple[RunConfig, list[Cell]]:
+    """The run config meta.json records, checked (keys this version does not know are ignored)."""
+    try:
+        config = RunConfig(**{k: v for k, v in meta["config"].items() if k in {f.name for f in fields(RunConfig)}})
+        if not (config.grid and isinstance(config.grid, list) and int(config.repeats) == config.repeats > 0):
+            raise ValueError("no grid, or no repeats")
+        validate(config.overrides)
+        cells = expand(config.grid, config.overrides)
+    except Exception as e:  # noqa: BLE001 - a hand-edited config can fail in any way; say which file
+        raise UserError(f"{folder / 'meta.json'}: its config is not a linbench run config "
+                        f"({e.__class__.__name__}: {e}); start a new run instead") from None
+    return config, cells
 
 
 def execute(store: Store, config: RunConfig, cells: list[Cell], progress: bool = True) -> pd.DataFrame:
@@ -265,4 +293,7 @@ def execute(store: Store, config: RunConfig, cells: list[Cell], progress: bool =
         return Runner(config, store, progress).run(cells)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        store.write()
+        try:
+            store.write()
+        finally:
+            store.unlock()

@@ -10,16 +10,22 @@ at the start, the gate, compilations), ``gate.csv`` and, when the run trained th
 """
 from __future__ import annotations
 
+import errno
+import io
+import itertools
 import json
 import math
+import numbers
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from bench import UserError
-from bench.grid import AXES
+from bench.folder import LOCK, Lock, clean_temporaries, os_error, umask, write_atomic  # noqa: F401 - write_atomic: public here
+from bench.grid import AXES, AXIS
 
 SCHEMA = 1
 RESULTS, META, GATE, CURVES, PREDICTIONS = "results.csv", "meta.json", "gate.csv", "curves.csv", "predictions.csv"
@@ -39,18 +45,10 @@ COLUMNS = list(dict.fromkeys([
 LATER_COLUMNS = ("epoch_s_lo", "epoch_s_hi", "step_ms_lo", "step_ms_hi", "load", "disturbed", "speedup_lo",
                  "speedup_hi")
 DONE = ("ok", "skipped", "failed-equivalence", "error")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# what an "ok" row cannot lack: a row cut short after its status is not a finished cell
+MEASURED = ("samples", "samples_per_s", "epoch_s", "n", "step_ms", "loader_epoch_s")
+NUMERIC = [c for c in COLUMNS if c not in ("status", "reason", "noisy", "disturbed")
+           and not (c in AXIS and AXIS[c].parse is str)]
 
 
 def row_key(row: dict) -> tuple:
@@ -70,31 +68,78 @@ class Store:
     def __init__(self, folder: Path, meta: dict, rows: dict | None = None, samples: dict | None = None):
         self.folder, self.meta, self.rows = Path(folder), meta, rows or {}
         self.samples = samples or {}  # (cell key, metric) -> [seconds, ...]
+        self.lock: Lock | None = None  # held from create/load until :meth:`unlock`
 
     @classmethod
     def create(cls, out: Path, meta: dict) -> Store:
-        folder, n = Path(out) / meta["run_id"], 1
-        while folder.exists():
-            n += 1
-            folder = Path(out) / f"{meta['run_id']}.{n}"
+        """A new run folder ``out/<run_id>`` (``.2``, ``.3``, ... when taken), locked, with its whole
+        meta.json: made under a hidden name and renamed into place, it appears resumable or not at all."""
+        out, base = Path(out), meta["run_id"]
         try:
-            folder.mkdir(parents=True)
-            write_atomic(folder / META, "{}")
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=out, prefix=".new-run."))
+            os.chmod(tmp, 0o777 & ~umask())
         except OSError as e:
-            raise UserError(f"cannot write results under {out}: {e.strerror or e}") from None
-        meta["run_id"] = folder.name
-        return cls(folder, meta)
+            raise os_error(e, out, "write results under") from None
+        lock = Lock(tmp).acquire()
+        try:
+            for n in itertools.count(1):
+                name = base if n == 1 else f"{base}.{n}"
+                if (out / name).exists():
+                    continue
+                meta["run_id"] = name
+                write_atomic(tmp / META, json.dumps(meta, indent=2, default=str))
+                try:
+                    os.rename(tmp, out / name)  # atomic: two runs in one second cannot share a folder
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise os_error(e, out / name, "write results under") from None
+        except BaseException:
+            lock.release()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        store = cls(out / name, meta)
+        store.lock, lock.path = lock, out / name / LOCK
+        return store
 
     @classmethod
     def load(cls, folder: Path) -> Store:
+        """A run folder to finish, locked: only its finished rows (a row cut short or holding text where a
+        number belongs is left to be re-run) and their samples. The caller keeps those of its own grid."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such run folder")
         meta = read_meta(folder)
-        rows = {row_key(r): r for r in read_results(folder).to_dict("records") if r["status"] in DONE}
-        samples: dict[tuple, list] = {}
-        frame = read_samples(folder)
+        lock = Lock(folder).acquire()
+        try:
+            clean_temporaries(folder)
+            frame = read_results(folder, repair=True)
+            rows = {row_key(r): r for r in frame.to_dict("records") if finished(r)}
+            samples: dict[tuple, list] = {}
+            frame = read_samples(folder)
+        except BaseException:
+            lock.release()
+            raise
         for r in frame.sort_values("repeat").to_dict("records") if frame is not None else []:
-            if row_key(r) in rows:
+            if row_key(r) in rows and isinstance(r["seconds"], float) and not math.isnan(r["seconds"]):
                 samples.setdefault((row_key(r), r["metric"]), []).append(r["seconds"])
-        return cls(Path(folder), meta, rows, samples)
+        store = cls(folder, meta, rows, samples)
+        store.lock = lock
+        return store
+
+    def keep(self, cells: dict) -> int:
+        """Keep only the rows (and samples) of ``cells`` (key -> axis values, which the kept rows take
+        as they are typed); return how many rows were dropped."""
+        dropped = sum(k not in cells for k in self.rows)
+        self.rows = {k: {**r, **cells[k]} for k, r in self.rows.items() if k in cells}
+        self.samples = {k: v for k, v in self.samples.items() if k[0] in cells}
+        return dropped
+
+    def unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def put(self, row: dict, samples: dict | None = None) -> None:
         """A cell's row, and its raw samples (metric -> seconds) when it was timed."""
@@ -121,50 +166,98 @@ class Store:
         write_atomic(self.folder / name, frame.to_csv(index=False))
 
 
+def finished(row: dict) -> bool:
+    """A complete row: a known status, with its numbers when "ok" and its reason otherwise."""
+    if row.get("status") not in DONE:
+        return False
+    if row["status"] != "ok":
+        return bool(row.get("reason"))
+    return all(isinstance(row.get(c), numbers.Real) and not math.isnan(row[c]) for c in MEASURED)
+
+
 def read_meta(folder: Path) -> dict:
     path = Path(folder) / META
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: missing (not a linbench run folder)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({e})") from None
+    except OSError as e:
+        raise os_error(e, path, "read") from None
+    except ValueError as e:  # not JSON, or not text at all
+        raise UserError(f"{path}: unreadable ({e.__class__.__name__}); not a linbench run folder") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise UserError(f"{path}: results schema {meta.get('schema') if isinstance(meta, dict) else '?'} "
                         f"is not the schema {SCHEMA} this linbench reads")
     return meta
 
 
-def read_results(folder: Path) -> pd.DataFrame:
-    path = Path(folder) / RESULTS
+def _csv(path: Path, repair: bool = False, **options) -> pd.DataFrame | None:
+    """A CSV file of the run folder, or a one-line error saying what is wrong with it."""
+    remedy = f"; move it away and finish the run with: linbench run --resume {path.parent}"
     try:
-        frame = pd.read_csv(path, keep_default_na=True)
+        return pd.read_csv(path, **{"keep_default_na": True, **options})
     except FileNotFoundError:
+        if repair:
+            return None
         raise UserError(f"{path}: missing") from None
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise UserError(f"{path}: unreadable ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise os_error(e, path, "read") from None
+    except pd.errors.EmptyDataError:
+        if repair:
+            return None
+        raise UserError(f"{path}: empty{remedy}") from None
+    except (ValueError, pd.errors.ParserError) as e:  # UnicodeDecodeError included: a binary file
+        raise UserError(f"{path}: not a linbench CSV file ({e.__class__.__name__}){remedy}") from None
+
+
+def read_results(folder: Path, repair: bool = False) -> pd.DataFrame:
+    """results.csv, validated: its columns, and numbers where numbers belong (text there is a one-line
+    error). With ``repair`` (``--resume``): only the finished rows (see :func:`finished`), typed as if
+    the others had never been written, so a kept row is written back byte for byte."""
+    path = Path(folder) / RESULTS
+    frame = _csv(path, repair)
+    if frame is None:
+        return pd.DataFrame(columns=COLUMNS)
+    frame = _checked(frame, path, repair)
+    if repair:
+        mask = [finished(r) for r in frame.to_dict("records")]
+        text = _csv(path, dtype=str, keep_default_na=False)[mask]
+        frame = _checked(pd.read_csv(io.StringIO(text.to_csv(index=False)), keep_default_na=True), path, repair)
+    return frame
+
+
+def _checked(frame: pd.DataFrame, path: Path, repair: bool) -> pd.DataFrame:
     for c in LATER_COLUMNS:
         if c not in frame.columns:
             frame[c] = math.nan
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: lacks columns {', '.join(missing)}")
+    for c in NUMERIC:
+        values = pd.to_numeric(frame[c], errors="coerce")
+        bad = frame[c].notna() & values.isna()
+        if bad.any() and not repair:
+            i = int(bad.to_numpy().argmax())
+            raise UserError(f"{path}: column {c} holds text ({frame[c].iloc[i]!r}, line {i + 2}); the folder is "
+                            f"damaged: finish it again with: linbench run --resume {path.parent}")
+        if bad.any():
+            frame.loc[bad, "status"] = "damaged"
+        frame[c] = values
     frame["reason"] = frame["reason"].astype(object).where(frame["reason"].notna(), "")
+    frame["status"] = frame["status"].astype(object).where(frame["status"].notna(), "")
     return frame
 
 
 def read_samples(folder: Path) -> pd.DataFrame | None:
     """The run's raw samples (:data:`SAMPLE_COLUMNS`), or None for a run folder from before they were kept."""
     path = Path(folder) / SAMPLES
-    if not path.exists():
+    frame = _csv(path, repair=True)
+    if frame is None:
         return None
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise UserError(f"{path}: unreadable ({e.__class__.__name__})") from None
     missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: lacks columns {', '.join(missing)}")
+    frame["seconds"] = pd.to_numeric(frame["seconds"], errors="coerce")
     return frame
 
 
@@ -187,5 +280,5 @@ class Run:
         path = self.folder / name
         try:
             return pd.read_csv(path, keep_default_na=True) if path.exists() else None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
             return None

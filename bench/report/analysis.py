@@ -69,8 +69,9 @@ def headlines(frame: pd.DataFrame) -> list[str]:
         best = group.loc[group["samples_per_s"].idxmax()]
         lines.append(f"fastest {model} on {device}: {best['form']} ({best['loader']}, w{best['workers']}, "
                      f"b{best['batch_size']}) {best['samples_per_s']:,.0f} samples/s, "
-                     f"epoch {best['epoch_s']:.3g} s, {_speedup_text(best)} the seeds' pipeline, "
-                     f"{100 * best['epoch_roofline_frac']:.2g}% of the roofline")
+                     f"epoch {best['epoch_s']:.3g} s, "
+                     + (f"{_speedup_text(best)} the seeds' pipeline, " if pd.notna(best["speedup"]) else "")
+                     + f"{100 * best['epoch_roofline_frac']:.2g}% of the roofline")
     base = BASELINES["softmax"]  # the seeds' loader against the data resident on the device
     loaders = ok[(ok["model"] == "softmax") & (ok["device"] == base["device"])
                  & (ok["batch_size"] == base["batch_size"])]
