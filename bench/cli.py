@@ -214,6 +214,7 @@ def cmd_data(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from bench.ab import add_parser as add_ab
     from bench.compare import add_parser as add_compare
     from bench.grid import AXIS_TABLE
 
@@ -254,6 +255,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="smallest relative change a comparison calls slower or faster (default 0.05)")
     p.set_defaults(func=cmd_report)
     add_compare(sub)
+    add_ab(sub)
     p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("env", help="the environment a run records")

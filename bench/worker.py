@@ -1,0 +1,268 @@
+"""The two halves of ``linbench ab``'s worker protocol: the worker, a process that times one cell per command
+in its own revision's code (``python -m bench.worker``, cwd and PYTHONPATH = that revision's worktree), and
+:class:`Worker`, the orchestrator's handle on one (bench/ab.py starts a fresh pair every round).
+
+Protocol: one JSON object per line on stdin, one answer per line on stdout (anything else the process
+writes to its stdout is sent to stderr, so it cannot corrupt an answer):
+
+- ``{"cmd": "start", "out": DIR, "run_id": "A", "config": {runner.plan's arguments}, "slot": {Settings
+  fields}, "ab": {...}}``: the run folder ``DIR/A`` made (``runner.plan`` + ``runner.start``), the device
+  peaks probed, the equal-results gate run for every cell up front; answers ``{"ok": true, "protocol": 1,
+  "run": FOLDER, "commit": SHA, "cells": [{"label", "status", "reason"}]}`` with status ``ok`` (to be
+  timed), ``skipped`` or ``failed-equivalence``. With ``"run": FOLDER`` instead, a later round's worker
+  takes over that folder (``runner.resume``: its config, rows and samples) without gating again;
+- ``{"cmd": "measure", "cell": LABEL}``: one slot, ``Runner.measure`` with the Settings' time budget
+  replaced by ``slot``; the new samples appended to the cell's earlier ones (each slot's count, and
+  whether it was disturbed, kept in ``meta.json`` under ``ab.slots``: label -> metric -> counts), the
+  row's medians, intervals and rates recomputed from all of them (:func:`pooled`), the run folder
+  rewritten; answers ``{"ok": true, "status": "ok"|"error", "reason": ..., "n": {metric: count}}``;
+- ``{"cmd": "quit", "complete": BOOL}``: the run marked complete (the last round) or not, answers
+  ``{"ok": true}`` and exits.
+
+A user error answers ``{"ok": false, "error": LINE}``; anything else also carries ``"traceback"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+from bench import UserError
+
+PROTOCOL = 1
+METRICS = ("epoch", "step", "loader_epoch")
+
+
+def pooled(row: dict, samples: dict, slots: int, disturbed: int, load: float) -> dict:
+    """The cell's row with every median, interval, count and rate recomputed from the samples of all its
+    ``slots`` (the last slot's ``row`` gives the rest: memory, compile time, the per-step work)."""
+    from bench.timer import Stats
+
+    e, s, ld = Stats.of(samples["epoch"]), Stats.of(samples["step"]).scaled(1e3), Stats.of(samples["loader_epoch"])
+    by_epoch, by_step = row["epoch_s"] / e.median, row["step_ms"] / s.median  # rates scale inversely to time
+    notes = [n for n in str(row["reason"]).split("; ") if n and not n.startswith(("disturbed", "noisy"))]
+    notes.insert(0, f"{slots} slot(s) of an A/B pooled")
+    if e.noisy or s.noisy:
+        notes.append("noisy (IQR >= 10% of median)")
+    if disturbed:
+        notes.append(f"disturbed in {disturbed} of {slots} slot(s): others used up to {load:.0%} of the CPU")
+    rates = {c: row[c] * by_epoch for c in ("samples_per_s", "epoch_roofline_frac")}
+    rates.update({c: row[c] * by_step for c in ("gflops", "gbps", "roofline_frac")})
+    return {**row, **rates, "reason": "; ".join(notes),
+            "epoch_s": e.median, "epoch_s_lo": e.lo, "epoch_s_hi": e.hi, "epoch_s_iqr": e.iqr, "n": e.n,
+            "step_ms": s.median, "step_ms_lo": s.lo, "step_ms_hi": s.hi, "step_ms_iqr": s.iqr, "step_n": s.n,
+            "loader_epoch_s": ld.median, "loader_epoch_s_iqr": ld.iqr, "loader_n": ld.n,
+            "noisy": e.noisy or s.noisy, "disturbed": bool(disturbed), "load": load}
+
+
+def slot_medians(run):
+    """``run`` (a bench.store.Run of one side) with its samples replaced by one value per cell, metric and
+    slot, the median of the slot's samples: samples within a slot share its load and are not independent
+    repeats, slots are. A cell whose slot counts are missing or do not add up keeps its samples."""
+    import copy
+
+    import numpy as np
+    import pandas as pd
+
+    from bench.grid import AXES, AXIS
+
+    counts = (run.meta.get("ab") or {}).get("slots") or {}
+    if run.samples is None:
+        return run
+    rows = []
+    for (*axes, metric), group in run.samples.groupby([*AXES, "metric"], sort=False):
+        seconds = group.sort_values("repeat")["seconds"].to_numpy(dtype=float)
+        sizes = counts.get("/".join(f"{AXIS[a].prefix}{v}" for a, v in zip(AXES, axes)), {}).get(metric) or []
+        sizes = sizes if sum(sizes) == len(seconds) and all(sizes) else [1] * len(seconds)
+        values = [float(np.median(seconds[end - n:end])) for n, end in zip(sizes, np.cumsum(sizes))]
+        rows += [dict(zip(AXES, axes), metric=metric, repeat=i, seconds=v) for i, v in enumerate(values)]
+    view = copy.copy(run)
+    view.samples = pd.DataFrame(rows, columns=[*AXES, "metric", "repeat", "seconds"])
+    return view
+
+
+class Side:
+    """The run this process writes: its store, runner and cells, and each cell's pooled samples."""
+
+    def __init__(self):
+        self.store = self.runner = None
+        self.cells: dict = {}
+        self.samples: dict[str, dict[str, list]] = {}  # label -> metric -> seconds, over every slot
+
+    def start(self, msg: dict) -> dict:
+        from bench import runner
+        from bench.cell import Settings
+        from bench.meta import environment
+
+        budget = msg.get("slot") or {}
+        unknown = set(budget) - {f.name for f in dataclasses.fields(Settings)}
+        if unknown:
+            raise ValueError(f"unknown Settings fields {sorted(unknown)}")
+
+        class SlotSettings:  # Runner.measure reads its Settings through runner.Settings.of
+            @staticmethod
+            def of(config):
+                return dataclasses.replace(Settings.of(config), **budget)
+
+        runner.Settings = SlotSettings
+        if msg.get("run"):  # a later round: the folder this side's earlier workers wrote
+            store, config, cells = runner.resume(Path(msg["run"]))
+            store.meta["complete"] = False
+            self.samples = {c.label(): {m: list(store.samples.get((c.key(), m), [])) for m in METRICS} for c in cells}
+        else:
+            config = runner.plan(**msg["config"])
+            store, cells = runner.start(config, Path(msg["out"]), run_id=msg.get("run_id"), progress=False)
+            store.meta["ab"] = {**msg.get("ab", {}), "slot": budget, "slots": {}}
+        self.store, self.runner = store, runner.Runner(config, store, progress=False)
+        self.cells = {c.label(): c for c in cells}
+        answer = [] if msg.get("run") else self.gate(cells, config)
+        store.write()
+        return {"ok": True, "protocol": PROTOCOL, "run": str(store.folder), "commit": environment()["commit"],
+                "cells": answer}
+
+    def gate(self, cells: list, config) -> list[dict]:
+        """The device peaks, the load at the start and the gate; a row for each cell not to be timed."""
+        from bench.grid import skip_reason
+        from bench.load import machine_load
+        from bench.meta import probe_peaks
+
+        skips = {c.label(): skip_reason(c) for c in cells}
+        timed = [c for c in cells if not skips[c.label()]]
+        for device in dict.fromkeys(c.device for c in timed):
+            self.store.meta.setdefault("peaks", {})[device] = probe_peaks(device, config.quick)
+        self.store.meta["load_at_start"] = machine_load()
+        failures = self.runner.gate(timed)
+        answer = []
+        for c in cells:
+            label, failed = c.label(), failures.get((c.model, c.form, c.device))
+            status, reason = ("skipped", skips[label]) if skips[label] else (
+                ("failed-equivalence", failed) if failed else ("ok", ""))
+            if status != "ok":
+                self.store.put(self.runner.row(c, status, reason))
+            answer.append({"label": label, "status": status, "reason": reason})
+        return answer
+
+    def measure(self, label: str) -> dict:
+        if self.runner is None:
+            raise ValueError("measure before start")
+        if label not in self.cells:
+            raise ValueError(f"no cell {label!r} in this run")
+        cell = self.cells[label]
+        self.runner.loader_cache.clear()  # the loader is timed in every slot too, not once per process
+        try:
+            row, samples = self.runner.measure(cell)
+        except (KeyboardInterrupt, UserError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
+            reason = f"{e.__class__.__name__}: {e}".splitlines()[0]
+            self.store.put(self.runner.row(cell, "error", reason))
+            self.store.write()
+            return {"ok": True, "status": "error", "reason": reason}
+        pool = self.samples.setdefault(label, {m: [] for m in METRICS})
+        slots = self.store.meta["ab"]["slots"].setdefault(label, {m: [] for m in (*METRICS, "load")})
+        for metric in METRICS:
+            pool[metric] += list(samples[metric])
+            slots[metric].append(len(samples[metric]))  # where each slot's samples end: the slot medians
+        slots["load"].append([bool(row["disturbed"]), float(row["load"])])  # was the slot disturbed, how much
+        row = pooled(row, pool, len(slots["load"]), sum(d for d, _ in slots["load"]), max(x for _, x in slots["load"]))
+        self.store.put(row, pool)
+        self.runner.record_compiles()
+        self.store.write()
+        return {"ok": True, "status": "ok", "reason": row["reason"], "n": {m: len(v) for m, v in pool.items()}}
+
+    def quit(self, complete: bool) -> dict:
+        if self.store is not None:
+            self.store.meta["complete"] = complete
+            self.store.write()
+            getattr(self.store, "unlock", lambda: None)()  # a revision whose Store locks its folder
+        return {"ok": True}
+
+
+class Worker:
+    """The orchestrator's handle on one worker process: a JSON command in, a JSON answer out; its stderr
+    goes to ``log``."""
+
+    def __init__(self, side: str, tree: Path, log: Path):
+        self.side, self.log = side, log
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        with open(log, "a") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], cwd=tree, env=env, text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=1)
+
+    def ask(self, **msg) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            tail = [t for t in self.log.read_text(errors="replace").splitlines() if t.strip()][-1:]
+            raise UserError(f"worker {self.side} ended (exit {self.proc.wait()}): {' '.join(tail) or 'no message'}; "
+                            f"see {self.log}")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            with open(self.log, "a") as f:
+                f.write(reply.get("traceback", ""))
+            raise UserError(f"{self.side}: {reply.get('error')}")
+        return reply
+
+    def close(self, complete: bool = False) -> None:
+        try:
+            self.proc.poll() is None and self.ask(cmd="quit", complete=complete) and self.proc.wait(timeout=60)
+        except (UserError, subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+            self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def handle(side: Side, msg: dict) -> dict:
+    from impls import UnknownName
+
+    try:
+        cmd = msg.get("cmd")
+        if cmd == "start":
+            return side.start(msg)
+        if cmd == "measure":
+            return side.measure(msg["cell"])
+        if cmd == "quit":
+            return side.quit(bool(msg.get("complete")))
+        raise ValueError(f"unknown command {cmd!r}")
+    except (UserError, UnknownName) as e:
+        return {"ok": False, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - said to the orchestrator, which stops
+        return {"ok": False, "error": f"{e.__class__.__name__}: {e}".splitlines()[0],
+                "traceback": traceback.format_exc()}
+
+
+def main() -> int:
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever else reaches stdout (a library's print, C code) goes to stderr
+    sys.stdout = sys.stderr
+    # the seeds' 4 workers on a 2-core machine are part of what is measured, not a mistake to warn of
+    warnings.filterwarnings("ignore", message="This DataLoader will create")
+    side = Side()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError as e:
+            msg = {"cmd": f"<unreadable: {e}>"}
+        reply = handle(side, msg)
+        answers.write(json.dumps(reply, default=str) + "\n")
+        if msg.get("cmd") == "quit":
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Calibration of ``linbench ab`` on a busy machine (one core kept spinning throughout), measured and shown.
+
+In a temporary clone (this working tree's bench/ and impls/ committed over HEAD, so nothing waits on a
+commit of them): an A/A (one revision on both sides) gives no ``slower`` verdict, exits 0 and writes
+``calibration.json``; a planted commit that makes the ``module`` form's step 1.5-2.5x slower (three extra
+forward passes, no sleep) is named ``slower`` on its step and exits 1, and the other form is not called
+slower. The grid is two softmax cells on the resident loader at one torch thread (the spinning core and
+this process's one thread each get a core); ``--quick`` keeps the gate and the peak probe short.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.store import Run
+from bench.timer import Stats
+from bench.worker import pooled
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",
+        "--batch-sizes", "256", "--threads", "1", "--devices", "cpu"]
+MODULE, VECTORIZED = "softmax/module/cpu/resident/w0/b256/t1", "softmax/vectorized/cpu/resident/w0/b256/t1"
+PLANTED = ("        loss = self.loss(self.net(X), y)\n",
+           "        self.net(X), self.net(X), self.net(X)  # planted: three extra forward passes, 1.5-2.5x the step\n"
+           "        loss = self.loss(self.net(X), y)\n")
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-c", "user.name=linbench", "-c", "user.email=linbench@localhost", *args],
+                          cwd=repo, check=True, capture_output=True, text=True, timeout=120).stdout.strip()
+
+
+def ab(repo, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "bench.ab", *args], cwd=repo, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def folder_of(out: Path) -> Path:
+    (folder,) = [p for p in out.iterdir() if p.name.startswith("ab-")]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def busy_core():
+    """One core kept busy by another process for the module's tests."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield spinner
+    spinner.kill()
+    spinner.wait()
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A clone of this repository at HEAD with this working tree's harness and forms committed as ``base``."""
+    repo = tmp_path_factory.mktemp("ab") / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True, capture_output=True, timeout=300)
+    for name in ("bench", "impls"):
+        shutil.rmtree(repo / name)
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    shutil.copy2(ROOT / "pyproject.toml", repo / "pyproject.toml")
+    git(repo, "add", "-A")
+    git(repo, "commit", "--quiet", "--allow-empty", "-m", "base")
+    return repo
+
+
+def test_pooled_row_is_recomputed_from_every_slot():
+    samples = {"epoch": [1.0, 2.0, 3.0, 4.0, 5.0], "step": [0.001, 0.002, 0.003], "loader_epoch": [0.5, 0.7]}
+    last = {"epoch_s": 5.0, "step_ms": 3.0, "samples_per_s": 100.0, "epoch_roofline_frac": 0.1, "gflops": 2.0,
+            "gbps": 1.0, "roofline_frac": 0.2, "reason": "disturbed: others used 50%", "disturbed": True}
+    row = pooled(last, samples, slots=3, disturbed=1, load=0.5)
+    assert (row["epoch_s"], row["n"], row["step_n"], row["loader_n"]) == (3.0, 5, 3, 2)
+    assert row["step_ms"] == pytest.approx(2.0) and row["loader_epoch_s"] == pytest.approx(0.6)
+    assert (row["epoch_s_lo"], row["epoch_s_hi"]) == (Stats.of(samples["epoch"]).lo, Stats.of(samples["epoch"]).hi)
+    assert row["samples_per_s"] == pytest.approx(500 / 3) and row["gflops"] == pytest.approx(3.0)
+    assert row["reason"].startswith("3 slot(s) of an A/B pooled") and "disturbed in 1 of 3" in row["reason"]
+
+
+def test_bad_revisions_and_a_dirty_worktree_are_one_line_errors(clone, tmp_path, monkeypatch, capsys):
+    from bench.ab import main
+
+    monkeypatch.chdir(clone)
+    first = git(clone, "rev-list", "--max-parents=0", "HEAD").splitlines()[0]
+    sha = git(clone, "rev-parse", "HEAD")
+    tree = clone / ".linbench" / "ab" / sha[:12]
+
+    def dirty():
+        git(clone, "worktree", "add", "--detach", str(tree), sha)
+        (tree / "README.md").write_text("edited\n")
+
+    for args, message, before in [(["nosuchrev", "HEAD"], "is not a revision", None),
+                                  ([first, "HEAD"], "predates bench/worker.py", None),
+                                  (["HEAD", "HEAD", "--rounds", "0"], "--rounds", None),
+                                  (["HEAD", "HEAD", "--forms", "fortran"], "fortran", None),
+                                  (["HEAD", "HEAD"], "has local changes", dirty)]:
+        if before:
+            before()
+        assert main([*args, "--out", str(tmp_path)]) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("linbench: error:") and message in err, err
+    git(tree, "checkout", "--", "README.md")  # clean again: the next tests reuse it
+
+
+def test_a_a_gives_no_slower_and_writes_its_calibration(clone, busy_core, real_data, tmp_path):
+    out = ab(clone, "HEAD", "HEAD", *GRID, "--out", str(tmp_path))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    folder = folder_of(tmp_path)
+    frame = pd.read_csv(folder / "compare.csv")
+    assert set(frame["cell"]) == {MODULE, VECTORIZED} and set(frame["metric"]) == {"epoch", "step", "loader_epoch"}
+    assert not (frame["verdict"] == "slower").any()
+    assert (frame["n_a"] == 6).all() and (frame["n_b"] == 6).all()  # slots: 3 rounds of A B B A
+    cal = json.loads((folder / "calibration.json").read_text())
+    assert cal["comparisons"] == 6 and cal["cells"] == 2 and cal["slower"] == 0
+    assert cal["false_positive_rate"] == pytest.approx(cal["non_same"] / 6)
+    assert f"{cal['non_same']} of 6 comparisons were not `same`" in out.stdout
+    sha = git(clone, "rev-parse", "HEAD")
+    for side in "AB":  # ordinary run folders, each timed by the revision's own worker
+        run = Run(folder / side)
+        assert run.meta["complete"] and run.meta["ab"]["side"] == side and run.meta["env"]["commit"] == sha
+        assert (run.results.set_index("form").loc["module", "status"] == "ok").any()
+    assert (folder / "report" / "index.html").exists(), out.stderr[-2000:]
+    print(out.stdout)  # the measured calibration, shown with -s / in the report of a failure
+
+
+def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tmp_path):
+    path = clone / "impls" / "module.py"
+    text = path.read_text()
+    assert text.count(PLANTED[0]) == 1
+    path.write_text(text.replace(*PLANTED))
+    git(clone, "commit", "--quiet", "-am", "planted: the module form's step does two extra forward passes")
+    out = ab(clone, "HEAD~1", "HEAD", *GRID, "--no-report", "--out", str(tmp_path))
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
+    assert frame.loc[(MODULE, "step"), "verdict"] == "slower", out.stdout
+    assert frame.loc[(MODULE, "step"), "ratio"] >= 1.3, out.stdout
+    assert not (frame.loc[VECTORIZED, "verdict"] == "slower").any(), out.stdout
+    assert "calibration" not in out.stdout  # two revisions: no A/A calibration
+    print(out.stdout)
