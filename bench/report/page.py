@@ -7,6 +7,7 @@ point; each section is one function returning a :class:`~bench.report.render.Sec
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -133,6 +134,12 @@ def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) ->
            + summary(diff) + ". The rest of the page shows run B.")
     s.points([f"{verdict}: {meaning}" for verdict, meaning in meanings(min_effect, alpha).items()]
              + [f"{ONLY[0]} / {ONLY[1]}: the cell was timed in one run only, and is not compared."])
+    calibration = a.folder.parent / "calibration.json"  # written by an A/A `linbench ab` beside its runs
+    if calibration.exists():
+        c = json.loads(calibration.read_text())
+        s.text(f"A/A calibration (one revision on both sides): {c['non_same']} of {c['comparisons']} comparisons "
+               f"were not `same` ({c['slower']} slower, {c['faster']} faster): the false-positive rate of these "
+               f"verdicts here is {c['slower'] + c['faster']}/{c['comparisons']}.")
     if diff["disturbed"].any():
         s.text(f"{int(diff['disturbed'].sum())} comparisons are of cells the machine's load disturbed in A or B: "
                "their verdicts are less sure; compare again on a quieter machine.", "warn")
