@@ -78,9 +78,9 @@ def interleave(workers: dict, labels: list[str], r: int, rounds: int, errors: di
 
 
 def ab(args) -> int:
-    from bench.grid import AXIS_TABLE, validate
+    from bench.grid import axis_overrides, validate
 
-    overrides = {a.name: getattr(args, _dest(a)) for a in AXIS_TABLE}
+    overrides = axis_overrides(args)
     validate(overrides)
     if args.rounds < 1 or args.repeats < 1:
         raise UserError(f"--rounds and --repeats must be >= 1, got {args.rounds} and {args.repeats}")
@@ -210,31 +210,16 @@ def calibrate(folder: Path, frame, args) -> str:
 
 
 # -- the command line -----------------------------------------------------------------------------
-def _dest(axis) -> str:
-    return "axis_" + axis.name
-
-
-def _values(axis):
-    def parse(text: str) -> list:
-        try:
-            return [axis.parse(v) for part in text.split(",") for v in part.split() if v]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
-    return parse
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """The ``ab`` subcommand on ``subparsers`` (``func``: :func:`ab`, returning the exit status)."""
-    from bench.grid import AXIS_TABLE
+    from bench.grid import add_axis_flags
 
     p = subparsers.add_parser("ab", help="two revisions timed interleaved (A B B A); exit 1 when B is slower",
                               description="Two revisions timed interleaved on this machine, and a verdict per cell.")
     p.add_argument("rev_a", metavar="REV_A", help="the base revision (e.g. main)")
     p.add_argument("rev_b", metavar="REV_B", help="the revision to judge (e.g. HEAD)")
     p.add_argument("--quick", action="store_true", help="the quick grid")
-    for axis in AXIS_TABLE:
-        p.add_argument(axis.flag, dest=_dest(axis), type=_values(axis), metavar="LIST",
-                       help=f"{axis.help} (replaces the grid's axis)")
+    add_axis_flags(p, metavar="LIST")
     p.add_argument("--repeats", type=int, default=REPEATS,
                    help=f"timed epochs and loader passes per cell and slot (default {REPEATS})")
     p.add_argument("--rounds", type=int, default=ROUNDS, help=f"A B B A rounds per cell (default {ROUNDS})")

@@ -72,21 +72,6 @@ def cmd_check(args) -> int:
     return 1 if any(r.status == "fail" for r in results) else 0
 
 
-def _dest(axis) -> str:
-    return axis.flag.lstrip("-").replace("-", "_")
-
-
-def _values(axis):
-    """argparse type of an axis flag: comma-separated values, each parsed as the axis says."""
-    def parse(text: str) -> list:
-        names = _names(text)
-        try:
-            return list(dict.fromkeys(axis.parse(v) for v in names))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
-    return parse
-
-
 def _ints(text: str) -> list[int]:
     names = _names(text)
     try:
@@ -97,7 +82,7 @@ def _ints(text: str) -> list[int]:
 
 def _run_settings(args, axes):
     """(flag, value, default) of every flag of ``run`` that sets what a run measures."""
-    yield from ((a.flag, getattr(args, _dest(a)), None) for a in axes)
+    yield from ((a.flag, getattr(args, a.dest), None) for a in axes)
     yield from (("--quick", args.quick, False), ("--repeats", args.repeats, None),
                 ("--no-curves", args.no_curves, False), ("--no-persistent-workers", args.no_persistent_workers, False),
                 ("--pin-memory", args.pin_memory, None), ("--data-dir", args.data_dir, None),
@@ -112,7 +97,7 @@ def cmd_run(args) -> int:
     from pathlib import Path
 
     from bench import runner
-    from bench.grid import AXES, AXIS_TABLE
+    from bench.grid import AXES, AXIS_TABLE, axis_overrides
     from bench.report.analysis import headlines
     from bench.store import RESULTS
 
@@ -123,7 +108,7 @@ def cmd_run(args) -> int:
                             "them (start a new run instead)")
         store, config, cells = runner.resume(Path(args.resume))
     else:
-        overrides = {a.name: getattr(args, _dest(a)) for a in AXIS_TABLE}
+        overrides = axis_overrides(args)
         config = runner.plan(overrides, quick=args.quick, repeats=args.repeats, curves=not args.no_curves,
                              persistent_workers=not args.no_persistent_workers, pin_memory=args.pin_memory,
                              data_dir=args.data_dir)
@@ -216,7 +201,7 @@ def cmd_data(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     from bench.ab import add_parser as add_ab
     from bench.compare import add_parser as add_compare
-    from bench.grid import AXIS_TABLE
+    from bench.grid import add_axis_flags
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -230,8 +215,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the benchmark grid (the main job); results under --out")
     p.add_argument("--quick", action="store_true",
                    help="a small grid measured like the default one (about a minute on 2 cores)")
-    for axis in AXIS_TABLE:  # one flag per axis of the grid; each replaces that axis in every sub-grid
-        p.add_argument(axis.flag, dest=_dest(axis), type=_values(axis), help=f"{axis.help} (replaces the grid's axis)")
+    add_axis_flags(p)
     p.add_argument("--repeats", type=int,
                    help="timed epochs per cell at least (default 3; more until the median is known to +-3%%, "
                         "within 2 s)")

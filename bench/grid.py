@@ -10,6 +10,7 @@ them. Cells that cannot or should not run are kept, as ``skipped`` rows with the
 """
 from __future__ import annotations
 
+import argparse
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, make_dataclass
@@ -45,6 +46,23 @@ class Axis:
     prefix: str = ""
     apply: Callable[[object], None] | None = None
 
+    @property
+    def dest(self) -> str:
+        """The argparse attribute of the axis's flag (``--batch-sizes``: ``batch_sizes``)."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def values(self, text: str) -> list:
+        """The flag's argparse type: comma-separated values, each once, each parsed as the axis says;
+        an empty list is a mistake (leave the flag out for the default)."""
+        names = list(dict.fromkeys(v for part in text.split(",") for v in part.split() if v))
+        if not names:
+            raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r} (leave the flag out for "
+                                             "the default)")
+        try:
+            return list(dict.fromkeys(self.parse(v) for v in names))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
+
 
 def _at_least(low: int):
     return lambda v, overrides: None if v >= low else f"must be >= {low}, got {v}"
@@ -71,6 +89,18 @@ AXIS_TABLE: tuple[Axis, ...] = (
 )
 AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
+
+
+def add_axis_flags(parser, **options) -> None:
+    """One flag per axis on ``parser``; each replaces that axis in every sub-grid (``linbench run``, ``ab``)."""
+    for axis in AXIS_TABLE:
+        parser.add_argument(axis.flag, dest=axis.dest, type=axis.values, help=f"{axis.help} (replaces the grid's "
+                            "axis)", **options)
+
+
+def axis_overrides(args) -> dict:
+    """Axis name -> the values its flag gave (None where left out)."""
+    return {a.name: getattr(args, a.dest) for a in AXIS_TABLE}
 
 class _CellMethods:
     def key(self) -> tuple:
