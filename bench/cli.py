@@ -201,7 +201,9 @@ def cmd_data(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     from bench.ab import add_parser as add_ab
     from bench.compare import add_parser as add_compare
+    from bench.counts import add_parser as add_counts
     from bench.grid import add_axis_flags
+    from bench.history import add_parser as add_history
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -240,6 +242,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     add_compare(sub)
     add_ab(sub)
+    add_history(sub)
+    add_counts(sub)
     p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("env", help="the environment a run records")

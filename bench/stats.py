@@ -12,11 +12,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as sps
 
 LEVEL = 0.95
 MIN_EFFECT, ALPHA = 0.05, 0.05
 VERDICTS = ("slower", "faster", "same", "inconclusive")
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: the timing code imports this module, and scipy's import is
+    seconds under valgrind (``linbench counts``)."""
+    from scipy import stats
+
+    return stats
 
 
 def median_ci(samples, level: float = LEVEL) -> tuple[float, float]:
@@ -31,7 +38,7 @@ def median_ci(samples, level: float = LEVEL) -> tuple[float, float]:
     if n == 0:
         return math.nan, math.nan
     j = 0  # counting from 0, [x_j, x_(n-1-j)] covers the median with probability 1 - 2 P(B <= j)
-    while j + 1 < n - 2 - j and 1 - 2 * sps.binom.cdf(j + 1, n, 0.5) >= level:
+    while j + 1 < n - 2 - j and 1 - 2 * _scipy_stats().binom.cdf(j + 1, n, 0.5) >= level:
         j += 1
     return float(x[j]), float(x[n - 1 - j])
 
@@ -56,7 +63,7 @@ def mann_whitney(a, b) -> float:
         return math.nan
     if np.ptp(np.concatenate([a, b])) == 0:
         return 1.0  # every value equal: nothing tells the two apart
-    return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return float(_scipy_stats().mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
 def smallest_p(n_a: int, n_b: int) -> float:

@@ -6,12 +6,12 @@ cd "$(dirname "$0")/.."
 venv=.venv
 python=${PYTHON:-python3}
 
-# System packages where apt and root are at hand (as on CI): the real data set, and Chromium
-# for the test that opens the report in a browser.
+# System packages where apt and root are at hand (as on CI): the real data set, Chromium
+# for the test that opens the report in a browser, and valgrind for instruction counts.
 # Elsewhere the data comes from --data-dir/LINBENCH_DATA or a download.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
-    for pkg in ${LINBENCH_APT_PACKAGES:-dataset-fashion-mnist chromium}; do
+    for pkg in ${LINBENCH_APT_PACKAGES:-dataset-fashion-mnist chromium valgrind}; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
     done
     if [ -n "$missing" ]; then

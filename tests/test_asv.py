@@ -23,7 +23,8 @@ STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10"
 # the benchmarks and asv's units: the report maps each to its linbench metric
 UNITS = {"Step.time_step": "seconds", "CudaStep.track_step": "seconds", "Epoch.track_epoch_s": "seconds",
          "Epoch.peakmem_epoch": "bytes", "Loader.track_loader_epoch_s": "seconds",
-         "Compile.track_compile_s": "seconds", "CudaMemory.track_cuda_peak": "bytes"}
+         "Compile.track_compile_s": "seconds", "CudaMemory.track_cuda_peak": "bytes",
+         "Instructions.track_instructions": "instructions"}
 
 
 def asv_schema() -> dict:
@@ -64,7 +65,10 @@ def test_asv_combinations_are_real_cells_in_asv_units(monkeypatch):
         assert b.param_names == ["cell"], name
         labels = [ast.literal_eval(v) for v in b.params[0]]
         assert len(labels) == len(set(labels)), name
-        if name.startswith("Loader."):  # a loader: its cells' label with the form read as "any"
+        if name.startswith("Instructions."):  # counted at one thread: the CPU step cells' labels at t1
+            assert set(labels) == {dataclasses.replace(c, threads=1).label() for c in cells.values()
+                                   if c.label() in runs_somewhere and c.device == "cpu" and c.loader == "resident"}
+        elif name.startswith("Loader."):  # a loader: its cells' label with the form read as "any"
             assert {dataclasses.replace(c, form="any").label()
                     for c in cells.values() if c.label() in runs_somewhere} == set(labels)
         else:

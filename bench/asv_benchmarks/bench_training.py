@@ -19,6 +19,11 @@ The same quantities as linbench, in asv's unit ``seconds`` (asv formats them: ``
 - ``Compile.track_compile_s``: the cold compile of the first compiled cell of each model and
   device, the cell where the runner reports it (``compile_s``).
 
+Instructions in asv's unit ``instructions``: ``Instructions.track_instructions``, a step of each ``Step``
+cell counted under valgrind at one thread (``linbench counts``'s ``instr_per_step``): a line per cell
+that no load on the machine moves. A count takes one to five minutes; ``asv run -b Instructions``
+picks these alone, ``-b 'Step|Epoch'`` the others.
+
 Memory in asv's ``bytes``: ``Epoch.peakmem_epoch`` (the process's peak) and
 ``CudaMemory.track_cuda_peak``. Lower is better everywhere. Nothing touches CUDA at import time.
 """
@@ -30,6 +35,7 @@ import torch
 
 import impls
 from bench import grid
+from bench.callgrind import count_one, count_reason, one_thread, valgrind_missing
 from bench.cell import CellBench
 from bench.timer import sync
 
@@ -103,6 +109,26 @@ class Step(_Cells):
 
     def time_step(self, cell):
         self.step()
+
+
+class Instructions(_Cells):
+    """Instructions per training step of the ``Step`` cells, counted at one thread under valgrind
+    (``bench.callgrind``); deterministic, so one round is enough."""
+    params = cell_params(one_thread(c) for c in CELLS if c.loader == "resident" and c.device == "cpu")
+    rounds = 1
+    timeout = 900
+
+    def setup(self, cell):
+        self.cell = grid.parse_label(cell)
+        reason = valgrind_missing() or count_reason(self.cell)
+        if reason:
+            raise NotImplementedError(reason)
+        self.cell.apply()
+
+    def track_instructions(self, cell):
+        return count_one(self.cell)["instr_per_step"]
+
+    track_instructions.unit = "instructions"
 
 
 class CudaStep(_WarmCell):

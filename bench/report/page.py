@@ -17,14 +17,17 @@ from bench.compare import ONLY, compare_runs, environment_differences, summary
 from bench.grid import AXES, BASELINES
 from bench.report import figures
 from bench.report.analysis import curves_summary, expected_cells, headline_table, headlines
+from bench.report.history import history_section
 from bench.report.render import Page, Section, Table, to_html, to_markdown
+from bench.report.signals import counts_of, instructions, with_counts
 from bench.report.sources import combine, read_sources, side_by_side
 from bench.store import CURVES, Run, write_atomic
 
 __all__ = ["Run", "build"]
 
-SHOWN = [*AXES, "status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "compile_s",
-         "peak_rss_mb", "cuda_peak_mb", "gflops", "roofline_frac", "epoch_roofline_frac", "speedup", "reason"]
+SHOWN = [*AXES, "status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "instr_per_step", "loader_epoch_s",
+         "compile_s", "peak_rss_mb", "cuda_peak_mb", "gflops", "roofline_frac", "epoch_roofline_frac", "speedup",
+         "reason"]
 NOT_TIMED = [*AXES, "status", "reason"]
 GATE_SHOWN = ["model", "form", "device", "case", "batches", "status", "loss_max_abs", "loss_max_rel", "param_max_abs",
               "param_max_rel", "predict_max_abs", "tol_used", "rtol", "atol", "tolerance_reason", "reason"]
@@ -43,10 +46,11 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
         headline(run, ok),
         comparison(*runs, threshold) if len(runs) == 2 else None,
         throughput(ok, out), workers(ok, out), breakdown(ok, out), roofline(ok, run, out), compile_memory(ok, run, out),
+        instructions(run, out),
         equal_results(run),
         training(run, out),
-        all_cells(run.results), not_timed(run.results),
-        every_source(sources),
+        all_cells(with_counts(run.results, counts_of(run))), not_timed(run.results),
+        every_source(sources), history_section(asv_dir, out),
         environment(run),
     ]
     sections = [s for s in sections if s is not None]
