@@ -55,11 +55,13 @@ class CompiledStep:
         return compile_fx(gm, example_inputs)
 
     def _step(self, weight, b, lr, X, y):
-        def objective(params):
-            return batch_loss(self.model, X @ params[0] + params[1], y)
+        def objective(params):  # weight (k, d), nn.Linear's layout: see the module docstring
+            return batch_loss(self.model, torch.nn.functional.linear(X, params[0], params[1]), y)
 
         grads, loss = torch.func.grad_and_value(objective)((weight, b))
-        return weight - lr * grads[0], b - lr * grads[1], loss
+        weight.sub_(lr * grads[0])  # in place: the parameters keep their storage and strides, step to step
+        b.sub_(lr * grads[1])
+        return loss
 
     def __call__(self, weight, b, lr, X, y):
         torch._dynamo.maybe_mark_dynamic(X, 0)
@@ -86,7 +88,7 @@ class _CompiledForm:
 
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
         self.device = torch.device(device)
-        self.weight = params[self.weight_name].to(self.device, torch.float32).clone()
+        self.weight = params[self.weight_name].to(self.device, torch.float32).t().contiguous()  # (k, d)
         self.b = params["b"].to(self.device, torch.float32).clone()
         self.lr = torch.tensor(float(lr), device=self.device)
         key = (self.model, self.device.type, torch.get_num_threads())  # inductor's CPU code is per thread count
@@ -95,21 +97,20 @@ class _CompiledForm:
         self.compiled = _STEPS[key]
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
-        return flat(X).to(self.device) @ self.weight + self.b
+        return torch.nn.functional.linear(flat(X).to(self.device), self.weight, self.b)
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         X, y = flat(X).to(self.device), y.to(self.device)
         if self.model == "linreg":
             y = y.reshape(-1, 1)
-        self.weight, self.b, loss = self.compiled(self.weight, self.b, self.lr, X, y)
-        return loss
+        return self.compiled(self.weight, self.b, self.lr, X, y)
 
     def compile_log(self) -> list[dict]:
         """Every compilation of the shared step so far: ``{"batch_size", "seconds"}`` each."""
         return list(self.compiled.log)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}
+        return {self.weight_name: self.weight.t().cpu().contiguous(), "b": self.b.cpu().clone()}
 
 
 class CompiledLinReg(_CompiledForm):
