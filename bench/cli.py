@@ -204,6 +204,7 @@ def make_parser() -> argparse.ArgumentParser:
     from bench.counts import add_parser as add_counts
     from bench.grid import add_axis_flags
     from bench.history import add_parser as add_history
+    from bench.profile import add_parser as add_profile
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -244,6 +245,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_ab(sub)
     add_history(sub)
     add_counts(sub)
+    add_profile(sub)
     p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("env", help="the environment a run records")

@@ -19,6 +19,7 @@ from bench.report import figures
 from bench.report.analysis import curves_summary, expected_cells, headline_table, headlines
 from bench.report.history import history_section
 from bench.report.render import Page, Section, Table, to_html, to_markdown
+from bench.report.roofline_why import why_section
 from bench.report.signals import counts_of, instructions, with_counts
 from bench.report.sources import combine, read_sources, side_by_side
 from bench.store import CURVES, Run, write_atomic
@@ -46,7 +47,7 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
         headline(run, ok),
         comparison(*runs, threshold) if len(runs) == 2 else None,
         throughput(ok, out), workers(ok, out), breakdown(ok, out), roofline(ok, run, out), compile_memory(ok, run, out),
-        instructions(run, out),
+        why_section(run, out), instructions(run, out),
         equal_results(run),
         training(run, out),
         all_cells(with_counts(run.results, counts_of(run))), not_timed(run.results),
