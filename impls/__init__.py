@@ -19,7 +19,9 @@ FORM_MODULES: dict[str, str] = {
     "vectorized": "impls.vectorized",
     "module": "impls.module",
     "compiled": "impls.compiled",
+    "native": "impls.native",
     "cuda": "impls.cuda_kernels",
+    "cuda_graph": "impls.cuda_graphs",
     "triton": "impls.triton_kernels",
 }
 

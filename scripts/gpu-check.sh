@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: what the GPU side of linbench does there, in one folder.
 #   scripts/gpu-check.sh [OUT_DIR] [STAGES]
-# STAGES (comma-separated, default all): env, tests, check, run. Each stage's output goes to
-# OUT_DIR/<stage>.log and its exit status to OUT_DIR/status.tsv; a failing stage does not stop the
-# next. `run` is the default grid on cpu and cuda with its report, under OUT_DIR/results and
-# OUT_DIR/reports. PYTHON picks the interpreter (default .venv/bin/python, else python3).
+# STAGES (comma-separated, default all): env, tests, check, run, grid, profile. Each stage's output
+# goes to OUT_DIR/<stage>.log and its exit status to OUT_DIR/status.tsv; a failing stage does not stop
+# the next. `run` is the default grid on cpu and cuda with its report, under OUT_DIR/results and
+# OUT_DIR/reports; `grid` the GPU grid (both models, every form on cuda, batch 64 to 4096, resident and
+# tensor loaders) with its report; `profile` the profiler view of the best cell of each form of it. PYTHON picks the interpreter (default .venv/bin/python, else python3).
 # LINBENCH_GRID_ARGS adds flags to `linbench run` (e.g. "--quick").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results/gpu-check-$(date -u +%Y%m%d-%H%M%S)}
-stages=${2:-env,tests,check,run}
+stages=${2:-env,tests,check,run,grid,profile}
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -54,10 +55,24 @@ run_stage() {
         ${LINBENCH_GRID_ARGS:-}
 }
 
+grid_stage() {
+    linbench run --devices cuda --loaders resident,tensor --workers 0 --batch-sizes 64,256,1024,4096 \
+        --no-curves --no-progress --out "$out/grid" --report-dir "$out/grid-reports"
+}
+
+profile_stage() {  # the newest grid run: its best cell of each form, profiled into it, and its report again
+    local run
+    run=$(ls -td "$out"/grid/*/ 2>/dev/null | head -n 1) || true
+    [ -n "$run" ] || { echo "no grid run to profile"; return 1; }
+    linbench profile --run "$run" --best && linbench report "$run" --out "$out/grid-reports/$(basename "$run")"
+}
+
 stage env env_stage
 stage tests tests_stage
 stage check linbench check --devices cuda
 stage run run_stage
+stage grid grid_stage
+stage profile profile_stage
 echo "== status ($out/status.tsv)"
 cat "$out/status.tsv"
 ! grep -qP '\t[1-9][0-9]*\t' "$out/status.tsv"

@@ -106,13 +106,12 @@ from impls.common import batch_loss
 from impls.compiled import CompiledStep
 out = {}
 for order in ([1, 9, 37, 1, 2, 256], [9, 9, 1, 9, 37, 1]):
-    step, w, b, lr = CompiledStep("softmax"), torch.zeros(784, 10), torch.zeros(10), torch.tensor(0.1)
-    for n in order:
+    step, w, b, lr = CompiledStep("softmax"), torch.zeros(10, 784), torch.zeros(10), torch.tensor(0.1)
+    for n in order:  # the weight in nn.Linear's (k, d) layout, updated in place by the step
         X, y = torch.rand(n, 784), torch.randint(0, 10, (n,))
-        w2, b2, loss = step(w, b, lr, X, y)
-        want = batch_loss("softmax", X @ w + b, y)
+        want = batch_loss("softmax", X @ w.t() + b, y)
+        loss = step(w, b, lr, X, y)
         assert torch.allclose(loss, want, rtol=1e-5, atol=1e-6), (n, float(loss), float(want))
-        w, b = w2, b2
     out[str(order)] = step.log
 print(json.dumps(out))
 """
@@ -181,7 +180,7 @@ class NaiveSoftmax(impls.form_class("softmax", "vectorized")):
 
 class PredictWithoutBias(impls.form_class("linreg", "compiled")):
     def predict(self, X):
-        return X.to(self.device) @ self.weight
+        return X.to(self.device) @ self.weight.t()
 
 
 class DropsRowsPast16(impls.form_class("softmax", "module")):

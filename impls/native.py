@@ -1,0 +1,173 @@
+"""The ``native`` form: d2l ch. 3's whole SGD step as one C++ call on the CPU (impls/native_step.cpp).
+
+Where it comes from: the fused step of the ``cuda`` form (impls/fused_step.cu), written for the CPU
+against ATen. The objective and update are the scratch ones of d2l 3.2/3.6 (linreg mean
+``(y_hat - y)**2 / 2``, softmax mean stable cross-entropy; ``param -= lr * grad``), in fp32. What it
+shows: the step with the framework's per-op overhead removed. No autograd graph, no optimizer, no
+Python between the ops: linreg is a loop over the rows; softmax is two BLAS calls (the logits into a
+scratch buffer the form keeps, and ``W -= lr * X^T dO`` updating W in place) around two short loops
+and torch's vectorized exp in place (the softmax, the loss and dO). What is left of a step is the BLAS
+work, one call from Python and the 0-dim loss it returns.
+
+The ops ``linreg_step(w, b, X, y, lr)`` and ``softmax_step(W, b, X, y, lr, scratch=None)`` update the
+weights in place and return the loss; they make the checks of :func:`impls.common.check_step_args`
+themselves (the same one-line ValueErrors). The form's step reaches them through ``*_form_step``,
+which first makes what a loader gives ((n, 1, 28, 28) images, (n, 1) targets) the op's (n, d) and
+(n,) views, in C++. They are plain extension functions, not ``torch.library`` ops: a call through
+``torch.ops`` from Python alone (about 1.7 us, measured on a 2-core CPU) costs more than the whole
+linreg step does (about 1 us). The form keeps W (d, k) column-major,
+the memory of nn.Linear's (k, d) weight, which the ops accept beside row-major: with 10 classes both
+GEMMs run 2-4x faster so on one thread.
+
+The extension is built on first use with ``torch.utils.cpp_extension.load`` (the compiler in ``CXX``,
+default ``c++``; torch's default flags plus ``-O3``, no ``-march=native``: a cached build may be loaded
+on another CPU) and cached per torch and Python version beside the ``cuda`` form's build, under
+``LINBENCH_EXTENSIONS_DIR`` (default: ``torch_extensions`` in the user cache directory). When it cannot
+be built, ``unavailable()`` gives the reason in one line: no compiler, no ninja, or the compiler's first
+error.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import warnings
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from impls.common import FusedStepForm, quiet
+from impls.cuda_kernels import _cpp_extension, extensions_dir
+
+SOURCE = Path(__file__).with_name("native_step.cpp")
+NAME = "linbench_native_step"
+CFLAGS = ["-O3"]
+
+
+class BuildError(RuntimeError):
+    """The extension cannot be built or loaded here; the message is one line saying why."""
+
+
+def build_dir() -> Path:
+    """This build's folder, keyed by torch version and Python ABI (the cuda form's builds sit beside it)."""
+    key = f"torch{torch.__version__}-{sys.implementation.cache_tag}-native-cpu"
+    return extensions_dir() / re.sub(r"[^\w.+-]", "_", key)
+
+
+def compiler() -> str:
+    """The C++ compiler torch's builder runs: ``CXX``, default ``c++``."""
+    return os.environ.get("CXX") or "c++"
+
+
+def toolchain_missing() -> str | None:
+    """Why nothing can be built here (no compiler, no ninja), or None."""
+    cxx = compiler()
+    words = shlex.split(cxx) or [cxx]
+    if not shutil.which(words[0]):
+        return f"no C++ compiler ({cxx} not found; set CXX to one)"
+    if not _cpp_extension().is_ninja_available():
+        return "ninja is missing: torch's extension builder needs it (pip install ninja)"
+    return None
+
+
+def first_error(log: str) -> str:
+    """The line of a build log that says what went wrong: the compiler's or the linker's first error, else
+    the first line that is not a command ninja ran."""
+    commands = ("[", "FAILED:", "Error building extension")
+    said = [line for line in map(str.strip, log.splitlines()) if line and not line.startswith(commands)
+            and " -o " not in line]
+    for pattern in (r"(fatal )?error:", r"undefined reference|cannot find -l"):
+        for line in said:
+            if re.search(pattern, line):
+                return re.sub(r"^\S*/(?=[^/\s]+:\d+)", "", line)  # the source's name, not its build path
+    return said[0] if said else "the build failed without a message"
+
+
+def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME):
+    """The extension module built from ``source`` (or loaded from the cache); BuildError saying why not."""
+    if reason := toolchain_missing():
+        raise BuildError(reason)
+    directory = directory or build_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BuildError(f"cannot create {directory} ({e.strerror}): set LINBENCH_EXTENSIONS_DIR to a "
+                         "writable folder") from None
+    cpp_extension = _cpp_extension()
+    try:
+        with quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cpp_extension.load(name=name, sources=[str(source)], build_directory=str(directory),
+                                      extra_cflags=CFLAGS, with_cuda=False, verbose=False)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        raise BuildError(f"cannot build {source.name}: {first_error(str(e))}") from None
+    except ImportError as e:
+        raise BuildError(f"the built {name} does not load: {first_error(str(e))}") from None
+
+
+@cache
+def _built() -> tuple[object | None, str | None]:
+    try:
+        return build(), None
+    except BuildError as e:
+        return None, str(e)
+
+
+def extension():
+    """The built extension (built once per machine, then loaded from the cache); BuildError if it cannot be."""
+    ext, reason = _built()
+    if ext is None:
+        raise BuildError(reason)
+    return ext
+
+
+def build_problem() -> str | None:
+    """Why the extension cannot be had here (the build is tried once per process), or None."""
+    return _built()[1]
+
+
+def linreg_step(w: torch.Tensor, b: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """One SGD step of linreg; updates ``w`` (d, 1) and ``b`` (1,) in place, returns the mean loss."""
+    return extension().linreg_step(w, b, X, y, lr)
+
+
+def softmax_step(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
+                 scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """One SGD step of softmax regression; updates ``W`` (d, k) and ``b`` (k,) in place, returns the mean
+    loss. ``scratch``: a float32 tensor whose storage holds the logits and dO (resized to (n, k))."""
+    return extension().softmax_step(W, b, X, y, lr, scratch)
+
+
+class _NativeForm(FusedStepForm):
+    devices = ("cpu",)
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
+        super().__init__(params, lr, device)
+        self.weight = self.weight.t().contiguous().t()  # (d, k), column-major: see native_step.cpp
+        self.scratch = torch.empty(0)  # O and dO of softmax, kept from step to step
+        self._step = getattr(extension(), f"{self.model}_form_step")
+
+    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._step(self.weight, self.b, X, y, self.lr, self.scratch)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {self.weight_name: self.weight.clone(memory_format=torch.contiguous_format), "b": self.b.clone()}
+
+    @classmethod
+    def unavailable(cls, device: str) -> str | None:
+        return build_problem()
+
+
+class NativeLinReg(_NativeForm):
+    model, weight_name, label_dtype, op = "linreg", "w", torch.float32, staticmethod(linreg_step)
+
+
+class NativeSoftmax(_NativeForm):
+    model, weight_name, label_dtype, op = "softmax", "W", torch.int64, staticmethod(softmax_step)
+
+
+FORMS = {"linreg": NativeLinReg, "softmax": NativeSoftmax}
