@@ -53,24 +53,23 @@ def _cells_of_run(folder: Path) -> list[Cell]:
 
 def _target(args):
     """(run folder, its lock or None, the cells): ``--run``'s folder and CPU cells, or a new folder."""
-    from bench.grid import AXIS_TABLE, DEFAULT_GRID, axis_overrides, expand, validate
+    from bench.grid import DEFAULT_GRID, axis_overrides, expand, validate
     from bench.store import SCHEMA, Lock, Store, read_meta
 
     overrides = axis_overrides(args)
+    if overrides["threads"] not in (None, [1]):
+        raise UserError(f"--threads {','.join(map(str, overrides['threads']))}: instructions are counted at one "
+                        "thread (leave --threads out)")
     if args.run:
-        given = [a.flag for a in AXIS_TABLE if getattr(args, a.dest)]
-        if given:
-            raise UserError(f"--run counts that run's CPU cells; {', '.join(given)} cannot narrow them (leave --run "
-                            "out to count a grid of your own)")
         folder = Path(args.run)
         if not folder.is_dir():
             raise UserError(f"{folder}: no such run folder")
         read_meta(folder)
+        validate(overrides)
         lock = Lock(folder).acquire()
-        return folder, lock, _cells_of_run(folder)
-    if overrides["threads"] not in (None, [1]):
-        raise UserError(f"--threads {','.join(map(str, overrides['threads']))}: instructions are counted at one "
-                        "thread (leave --threads out)")
+        wanted = {a: set(v) for a, v in overrides.items() if v and a != "threads"}  # grid flags narrow the run's cells
+        return folder, lock, [c for c in _cells_of_run(folder)
+                              if all(getattr(c, a) in values for a, values in wanted.items())]
     overrides.update(threads=[1], device=overrides["device"] or ["cpu"], loader=overrides["loader"] or ["resident"],
                      workers=overrides["workers"] or [0])
     validate(overrides)
@@ -143,8 +142,8 @@ def add_parser(subparsers):
                    "per sample)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="cells counted at a time (default: the cores; valgrind runs one thread)")
-    p.add_argument("--run", metavar="RUN_DIR", help="count the CPU cells of this run, into its folder (the report "
-                   "then shows them next to step_ms)")
+    p.add_argument("--run", metavar="RUN_DIR", help="count the CPU cells this run timed (grid flags narrow them), "
+                   "into its folder: the report then shows them next to step_ms")
     p.add_argument("--out", default="results", help="folder for the new run folder (without --run)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_counts)

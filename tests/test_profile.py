@@ -75,7 +75,8 @@ def test_best_of_a_run_and_its_report_section(run_folder, tmp_path, capsys):
     from bench.report.roofline_why import why_section
     from bench.store import Run
 
-    assert why_section(Run(run_folder), tmp_path) is None  # no profiles/ yet
+    before = why_section(Run(run_folder), tmp_path)  # no profiles/ yet: the section says how to make them
+    assert before.missing and f"linbench profile --run {run_folder} --best" in before.missing[0]
     assert main(["profile", "--run", str(run_folder), "--best", "--steps", "5", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "outside any operator (Python and framework overhead); roofline time" in out

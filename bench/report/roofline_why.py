@@ -144,10 +144,15 @@ def _figure(chosen: list[dict], out: Path):
 
 
 def why_section(run, out: Path) -> Section | None:
-    """The section "Why not at the roofline"; None when the run folder has no ``profiles/``."""
-    if not (run.folder / PROFILES).is_dir():
-        return None
+    """The section "Why not at the roofline"; without ``profiles/``, the command that makes them (None for a
+    run that timed nothing)."""
     s = Section("Why not at the roofline")
+    if not (run.folder / PROFILES).is_dir():
+        if not (run.results["status"] == "ok").any():
+            return None
+        s.not_shown(f"why not at the roofline: no profiles in this run; make them with: linbench profile --run "
+                    f"{run.folder} --best, then linbench report {run.folder}")
+        return s
     s.text("linbench profile ran these cells' training steps under torch.profiler, on batches already on the "
            "device after a warm-up. step_us: the step timed without the profiler (x_roofline: its multiple of the "
            "roofline time, the larger of FLOPs over the probed GFLOP/s and bytes over the probed GB/s); "
