@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 
 import impls
@@ -89,15 +90,11 @@ def _run_settings(args, axes):
                 ("--out", args.out, "results"))
 
 
-SUMMARY = ["status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops",
-           "roofline_frac", "epoch_roofline_frac", "speedup"]  # after every axis of the grid
-
-
 def cmd_run(args) -> int:
     from pathlib import Path
 
     from bench import runner
-    from bench.grid import AXES, AXIS_TABLE, axis_overrides
+    from bench.grid import AXIS_TABLE, axis_overrides
     from bench.report.analysis import headlines
     from bench.store import RESULTS
 
@@ -122,7 +119,10 @@ def cmd_run(args) -> int:
         print(f"linbench: interrupted; {len(store.rows)} of {len(cells)} cells kept in {store.folder}; "
               f"finish with: linbench run --resume {store.folder}", file=sys.stderr)
         return 130
-    print(show(frame.to_dict("records"), [*AXES, *SUMMARY]))
+    from bench.summary import compact, wide
+
+    for line in wide(frame) if args.wide else compact(frame, shutil.get_terminal_size((100, 24)).columns):
+        print(line)
     for line in headlines(frame):
         print(line)
     for row in frame.to_dict("records"):
@@ -132,6 +132,8 @@ def cmd_run(args) -> int:
     if not args.no_report:
         from bench.report.page import Run, build
 
+        if not args.no_progress:
+            print("linbench: writing the report", file=sys.stderr)
         out = Path(args.report_dir) / store.folder.name
         try:
             print(f"report: {build([Run(store.folder)], out)}")
@@ -230,6 +232,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-curves", action="store_true", help="skip the softmax training curves")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--wide", action="store_true", help="the summary with every column (default: the key columns, "
+                   "within the terminal's width)")
     p.add_argument("--report-dir", default="reports", help="folder for reports (default: reports)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_run)

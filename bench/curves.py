@@ -18,8 +18,9 @@ from impls.common import MODELS, init_params
 PREDICTIONS = 8
 
 
-def train_curves(forms, device: str = "cpu", epochs: int = 10, seed: int = 0, data_dir=None):
-    """(curves frame, predictions frame, {form: reason not trained}) for the softmax ``forms``."""
+def train_curves(forms, device: str = "cpu", epochs: int = 10, seed: int = 0, data_dir=None, tick=None):
+    """(curves frame, predictions frame, {form: reason not trained}) for the softmax ``forms``; ``tick()`` is
+    called after each epoch trained (a progress bar's update)."""
     spec = MODELS["softmax"]
     train, test = load_split("softmax", True, data_dir), load_split("softmax", False, data_dir)
     X_test, y_test = test.features().to(device), test.y.to(device)
@@ -43,6 +44,8 @@ def train_curves(forms, device: str = "cpu", epochs: int = 10, seed: int = 0, da
             test_acc = float((model.predict(X_test).argmax(1) == y_test).float().mean())
             rows.append(dict(form=form, device=device, epoch=epoch, train_loss=loss_sum / seen,
                              train_acc=correct / seen, test_acc=test_acc, seconds=time.perf_counter() - start))
+            if tick:
+                tick()
         predicted = model.predict(X_test[:PREDICTIONS]).argmax(1).tolist()
         predictions += [dict(form=form, device=device, index=i, true=LABELS[int(y_test[i])], predicted=LABELS[p])
                         for i, p in enumerate(predicted)]

@@ -22,6 +22,7 @@ from bench import UserError, check
 from bench.cell import CellBench, Settings
 from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, validate
 from bench.load import DISTURBED, machine_load
+from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
 from bench.meta import environment, probe_peaks
 from bench.store import CURVES, GATE, PREDICTIONS, SCHEMA, Store, empty_row
 from impls.common import step_cost
@@ -39,25 +40,6 @@ class RunConfig:
     pin_memory: bool | None = None
     data_dir: str | None = None
     curves_epochs: int = 10
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux); False where it cannot."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return math.nan
 
 
 def compile_log(form) -> list[dict] | None:
@@ -87,7 +69,7 @@ class Runner:
     def _measure(self, cell: Cell, bench: CellBench) -> tuple[dict, dict]:
         if bench.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bench.dev)
-        rss_reset = reset_peak_rss()
+        rss_reset, rss_start = reset_peak_rss(), rss_mb()
         compiled_before = len(compile_log(bench.form) or [])
         bench.warm()
         e2e = bench.epoch_s()
@@ -134,7 +116,7 @@ class Runner:
             loader_epoch_s=load.median, loader_epoch_s_iqr=load.iqr, loader_n=load.n,
             load=others, disturbed=bool(disturbed),
             compile_s=sum(e["seconds"] for e in compiles) if compiles is not None else math.nan,
-            peak_rss_mb=peak_rss, cuda_peak_mb=cuda_peak,
+            peak_rss_mb=peak_rss, rss_growth_mb=peak_rss - rss_start, cuda_peak_mb=cuda_peak,
             gflops=flops / step_s / 1e9, gbps=bytes_ / step_s / 1e9,
             roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / e2e.median,
         )
@@ -163,9 +145,17 @@ class Runner:
         for (model, form, device), log in self.compile_logs.items():
             logs[f"{model}/{form}/{device}"] = log()
 
-    def run(self, cells: list[Cell]) -> pd.DataFrame:
+    def say(self, line: str) -> None:
+        """A stage line on stderr, with the progress bars (not with ``--no-progress``)."""
+        if self.progress:
+            print(f"linbench: {line}", file=sys.stderr, flush=True)
+
+    def bar(self, total: int, desc: str, unit: str):
         from tqdm import tqdm
 
+        return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress, dynamic_ncols=True, mininterval=1)
+
+    def run(self, cells: list[Cell]) -> pd.DataFrame:
         meta = self.store.meta
         todo = [c for c in cells if c.key() not in self.store.rows]  # on --resume: what is left
         skips = {c.key(): skip_reason(c) for c in todo}
@@ -179,26 +169,31 @@ class Runner:
                       f"its CPU, load average {meta['load_at_start']['loadavg']} on "
                       f"{meta['load_at_start']['cores']} cores): timed blocks will be re-measured or marked "
                       "disturbed", file=sys.stderr)
+        self.say(f"gate: {len({(c.model, c.form, c.device) for c in timed})} form(s) against the fp64 oracle, "
+                 "then timing")
         failures = self.gate(timed)
         self.store.write()
-        bar = tqdm(todo, desc="cells", unit="cell", disable=not self.progress, dynamic_ncols=True, mininterval=1)
-        for cell in bar:
-            bar.set_postfix_str(cell.label())
+        bar = self.bar(len(timed), "timing", "cell")  # timed work only: a skipped cell takes no time
+        for cell in todo:
             samples = None
             if skips[cell.key()]:
                 row = self.row(cell, "skipped", skips[cell.key()])
             elif (cell.model, cell.form, cell.device) in failures:
                 row = self.row(cell, "failed-equivalence", failures[(cell.model, cell.form, cell.device)])
+                bar.update(1)
             else:
+                bar.set_postfix_str(cell.label())
                 try:
                     row, samples = self.measure(cell)
                 except (KeyboardInterrupt, UserError):
                     raise
                 except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
                     row = self.row(cell, "error", f"{e.__class__.__name__}: {e}".splitlines()[0])
+                bar.update(1)
             self.store.put(row, samples)
             self.record_compiles()
             self.store.write()
+        bar.close()
         self.curves(cells)
         meta["complete"] = all(c.key() in self.store.rows for c in cells)
         self.store.write()
@@ -215,7 +210,9 @@ class Runner:
         curves, predictions, skipped = [], [], {}
         for device in dict.fromkeys(r["device"] for r in ok):
             forms = list(dict.fromkeys(r["form"] for r in ok if r["device"] == device))
-            c, p, s = train_curves(forms, device, epochs, self.config.seed, self.config.data_dir)
+            self.say(f"training curves on {device}: {epochs} epochs of each softmax form")
+            with self.bar(len(forms) * epochs, f"curves {device}", "epoch") as bar:
+                c, p, s = train_curves(forms, device, epochs, self.config.seed, self.config.data_dir, bar.update)
             curves.append(c), predictions.append(p)
             skipped.update({f"{form} on {device}": reason for form, reason in s.items()})
         if curves:

@@ -1,0 +1,62 @@
+"""The terminal's summary of a run: the columns a user reads first, within a terminal's width.
+
+One line per cell that was timed (or failed): its label, samples/s, the epoch's median, the speedup
+over the seeds' pipeline with its 95% interval, and its flags (``noisy``, ``disturbed``, the status
+when not ok); the cells not timed collapse into one line per reason. ``--wide`` prints every column
+instead, as the results file has them.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bench.grid import AXES, AXIS
+from bench.tables import show
+
+WIDTH = 100
+WIDE = ["status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops",
+        "roofline_frac", "epoch_roofline_frac", "speedup"]  # after every axis of the grid
+SKIPPED = "skipped"
+
+
+def _label(row: dict) -> str:
+    """The cell's label, as linbench prints it everywhere (``softmax/module/cpu/resident/w0/b256/t2``)."""
+    return "/".join(f"{AXIS[a].prefix}{row[a]}" for a in AXES)
+
+
+def _speedup(row: dict) -> str:
+    value, lo, hi = row.get("speedup"), row.get("speedup_lo"), row.get("speedup_hi")
+    if not isinstance(value, float) or math.isnan(value):
+        return "-"
+    if isinstance(lo, float) and isinstance(hi, float) and not (math.isnan(lo) or math.isnan(hi)):
+        return f"{value:.3g}x [{lo:.2g}-{hi:.2g}]"
+    return f"{value:.3g}x"
+
+
+def _flags(row: dict) -> str:
+    """At most one word: the status when not ok, else ``disturbed`` (others used the CPU) or ``noisy``."""
+    if row["status"] != "ok":
+        return {"failed-equivalence": "NOT-EQUAL"}.get(row["status"], row["status"].upper())
+    return next((name for name in ("disturbed", "noisy") if row.get(name) is True), "")
+
+
+def compact(frame: pd.DataFrame, width: int = WIDTH) -> list[str]:
+    """The summary's lines: timed cells as a table, then the cells not timed, one line per reason."""
+    rows = frame.to_dict("records")
+    shown = [dict(cell=_label(r), samples_s=r["samples_per_s"], epoch_s=r["epoch_s"], speedup=_speedup(r),
+                  flags=_flags(r)) for r in rows if r["status"] != SKIPPED]
+    lines = show(shown, ["cell", "samples_s", "epoch_s", "speedup", "flags"]).splitlines() if shown else []
+    skipped = [r for r in rows if r["status"] == SKIPPED]
+    if skipped:
+        reasons = pd.Series([r["reason"] for r in skipped]).value_counts()
+        lines.append(f"{len(skipped)} not timed:")
+        for reason, n in reasons.items():
+            text = f"  {n}: {reason}"
+            lines.append(text if len(text) <= width else text[:width - 1] + "…")
+    return [line if len(line) <= width else line[:width - 1] + "…" for line in lines]
+
+
+def wide(frame: pd.DataFrame) -> list[str]:
+    """Every row, every summary column (the former table)."""
+    return show(frame.to_dict("records"), [*AXES, *WIDE]).splitlines()
