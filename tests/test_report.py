@@ -13,11 +13,12 @@ from bench import cli, runner
 from bench.compare import compare_runs
 from bench.curves import train_curves
 from bench.data import LABELS
+from bench.grid import AXES
+from bench.report import figures, shot, sources
 from bench.report import page as report
-from bench.report import sources
 from bench.store import COLUMNS, CURVES, PREDICTIONS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run, Store
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shot.chromium()
 
 
 def write_run(folder, rows, **meta):
@@ -38,7 +39,8 @@ def write_run(folder, rows, **meta):
 def ok_row(form, batch, rate, loader="resident", workers=0, model="softmax"):
     return dict(model=model, form=form, device="cpu", loader=loader, workers=workers, batch_size=batch, status="ok",
                 samples_per_s=rate, epoch_s=60000 / rate, epoch_s_iqr=0.01, n=3, step_ms=1.0, loader_epoch_s=0.01,
-                gflops=10.0, gbps=5.0, roofline_frac=0.1, epoch_roofline_frac=0.05, compile_s=1.0, peak_rss_mb=900.0)
+                gflops=10.0, gbps=5.0, roofline_frac=0.1, epoch_roofline_frac=0.05, peak_rss_mb=900.0,
+                rss_growth_mb=5.0, compile_s=1.0 if form == "compiled" else math.nan)  # NaN: nothing compiled
 
 
 def full_rows(scale=1.0):
@@ -67,14 +69,100 @@ def test_full_report_has_every_figure_and_table(tmp_path):
     assert "RuntimeError: out of memory" in page and "the run has no gate.csv" in page
     assert "Not trained: loop on cpu: too slow for 10 epochs" in page
     assert "Not shown: prediction grid: the run has no predictions.csv" in page  # missing parts are said
-    results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
-    assert len(results) == len(full_rows())
+    results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")  # timed or failed: the skipped one is not
+    assert len(results) == len(full_rows()) - 1 and "skipped" not in set(results["status"])
+    assert list(results.columns[:10]) == [*AXES, "status", "samples_per_s", "epoch_s"]  # key columns first
+    assert "cuda_peak_mb" not in results.columns  # no cell has it: left out of the table
+    assert len(pd.read_csv(tmp_path / "out" / "tables" / "not_timed.csv")) == 3  # every cell not timed
+    environment = pd.read_csv(tmp_path / "out" / "tables" / "environment.csv")  # one run: one column of values
+    assert list(environment.columns) == ["key", "value"] and '<tr class="differs">' not in page
     headline = pd.read_csv(tmp_path / "out" / "tables" / "headline.csv")
     assert headline[["form", "batch_size"]].values.tolist() == [["compiled", 1024]]
     assert headline["speedup"].iloc[0] == pytest.approx(150 * 1024 / 5000)  # over torchvision w4 module b256
     assert pd.read_csv(tmp_path / "out" / "tables" / "training.csv")["epochs"].tolist() == [2]
     md = (tmp_path / "out" / "report.md").read_text()
     assert md.count("](figures/") == 6 and "| softmax | cpu | compiled |" in md
+    assert "Every cell not timed, one row each: [not_timed.csv](tables/not_timed.csv)" in md
+
+
+def section(page, title):
+    """The HTML of one section of the page: from its heading to the next."""
+    start = page.index(f">{title}</h2>")
+    end = page.find("<h2", start)
+    return page[start:end if end > 0 else len(page)]
+
+
+def test_skipped_cells_are_listed_once_one_row_per_reason(tmp_path):
+    cuda = [dict(model=m, form=f, device="cuda", loader=loader, workers=0, batch_size=256, status="skipped",
+                 reason="no CUDA device on this machine")
+            for m in ("linreg", "softmax") for f in ("module", "compiled") for loader in ("resident", "tensor")]
+    run = write_run(tmp_path / "run", full_rows() + cuda + [{**cuda[0], "form": "loop", "loader": "tensor",
+                                                             "reason": "loop runs on cpu only"}])
+    page = report.build([Run(run)], tmp_path / "out").read_text()
+    tables = tmp_path / "out" / "tables"
+    assert "no CUDA device" not in section(page, "All cells") and ">skipped</td>" not in section(page, "All cells")
+    assert set(pd.read_csv(tables / "results.csv")["status"]) == {"ok", "failed-equivalence", "error"}
+    by_reason = pd.read_csv(tables / "not_timed_by_reason.csv")
+    assert by_reason[["cells", "status", "reason"]].values.tolist() == [
+        [8, "skipped", "no CUDA device on this machine"], [2, "skipped", "loop runs on cpu only"],
+        [1, "failed-equivalence", "W[3, 4]: got 1, oracle 2"], [1, "error", "RuntimeError: out of memory"]]
+    assert by_reason["which"].tolist() == [
+        "linreg on cuda: module, compiled (4 cells); softmax on cuda: module, compiled (4 cells)",
+        "softmax on cuda: loop; linreg on cuda: loop", "softmax/vectorized/cpu/resident/w0/b256/t2",
+        "linreg/compiled/cpu/resident/w0/b10/t2"]
+    not_timed = section(page, "Cells not timed, and why")
+    assert not_timed.count("<tr") == 1 + 4 and "12 cells, one row per reason" in not_timed  # a head, 4 reasons
+    assert '<a href="tables/not_timed.csv">not_timed.csv</a>' in not_timed
+    every = pd.read_csv(tables / "not_timed.csv")  # every cell not timed, one row each
+    assert len(every) == 12 and every["reason"].value_counts()["no CUDA device on this machine"] == 8
+
+
+def drawn(monkeypatch):
+    """The axes of every figure a report draws, by figure name (figures._save records them)."""
+    axes, save = {}, figures._save
+
+    def recording(fig, folder, name):
+        axes[name] = [ax for ax in fig.axes if ax.get_visible()]
+        return save(fig, folder, name)
+
+    monkeypatch.setattr(figures, "_save", recording)
+    return axes
+
+
+def test_bar_charts_are_linear_and_compile_bars_only_for_forms_that_compile(tmp_path, monkeypatch):
+    axes = drawn(monkeypatch)
+    compiles = {"softmax/compiled/cpu": [{"batch_size": 64, "seconds": 2.0}, {"batch_size": 1, "seconds": 0.5}]}
+    loop = {**ok_row("loop", 256, 30), "step_ms": 5000.0}  # 2000 s end to end, 1175 s compute: far past the rest
+    run = write_run(tmp_path / "run", full_rows() + [loop], compiles=compiles)
+    page = report.build([Run(run)], tmp_path / "out").read_text()
+    ok = Run(run).results.query("status == 'ok'")
+    seconds = figures.compile_seconds(ok, compiles)
+    assert seconds[["model", "form", "device", "compile_s"]].values.tolist() == [["softmax", "compiled", "cpu", 2.5]]
+    compile_ax, memory_ax = axes["compile_time_and_memory"]
+    assert len(compile_ax.patches) == 1 and compile_ax.get_xscale() == "linear"  # module and loop did not compile
+    widths = sorted(p.get_width() for p in memory_ax.patches)
+    assert widths == [5.0] * 3 and memory_ax.get_xscale() == "linear"  # rss_growth_mb per form; no 900 MB peak RSS
+    assert "peak_rss_mb (All cells) is not charted: it is the whole process&#x27;s peak RSS, shared by every" in page
+    (breakdown,) = axes["where_the_time_goes"]
+    assert breakdown.get_xscale() == "linear" and "axis cut at" in breakdown.get_xlabel()
+    assert breakdown.get_xlim()[1] == pytest.approx(1.15 * 60)  # cut past the longest of the rest (torchvision w0)
+    assert sorted(t.get_text() for t in breakdown.texts if "\u2192" in t.get_text()) == ["1.18e+03 \u2192",
+                                                                                       "2e+03 \u2192"]
+    assert [ax.get_yscale() for ax in axes["throughput_vs_batch_size"]] == ["log"]  # a line over decades: log-log
+    (workers,) = axes["epoch_time_vs_workers"]  # 60 s to 0.01 s: over 30x, so log, and the label says so
+    assert workers.get_yscale() == "log" and "log scale" in workers.get_ylabel()
+    assert figures.span_scale([1.0, 2.0, 29.0]) == "linear" and figures.span_scale([1.0, 31.0]) == "log"
+    assert figures.cut_at([30, 25, 1.4, 1.2, 0.1, 0.05]) == pytest.approx(1.15 * 1.4)
+    assert figures.cut_at([3, 2, 1, 0.5]) is None and figures.cut_at([10, 1]) is None  # no minority that long
+
+
+def test_a_run_with_no_compiled_form_and_no_memory_of_its_own_says_so(tmp_path, monkeypatch):
+    axes = drawn(monkeypatch)
+    rows = [{**r, "rss_growth_mb": math.nan} for r in full_rows() if r.get("form") != "compiled"]
+    page = report.build([Run(write_run(tmp_path / "run", rows))], tmp_path / "out").read_text()
+    assert "compile_time_and_memory" not in axes
+    assert "Not shown: compile time and memory: no form compiled, and the run recorded no memory" in page
+    assert "No timed form compiled in this run" in page and "this run recorded neither" in page
 
 
 @pytest.mark.usefixtures("real_data")
@@ -136,6 +224,11 @@ def test_comparison_gives_verdicts_from_raw_samples_slower_first_in_red(tmp_path
     assert page.count('<tr class="worse">') == 1 and page.count('<tr class="better">') == 1
     assert "1 slower, 1 faster" in page and "torch threads 2 vs 4" in page and "commit abc123 vs def456" in page
     assert "inconclusive: too few samples, or too much noise" in page
+    env = pd.read_csv(tmp_path / "out" / "tables" / "environment.csv", dtype=str, keep_default_na=False)
+    assert list(env.columns) == ["key", "A: a", "B: b", "differs"]  # both runs' environments, side by side
+    assert env.set_index("key").loc[["threads", "commit", "cpu"]].values.tolist() == [
+        ["2", "4", "yes"], ["abc123", "def456", "yes"], ["test cpu", "test cpu", ""]]
+    assert section(page, "Environment").count('<tr class="differs">') == (env["differs"] == "yes").sum() == 2
     if CHROMIUM:
         check_in_chromium(index, tmp_path)
 
@@ -252,41 +345,48 @@ def test_bad_report_input_is_one_line(tmp_path, monkeypatch, capsys):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "none under results/" in out.stderr, out.stderr
 
 
-def render(index, tmp_path):
-    """Chromium's view of the page: the body's check attributes, and a screenshot."""
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(flags + ["--virtual-time-budget=5000", "--dump-dom", index.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    shot = tmp_path / "screenshot.png"
-    subprocess.run(flags + ["--window-size=1280,4000", f"--screenshot={shot}", index.as_uri()],
-                   capture_output=True, timeout=120)
-    body = dom[dom.find("<body"):dom.find(">", dom.find("<body")) + 1]
-    return body, shot
-
-
 def check_in_chromium(index, tmp_path):
-    body, shot = render(index, tmp_path)
-    assert 'data-checked="yes"' in body, body
-    assert 'data-broken-images="0"' in body and 'data-errors="0"' in body, body
-    assert shot.stat().st_size > 10_000
-    return shot
+    """Chromium's view of the page in a 1000-pixel window: loaded, no broken image, no console error, no wider
+    than the window; and a screenshot of it."""
+    checks, why = shot.page_checks(index, width=1000)
+    assert checks is not None, why
+    assert checks["checked"] == "yes" and checks["broken-images"] == "0" and checks["errors"] == "0", checks
+    assert checks["window-width"] == "1000" and int(checks["page-width"]) <= 1000, checks  # tables scroll, not it
+    png, why = shot.screenshot(index, tmp_path / "screenshot.png", width=1200)
+    assert png is not None, why
+    header = png.read_bytes()[:24]  # a PNG: its signature, then the width and height of its IHDR
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(header[16:20], "big") == 1200
+    tall = int(shot.page_checks(index, width=1200)[0]["page-height"])  # the page's height at the shot's width
+    assert int.from_bytes(header[20:24], "big") == tall > 800  # the whole page, not a window of it
+    assert png.stat().st_size > 10_000
+    return checks
 
 
 @pytest.mark.skipif(not CHROMIUM, reason="Chromium not installed (apt-get install chromium)")
-def test_page_renders_in_chromium_without_broken_images_or_errors(tmp_path):
-    run = write_run(tmp_path / "run", full_rows())
-    index = report.build([Run(run)], tmp_path / "out")
+def test_page_renders_in_chromium_without_broken_images_errors_or_overflow(tmp_path):
+    rows = full_rows() + [dict(model="softmax", form="module", device="cuda", loader="resident", workers=0,
+                               batch_size=b, status="error", reason="RuntimeError: " + "a long message " * 40)
+                          for b in (64, 128)]
+    index = report.build([Run(write_run(tmp_path / "run", rows))], tmp_path / "out")
     check_in_chromium(index, tmp_path)
-    (tmp_path / "out" / "figures" / "roofline.png").unlink()  # the check can fail: a broken image is seen
-    body, _ = render(index, tmp_path)
-    assert 'data-broken-images="1"' in body, body
-    index.write_text(index.read_text().replace("</body>", "<script>console.error('boom')</script></body>"))
-    body, _ = render(index, tmp_path)
-    assert 'data-errors="0"' not in body, body  # and so is a console error
+    (tmp_path / "out" / "figures" / "roofline.png").unlink()  # the checks can fail: a broken image is seen,
+    page = index.read_text()
+    index.write_text(page.replace("</body>", "<script>console.error('boom')</script></body>"))
+    checks, _ = shot.page_checks(index, width=1000)
+    assert checks["broken-images"] == "1" and checks["errors"] != "0", checks  # and so is a console error,
+    index.write_text(page.replace("</h1>", '</h1><div style="width:1500px">wide</div>'))
+    checks, _ = shot.page_checks(index, width=1000)
+    assert int(checks["page-width"]) >= 1500 > int(checks["window-width"]), checks  # and a page wider than its window
     empty = write_run(tmp_path / "empty", [])
     check_in_chromium(report.build([Run(empty)], tmp_path / "out-empty"), tmp_path)
+
+
+def test_screenshot_says_why_without_chromium(tmp_path, monkeypatch):
+    monkeypatch.setattr(shot, "chromium", lambda: None)
+    index = report.build([Run(write_run(tmp_path / "run", full_rows()))], tmp_path / "out")
+    assert shot.screenshot(index, tmp_path / "page.png") == (None, "Chromium not found (apt-get install chromium)")
+    assert shot.page_checks(index) == (None, "Chromium not found (apt-get install chromium)")
+    assert not (tmp_path / "page.png").exists()
 
 
 @pytest.mark.usefixtures("real_data")

@@ -6,6 +6,11 @@
   runs: pandas only, no drawing (the runner uses it too);
 - :mod:`bench.report.figures`: every figure, drawn with matplotlib (the only module that imports it);
 - :mod:`bench.report.render`: a section of the page as a description, rendered to HTML and Markdown;
+- :mod:`bench.report.listings`: the tables of cells (all cells, those not timed by reason) and environments;
+- :mod:`bench.report.signals`: instructions per step (``counts.csv``) beside the run's step times;
+- :mod:`bench.report.roofline_why`: why a form is not at the roofline, from the run's ``profiles/``;
+- :mod:`bench.report.history`: asv's series over commits with their change points;
+- :mod:`bench.report.shot`: the page opened in headless Chromium: its checks, and a screenshot;
 - :mod:`bench.report.page`: :func:`~bench.report.page.build`, one function per section, and the files.
 Import the submodule you need: this package imports nothing, so the runner never loads matplotlib.
 """

@@ -2,6 +2,8 @@
 
 Each ``fig_*`` function draws from the run's frames into ``<out>/figures/<name>.png`` and returns
 ``(path relative to the page, None)``, or ``(None, why)`` in words when the run holds nothing to draw.
+Bar charts have linear axes, each bar labelled with its value (cut, and marked, short of a few bars far
+longer than the rest: :func:`cut_at`); lines across batch sizes and the roofline span decades: log-log.
 """
 from __future__ import annotations
 
@@ -57,6 +59,14 @@ def fig_batch_sizes(ok: pd.DataFrame, folder: Path):
     return _save(fig, folder, "throughput_vs_batch_size"), None
 
 
+def span_scale(values) -> str:
+    """``"log"`` when the positive ``values`` span more than 30x (a linear axis would flatten the small ones),
+    else ``"linear"``."""
+    v = pd.Series(values, dtype=float)
+    v = v[v > 0]
+    return "log" if len(v) and v.max() / v.min() > 30 else "linear"
+
+
 def fig_workers(ok: pd.DataFrame, folder: Path):
     data = ok[ok["loader"].isin(["torchvision", "tensor"])]
     groups = [(k, g) for k, g in data.groupby(["model", "device", "form", "batch_size"]) if g["workers"].nunique() > 1]
@@ -69,34 +79,65 @@ def fig_workers(ok: pd.DataFrame, folder: Path):
             ax.errorbar(f["workers"], f["epoch_s"], yerr=f["epoch_s_iqr"] / 2, marker="o", capsize=3,
                         label=f"{loader}: end to end")
             ax.plot(f["workers"], f["loader_epoch_s"], ls="--", marker="x", label=f"{loader}: loader only")
-        ax.set(xlabel="DataLoader workers", ylabel="epoch time (s)", yscale="log",
-               title=f"{model} {form} on {device}, batch {batch}")
+        scale = span_scale(pd.concat([g["epoch_s"], g["loader_epoch_s"]]))
+        ax.set(xlabel="DataLoader workers", ylabel="epoch time (s" + (", log scale)" if scale == "log" else ")"),
+               yscale=scale, title=f"{model} {form} on {device}, batch {batch}")
+        if scale == "linear":
+            ax.set_ylim(bottom=0)
         ax.set_xticks(sorted(g["workers"].unique()))
         ax.grid(True, alpha=0.3)
         ax.legend()
     return _save(fig, folder, "epoch_time_vs_workers"), None
 
 
+def cut_at(values) -> float | None:
+    """Where a linear axis is cut so that a few bars far longer than the rest (over 5x the next) do not
+    flatten them: 1.15x the longest of the rest; None when no minority of bars is that long."""
+    v = sorted((float(x) for x in values if pd.notna(x) and x > 0), reverse=True)
+    return next((1.15 * v[i + 1] for i in range((len(v) - 1) // 2) if v[i] > 5 * v[i + 1]), None)
+
+
+def _annotate(ax, bars, values, limit: float | None = None) -> None:
+    """Each bar's value at its end, so a short bar beside a long one still reads; a bar past the axis's
+    ``limit`` is cut there and says its value inside its end, with an arrow."""
+    for bar, v in zip(bars, values):
+        y = bar.get_y() + bar.get_height() / 2
+        if pd.isna(v):
+            continue
+        if limit is not None and v > limit:
+            ax.annotate(f"{v:.3g} \u2192", (limit, y), xytext=(-3, 0), textcoords="offset points", va="center",
+                        ha="right", fontsize=7, color="white", fontweight="bold")
+        else:
+            ax.annotate(f"{v:.3g}", (bar.get_width(), y), xytext=(2, 0), textcoords="offset points", va="center",
+                        fontsize=7)
+
+
 def fig_breakdown(ok: pd.DataFrame, folder: Path):
+    """Seconds per epoch of each form and loader: loader only, compute only, end to end; horizontal bars on a
+    linear axis, each with its value; the axis cut short of a few bars far longer than the rest."""
     data = ok[(ok["batch_size"] == ok["model"].map(BOOK_BATCH)) & (ok["workers"] == 0)]
     groups = list(data.groupby(["model", "device"]))
     if not groups:
         return None, "where the time goes: no timed cell at the book's batch size with 0 workers"
-    fig, axes = _grid_axes(len(groups), width=6.5)
+    rows = max(len(g) for _, g in groups)
+    fig, axes = _grid_axes(len(groups), width=6.5, height=0.62 * rows + 1.2)
+    parts = {"loader_epoch_s": "loader only", "compute_s": "compute only (steps on device)", "epoch_s": "end to end"}
     for ax, ((model, device), g) in zip(axes, groups):
-        g = g.sort_values(["loader", "form"])
-        labels = [f"{r.form} / {r.loader}" for r in g.itertuples()]
-        steps = math.ceil(TRAIN_EXAMPLES[model] / BOOK_BATCH[model])
-        x = range(len(g))
-        w = 0.27
-        ax.bar([i - w for i in x], g["loader_epoch_s"], w, label="loader only")
-        ax.bar(list(x), g["step_ms"] * steps / 1e3, w, label="compute only (steps on device)")
-        ax.bar([i + w for i in x], g["epoch_s"], w, label="end to end")
-        ax.set_xticks(list(x), labels, fontsize=8, rotation=35, ha="right")
-        ax.set(yscale="log", ylabel="seconds per epoch", title=f"where the time goes: {model} on {device}")
-        ax.set_ylim(top=ax.get_ylim()[1] * 10)  # room for the legend above the bars
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8, ncols=3, loc="upper center")
+        g = g.sort_values(["loader", "form"], ascending=False)  # top to bottom: alphabetical
+        g = g.assign(compute_s=g["step_ms"] * math.ceil(TRAIN_EXAMPLES[model] / BOOK_BATCH[model]) / 1e3)
+        values = g[list(parts)].to_numpy().ravel()
+        limit = cut_at(values)
+        y, h = range(len(g)), 0.27
+        for k, (column, label) in enumerate(parts.items()):
+            bars = ax.barh([i + (1 - k) * h for i in y], g[column], h, label=label)
+            _annotate(ax, bars, g[column], limit)
+        ax.set_yticks(list(y), [f"{r.form} / {r.loader}" for r in g.itertuples()], fontsize=8)
+        ax.set_xlim(0, limit or 1.18 * max(v for v in values if pd.notna(v)))  # room for the values
+        ax.set(title=f"{model} on {device}", xlabel="seconds per epoch" + (
+            f" (axis cut at {limit:.3g} s: a longer bar ends in \u2192)" if limit else ""))
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle("where the time goes: seconds per epoch", fontsize=10)
     return _save(fig, folder, "where_the_time_goes"), None
 
 
@@ -122,28 +163,65 @@ def fig_roofline(ok: pd.DataFrame, peaks: dict, folder: Path):
     return _save(fig, folder, "roofline"), None
 
 
+def compile_seconds(ok: pd.DataFrame, compiles: dict | None = None) -> pd.DataFrame:
+    """Compile seconds per (model, form, device) that compiled: the sum of every compilation the run logged
+    (``meta['compiles']``: the gate's and the cells'), else the cells' largest ``compile_s``. A form with
+    neither did not compile and has no row."""
+    per_form = ok.groupby(["model", "form", "device"], sort=False)["compile_s"].max().reset_index()
+    logs = [(compiles or {}).get(f"{r.model}/{r.form}/{r.device}") for r in per_form.itertuples()]
+    logged = [sum(e["seconds"] for e in log) if log else math.nan for log in logs]
+    per_form["compile_s"] = pd.Series(logged, index=per_form.index, dtype=float).fillna(per_form["compile_s"])
+    return per_form[per_form["compile_s"].notna()].reset_index(drop=True)
+
+
+MEMORY = {"cuda_peak_mb": "CUDA max allocated", "rss_growth_mb": "host RSS growth during the cell"}
+
+
+def cell_memory(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, form, device), the largest over its cells of each measure of a cell's own memory
+    (:data:`MEMORY`) the run recorded; rows with none of them left out. Not ``peak_rss_mb``: that is the
+    process's peak, the same for every cell of a run."""
+    measures = [c for c in MEMORY if c in ok.columns and ok[c].notna().any()]
+    if not measures:
+        return pd.DataFrame(columns=["model", "form", "device"])
+    per_form = ok.groupby(["model", "form", "device"], sort=False)[measures].max().reset_index()
+    return per_form[per_form[measures].notna().any(axis=1)].reset_index(drop=True)
+
+
 def fig_compile_memory(ok: pd.DataFrame, folder: Path, compiles: dict | None = None):
-    """Compile seconds per (model, form, device): every compilation the run logged (``meta['compiles']``:
-    the gate's and the cells'), else the cells' ``compile_s``; and peak memory."""
-    per_form = ok.groupby(["model", "device", "form"], sort=False).agg(
-        compile_s=("compile_s", "max"), peak_rss_mb=("peak_rss_mb", "max"), cuda_peak_mb=("cuda_peak_mb", "max"))
-    if per_form.empty:
+    """Compile seconds of each form that compiled (:func:`compile_seconds`), and the memory of each form's
+    own (:func:`cell_memory`): a panel each, linear axes, either left out when the run has none."""
+    if ok.empty:
         return None, "compile time and memory: no timed cell"
-    per_form = per_form.reset_index()
-    for i, r in per_form.iterrows():
-        if (log := (compiles or {}).get(f"{r.model}/{r.form}/{r.device}")) is not None:
-            per_form.loc[i, "compile_s"] = sum(e["seconds"] for e in log)
-    labels = [f"{r.model}/{r.form}/{r.device}" for r in per_form.itertuples()]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 0.35 * len(labels) + 1.8))
-    a.barh(labels, per_form["compile_s"].fillna(0), color="tab:purple", label="torch.compile time")
-    a.set(xlabel="compile time (s)", title="compile time per form (0: not compiled)")
-    a.legend(fontsize=8)
-    b.barh(labels, per_form["peak_rss_mb"].fillna(0), color="tab:green", label="host peak RSS")
-    if per_form["cuda_peak_mb"].notna().any():
-        b.barh(labels, per_form["cuda_peak_mb"].fillna(0), color="tab:red", alpha=0.7, label="CUDA max allocated")
-    b.set(xlabel="peak memory (MiB)", title="peak memory during the cell")
-    b.legend(fontsize=8)
-    b.tick_params(labelleft=False)
+    seconds, memory = compile_seconds(ok, compiles), cell_memory(ok)
+    if seconds.empty and memory.empty:
+        return None, ("compile time and memory: no form compiled, and the run recorded no memory of a cell's own "
+                      "(cuda_peak_mb, rss_growth_mb)")
+    panels = [p for p in ("compile", "memory") if not (seconds if p == "compile" else memory).empty]
+    rows = max(len(seconds), len(memory))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.4 * rows + 1.6), squeeze=False,
+                             layout="constrained")
+    for ax, panel in zip(axes[0], panels):
+        if panel == "compile":
+            labels = [f"{r.model}/{r.form}/{r.device}" for r in seconds.itertuples()]
+            _annotate(ax, ax.barh(labels, seconds["compile_s"], color="tab:purple"), seconds["compile_s"])
+            ax.set(xlabel="compile time (s)", title="torch.compile time per form that compiles")
+            ax.set_xlim(0, seconds["compile_s"].max() * 1.2 or 1)
+            continue
+        labels = [f"{r.model}/{r.form}/{r.device}" for r in memory.itertuples()]
+        measures = [c for c in MEMORY if c in memory.columns]
+        h = 0.8 / len(measures)
+        for k, c in enumerate(measures):
+            bars = ax.barh([i + (k - (len(measures) - 1) / 2) * h for i in range(len(labels))], memory[c], h,
+                           label=MEMORY[c])
+            _annotate(ax, bars, memory[c])
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set(xlabel="MiB, the largest of the form's cells", title="memory per form")
+        ax.set_xlim(0, memory[measures].max().max() * 1.2 or 1)
+        ax.legend(fontsize=8, loc="lower right")
+    for ax in axes[0]:
+        ax.invert_yaxis()  # first row on top
+        ax.grid(True, axis="x", alpha=0.3)
     return _save(fig, folder, "compile_time_and_memory"), None
 
 

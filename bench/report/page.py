@@ -3,7 +3,8 @@
 ``reports/<run-id>/`` gets ``index.html`` (opens from disk: no server, no network), ``report.md``,
 ``figures/*.png`` and ``tables/*.csv`` (the data behind every table). :func:`build` is the entry
 point; each section is one function returning a :class:`~bench.report.render.Section`, which
-:mod:`bench.report.render` writes once as HTML and once as Markdown.
+:mod:`bench.report.render` writes once as HTML and once as Markdown. The reference sections at the
+page's end (all cells, the cells not timed, the environment) come from :mod:`bench.report.listings`.
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import pandas as pd
 
 from bench import UserError
 from bench.compare import ONLY, compare_runs, environment_differences, summary
-from bench.grid import AXES, BASELINES
+from bench.grid import BASELINES
 from bench.report import figures
 from bench.report.analysis import curves_summary, expected_cells, headline_table, headlines
 from bench.report.history import history_section
-from bench.report.render import Page, Section, Table, to_html, to_markdown
+from bench.report.listings import all_cells, environment, not_timed
+from bench.report.render import Data, Page, Section, Table, to_html, to_markdown
 from bench.report.roofline_why import why_section
 from bench.report.signals import counts_of, instructions, with_counts
 from bench.report.sources import combine, read_sources, side_by_side
@@ -26,10 +28,6 @@ from bench.store import CURVES, Run, write_atomic
 
 __all__ = ["Run", "build"]
 
-SHOWN = [*AXES, "status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "instr_per_step", "loader_epoch_s",
-         "compile_s", "peak_rss_mb", "cuda_peak_mb", "gflops", "roofline_frac", "epoch_roofline_frac", "speedup",
-         "reason"]
-NOT_TIMED = [*AXES, "status", "reason"]
 GATE_SHOWN = ["model", "form", "device", "case", "batches", "status", "loss_max_abs", "loss_max_rel", "param_max_abs",
               "param_max_rel", "predict_max_abs", "tol_used", "rtol", "atol", "tolerance_reason", "reason"]
 SOURCES = "sources.csv"  # every row of every source, under tables/
@@ -52,11 +50,11 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
         training(run, out),
         all_cells(with_counts(run.results, counts_of(run))), not_timed(run.results),
         every_source(sources), history_section(asv_dir, out),
-        environment(run),
+        environment(*runs[-2:]),
     ]
     sections = [s for s in sections if s is not None]
     sections += [s for s in [what_is_missing(sections)] if s is not None]
-    for table in (b for s in sections for b in s.blocks if isinstance(b, Table)):
+    for table in (b for s in sections for b in s.blocks if isinstance(b, (Table, Data))):
         _write(out / "tables" / f"{table.name}.csv", table.frame.to_csv(index=False))
     _write(out / "tables" / SOURCES, combine(sources).to_csv(index=False))
     page = _page(runs, sections)
@@ -186,8 +184,18 @@ def roofline(ok: pd.DataFrame, run: Run, out: Path) -> Section:
 
 
 def compile_memory(ok: pd.DataFrame, run: Run, out: Path) -> Section:
-    return _figure("Compile time and peak memory", figures.fig_compile_memory(ok, out, run.meta.get("compiles")),
-                   "compile time and peak memory per form")
+    compiles = run.meta.get("compiles")
+    none_compiled = not ok.empty and figures.compile_seconds(ok, compiles).empty
+    memory = not figures.cell_memory(ok).empty
+    return _figure("Compile time and memory", figures.fig_compile_memory(ok, out, compiles),
+                   "compile time of each form that compiles, and the memory of each form's cells",
+                   "Compile time: the forms that compile (torch.compile) only, every compilation the run logged "
+                   "summed, the gate's included." + (" No timed form compiled in this run." if none_compiled else ""),
+                   "Memory: cuda_peak_mb, the CUDA allocator's peak during a cell, and rss_growth_mb, how far the "
+                   "host RSS grew during it" + (", where the run recorded them." if memory else
+                                                 ": this run recorded neither, so no memory is charted.")
+                   + " peak_rss_mb (All cells) is not charted: it is the whole process's peak RSS, shared by every "
+                   "cell of the run (the interpreter, torch, the data), and says nothing of a form.")
 
 
 def equal_results(run: Run) -> Section:
@@ -231,23 +239,6 @@ def training(run: Run, out: Path) -> Section:
     return s
 
 
-def all_cells(frame: pd.DataFrame) -> Section:
-    s = Section("All cells")
-    s.table("results", frame[[c for c in SHOWN if c in frame.columns]],
-            classes=["fail" if status in ("failed-equivalence", "error") else "skipped" if status == "skipped" else ""
-                     for status in frame["status"]])
-    return s
-
-
-def not_timed(frame: pd.DataFrame) -> Section | None:
-    rows = frame[frame["status"] != "ok"][NOT_TIMED]
-    if rows.empty:
-        return None
-    s = Section("Cells not timed, and why")
-    s.table("not_timed", rows, classes=["fail" if status != "skipped" else "" for status in rows["status"]])
-    return s
-
-
 def every_source(sources: dict[str, pd.DataFrame]) -> Section | None:
     if len(sources) < 2:
         return None
@@ -260,17 +251,6 @@ def every_source(sources: dict[str, pd.DataFrame]) -> Section | None:
             s.not_shown(f"{name}: its results hold no measured value")
     s.table("side_by_side", side_by_side(combine(sources)))
     s.link(f"tables/{SOURCES}")
-    return s
-
-
-def environment(run: Run) -> Section:
-    s = Section("Environment")
-    peaks = run.meta.get("peaks", {})
-    s.table("environment", pd.DataFrame(
-        [{"key": k, "value": str(v)} for k, v in run.meta.get("env", {}).items()]
-        + [{"key": f"peak {d}", "value": f"{p['gflops']:.0f} GFLOP/s, {p['gbps']:.1f} GB/s"} for d, p in peaks.items()]
-        + [{"key": f"config {k}", "value": str(v)} for k, v in run.meta.get("config", {}).items()
-           if k not in ("grid", "overrides")]))
     return s
 
 

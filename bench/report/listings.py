@@ -1,0 +1,94 @@
+"""The page's reference sections, at its end: every cell timed or failed, the cells not timed (one row per
+reason, every cell in a CSV), and the environment of the run, or of both runs side by side.
+
+Each function returns a :class:`~bench.report.render.Section`; :mod:`bench.report.page` places them.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.grid import AXES, AXIS
+from bench.report.render import Section
+
+# key columns first: the cell, its status, how fast; then the rest, the reason last
+SHOWN = [*AXES, "status", "samples_per_s", "epoch_s", "speedup", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s",
+         "instr_per_step", "roofline_frac", "epoch_roofline_frac", "gflops", "compile_s", "cuda_peak_mb",
+         "rss_growth_mb", "peak_rss_mb", "reason"]
+KEPT = {*AXES, "status", "reason"}  # shown even when empty
+NOT_TIMED = [*AXES, "status", "reason"]
+FAILED = ("failed-equivalence", "error")
+
+
+def all_cells(frame: pd.DataFrame) -> Section:
+    """Every cell timed or failed, key columns first; a measure no such cell has is left out. The skipped
+    cells are the next section's."""
+    s = Section("All cells")
+    rows = frame[frame["status"] != "skipped"]
+    columns = [c for c in SHOWN if c in rows.columns and (c in KEPT or rows[c].notna().any())]
+    s.text("Every cell timed or failed, one row each (the skipped ones: next section). peak_rss_mb is the process's "
+           "peak RSS, shared by every cell of the run, not a form's own memory.")
+    if rows.empty:
+        s.not_shown("all cells: no cell was timed or failed in this run")
+        return s
+    s.table("results", rows[columns], classes=["fail" if status in FAILED else "" for status in rows["status"]])
+    return s
+
+
+def _forms(cells: pd.DataFrame) -> str:
+    """The cells in few words: ``linreg on cuda: loop, module (6 cells); softmax on cuda: loop (2 cells)``;
+    one cell: its label, ``softmax/loop/cuda/resident/w0/b256/t2``."""
+    if len(cells) == 1:
+        return "/".join(f"{AXIS[a].prefix}{cells[a].iloc[0]}" for a in AXES)
+    parts = []
+    for (model, device), g in cells.groupby(["model", "device"], sort=False):
+        n = len(g)
+        parts.append(f"{model} on {device}: {', '.join(dict.fromkeys(g['form']))}"
+                     + (f" ({n} cells)" if n > 1 else ""))
+    return "; ".join(parts)
+
+
+def collapsed(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per status and reason: how many cells, the reason, and which (models, devices, forms)."""
+    rows = rows.assign(reason=rows["reason"].astype(object).where(rows["reason"].notna(), ""))
+    groups = rows.groupby(["status", "reason"], sort=False)
+    table = pd.DataFrame([{"cells": len(g), "status": status, "reason": reason, "which": _forms(g)}
+                          for (status, reason), g in groups])
+    return table.sort_values(["cells"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def not_timed(frame: pd.DataFrame) -> Section | None:
+    """The cells not timed, one row per reason; every cell of them in ``tables/not_timed.csv``."""
+    rows = frame[frame["status"] != "ok"][NOT_TIMED]
+    if rows.empty:
+        return None
+    s = Section("Cells not timed, and why")
+    table = collapsed(rows)
+    s.text(f"{len(rows)} cells, one row per reason: how many cells, and which models, devices and forms.")
+    s.table("not_timed_by_reason", table, classes=["fail" if status in FAILED else "" for status in table["status"]])
+    s.data("not_timed", rows, "Every cell not timed, one row each")
+    return s
+
+
+def _environment_rows(run) -> dict[str, str]:
+    peaks = run.meta.get("peaks", {})
+    return ({k: str(v) for k, v in run.meta.get("env", {}).items()}
+            | {f"peak {d}": f"{p['gflops']:.0f} GFLOP/s, {p['gbps']:.1f} GB/s" for d, p in peaks.items()}
+            | {f"config {k}": str(v) for k, v in run.meta.get("config", {}).items() if k not in ("grid", "overrides")})
+
+
+def environment(*runs) -> Section:
+    """The environment of one run (key, value), or of two side by side (key, A, B, differs): the rows that
+    differ marked."""
+    s = Section("Environment")
+    if len(runs) == 1:
+        s.table("environment", pd.DataFrame([{"key": k, "value": v} for k, v in _environment_rows(runs[0]).items()]))
+        return s
+    a, b = (_environment_rows(r) for r in runs)
+    names = [f"A: {runs[0].id}", f"B: {runs[1].id}"]
+    if names[0] == names[1]:
+        names = ["A", "B"]
+    table = pd.DataFrame([{"key": k, names[0]: a.get(k, ""), names[1]: b.get(k, ""),
+                           "differs": "yes" if a.get(k) != b.get(k) else ""} for k in dict.fromkeys([*a, *b])])
+    s.text(f"Both runs' environments, A ({runs[0].id}) and B ({runs[1].id}); the rows that differ are marked.")
+    s.table("environment", table, classes=["differs" if d else "" for d in table["differs"]])
+    return s
