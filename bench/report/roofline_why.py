@@ -17,7 +17,8 @@ from bench.grid import AXES
 from bench.profile import PROFILES, read_profiles, short
 from bench.report.render import Section
 
-GEMM = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv"}  # not matmul: composite
+# the BLAS calls (in place too: the native form's update); not matmul, a composite of these
+GEMM = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv"}
 SHOWN = ["cell", "step_us", "step_us_profiled", "roofline_us", "x_roofline", "operators_pct", "outside_pct",
          "python_pct", "gpu_busy_pct", "loader_pct_of_epoch", "top_operators"]
 NAMED = 8  # operators named in the chart; the rest are "other operators"
