@@ -13,9 +13,10 @@ interleaved, on a loaded 2-core machine, so rough): the weight kept in ``nn.Line
 the logits taken with ``F.linear`` made the step 0.56x / 0.25x / 0.90x of ``module``'s at batch 256 /
 1024 / 4096, against 2.8x / 1.1x / 1.6x with the book's (d, k) layout: the weight gradient is then
 ``dO^T X``, the layout the BLAS's small-N GEMM is fast at (as autograd does for ``nn.Linear``), instead
-of ``X^T dO``. Static shapes (one graph per batch size) measured no better than the dynamic graph, and
-a hand-written softmax backward inside the graph no better than autograd's; ``max-autotune`` modes and
-``cpp_wrapper`` are not measured yet (``freezing`` is for inference only). The update is in place
+of ``X^T dO``. Static shapes (one graph per batch size) and a hand-written softmax backward inside the
+graph were within the noise of the dynamic graph with autograd's backward at batch 1024 and 4096 (at 256
+the load's noise was too large to tell), so neither is kept; ``max-autotune`` modes and ``cpp_wrapper``
+are not measured yet (``freezing`` is for inference only). The update is in place
 inside the graph (``sub_``), so the parameters keep their storage and strides from step to step (a new,
 differently strided weight would fail a guard and recompile).
 """
