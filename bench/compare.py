@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.grid import AXES, AXIS
+from bench.grid import AXES, label_of
 from bench.store import Run, write_atomic
 from bench.tables import fmt, show
 
@@ -56,10 +56,6 @@ def _samples(run: Run) -> dict[tuple, list] | None:
     return out
 
 
-def _label(values: dict) -> str:
-    return "/".join(f"{AXIS[a].prefix}{values[a]}" for a in AXES)
-
-
 def _near(key: tuple, others, keys: list[str]) -> str:
     """The cells of ``others`` (the other run's, not timed in this one) that differ from ``key`` in one
     axis only, in words ("threads 1"): the likely counterpart of a cell that did not join."""
@@ -94,7 +90,7 @@ def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) 
         key_b = by_b[joined]
         axes = dict(zip(AXES, key_a))
         device_b = key_b[AXES.index("device")]
-        label = _label(axes if "device" in keys else dict(axes, device=f"{axes['device']}-vs-{device_b}"))
+        label = label_of(axes if "device" in keys else dict(axes, device=f"{axes['device']}-vs-{device_b}"))
         base = {"cell": label, **axes, **({} if "device" in keys else {"device_b": device_b})}
         disturbed = _flag(cells_a[key_a].get("disturbed")) or _flag(cells_b[key_b].get("disturbed"))
         for metric, (column, unit, count) in METRICS.items():
@@ -117,7 +113,7 @@ def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) 
         for joined, key in mine.items():
             if joined not in other:
                 near = _near(joined, [k for k in other if k not in mine], keys)
-                rows.append({"cell": _label(dict(zip(AXES, key))), **dict(zip(AXES, key)), "metric": "",
+                rows.append({"cell": label_of(dict(zip(AXES, key))), **dict(zip(AXES, key)), "metric": "",
                              "verdict": side, "reason": f"not timed in {run.id}"
                              + (f", which has it at {near}" if near else "")})
     columns = ["cell", *AXES, *([] if "device" in keys else ["device_b"]), "metric", *FIELDS, "disturbed"]

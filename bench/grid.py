@@ -102,13 +102,18 @@ def axis_overrides(args) -> dict:
     """Axis name -> the values its flag gave (None where left out)."""
     return {a.name: getattr(args, a.dest) for a in AXIS_TABLE}
 
+def label_of(values) -> str:
+    """The label of a cell given as axis -> value (a dict, a results row, a pandas Series)."""
+    return "/".join(f"{AXIS[a].prefix}{values[a]}" for a in AXES)
+
+
 class _CellMethods:
     def key(self) -> tuple:
         return tuple(getattr(self, a) for a in AXES)
 
     def label(self) -> str:
         """``model/form/device/loader/w4/b256``: every axis, in table order (see :func:`parse_label`)."""
-        return "/".join(f"{AXIS[a].prefix}{getattr(self, a)}" for a in AXES)
+        return label_of(self.as_dict())
 
     def as_dict(self) -> dict:
         return {a: getattr(self, a) for a in AXES}

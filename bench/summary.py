@@ -11,18 +11,13 @@ import math
 
 import pandas as pd
 
-from bench.grid import AXES, AXIS
+from bench.grid import AXES, label_of
 from bench.tables import show
 
 WIDTH = 100
 WIDE = ["status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops",
         "roofline_frac", "epoch_roofline_frac", "speedup"]  # after every axis of the grid
 SKIPPED = "skipped"
-
-
-def _label(row: dict) -> str:
-    """The cell's label, as linbench prints it everywhere (``softmax/module/cpu/resident/w0/b256/t2``)."""
-    return "/".join(f"{AXIS[a].prefix}{row[a]}" for a in AXES)
 
 
 def _speedup(row: dict) -> str:
@@ -44,7 +39,7 @@ def _flags(row: dict) -> str:
 def compact(frame: pd.DataFrame, width: int = WIDTH) -> list[str]:
     """The summary's lines: timed cells as a table, then the cells not timed, one line per reason."""
     rows = frame.to_dict("records")
-    shown = [dict(cell=_label(r), samples_s=r["samples_per_s"], epoch_s=r["epoch_s"], speedup=_speedup(r),
+    shown = [dict(cell=label_of(r), samples_s=r["samples_per_s"], epoch_s=r["epoch_s"], speedup=_speedup(r),
                   flags=_flags(r)) for r in rows if r["status"] != SKIPPED]
     lines = show(shown, ["cell", "samples_s", "epoch_s", "speedup", "flags"]).splitlines() if shown else []
     skipped = [r for r in rows if r["status"] == SKIPPED]

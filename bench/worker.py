@@ -70,7 +70,7 @@ def slot_medians(run):
     import numpy as np
     import pandas as pd
 
-    from bench.grid import AXES, AXIS
+    from bench.grid import AXES, label_of
 
     counts = (run.meta.get("ab") or {}).get("slots") or {}
     if run.samples is None:
@@ -78,7 +78,7 @@ def slot_medians(run):
     rows = []
     for (*axes, metric), group in run.samples.groupby([*AXES, "metric"], sort=False):
         seconds = group.sort_values("repeat")["seconds"].to_numpy(dtype=float)
-        sizes = counts.get("/".join(f"{AXIS[a].prefix}{v}" for a, v in zip(AXES, axes)), {}).get(metric) or []
+        sizes = counts.get(label_of(dict(zip(AXES, axes))), {}).get(metric) or []
         sizes = sizes if sum(sizes) == len(seconds) and all(sizes) else [1] * len(seconds)
         values = [float(np.median(seconds[end - n:end])) for n, end in zip(sizes, np.cumsum(sizes))]
         rows += [dict(zip(AXES, axes), metric=metric, repeat=i, seconds=v) for i, v in enumerate(values)]

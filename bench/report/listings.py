@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.grid import AXES, AXIS
+from bench.grid import AXES, label_of
 from bench.report.render import Section
 
 # key columns first: the cell, its status, how fast; then the rest, the reason last
@@ -38,7 +38,7 @@ def _forms(cells: pd.DataFrame) -> str:
     """The cells in few words: ``linreg on cuda: loop, module (6 cells); softmax on cuda: loop (2 cells)``;
     one cell: its label, ``softmax/loop/cuda/resident/w0/b256/t2``."""
     if len(cells) == 1:
-        return "/".join(f"{AXIS[a].prefix}{cells[a].iloc[0]}" for a in AXES)
+        return label_of(cells.iloc[0])
     parts = []
     for (model, device), g in cells.groupby(["model", "device"], sort=False):
         n = len(g)
