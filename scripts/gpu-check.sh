@@ -6,7 +6,9 @@
 # the next. `run` is the default grid on cpu and cuda with its report, under OUT_DIR/results and
 # OUT_DIR/reports; `grid` the GPU grid (both models, every form on cuda, batch 64 to 4096, resident and
 # tensor loaders) with its report; `profile` the profiler view of the best cell of each form of it. PYTHON picks the interpreter (default .venv/bin/python, else python3).
-# LINBENCH_GRID_ARGS adds flags to `linbench run` (e.g. "--quick").
+# LINBENCH_GRID_ARGS adds flags to `linbench run` (e.g. "--quick"); GPU_GRID_ARGS replaces the `grid` stage's
+# axis flags. Called again with the same OUT_DIR (one stage at a time, under `timeout`, say), it appends
+# to OUT_DIR/status.tsv.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results/gpu-check-$(date -u +%Y%m%d-%H%M%S)}
@@ -16,7 +18,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out"
-printf 'stage\texit\tseconds\n' >"$out/status.tsv"
+[ -s "$out/status.tsv" ] || printf 'stage\texit\tseconds\n' >"$out/status.tsv"
 linbench() { "$PYTHON" -m bench.cli "$@"; }
 
 stage() {  # stage NAME COMMAND...: run it, log it, record its exit status and time
@@ -56,7 +58,8 @@ run_stage() {
 }
 
 grid_stage() {
-    linbench run --devices cuda --loaders resident,tensor --workers 0 --batch-sizes 64,256,1024,4096 \
+    # shellcheck disable=SC2086
+    linbench run --devices cuda ${GPU_GRID_ARGS:---loaders resident,tensor --workers 0 --batch-sizes 64,256,1024,4096} \
         --no-curves --no-progress --out "$out/grid" --report-dir "$out/grid-reports"
 }
 
