@@ -12,15 +12,17 @@ DataLoader passes under ``--quick``); the epoch is then extrapolated here, once,
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 import impls
 from bench.grid import TRAIN_EXAMPLES, Cell, sample_cap
 from bench.loaders import close_loader, make_loader
-from bench.timer import Stats, Until, time_repeats
+from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
+from bench.timer import Stats, Until, slowest, time_repeats
 from impls.common import MODELS, init_params
 
 
@@ -57,6 +59,21 @@ class Settings:
 
     def step_until(self) -> Until:
         return Until(5, self.halfwidth, self.step_seconds, 400)
+
+
+@dataclass
+class Timed:
+    """A cell's timings before they become a results row: end to end (and the samples its last pass
+    covered), compute-only steps (and their mean batch), memory, and any columns of the cell's own."""
+    e2e: Stats
+    step: Stats
+    samples: int
+    batch: float
+    peak_rss_mb: float = math.nan
+    rss_growth_mb: float = math.nan
+    cuda_peak_mb: float = math.nan
+    loader: Stats | None = None
+    extra: dict = field(default_factory=dict)
 
 
 class CellBench:
@@ -128,13 +145,28 @@ class CellBench:
         stats = time_repeats(self.loader_pass, self.settings.until(repeats), self.dev, warmup=1)
         return stats.scaled(self.epoch_scale)
 
+    def timings(self) -> Timed:
+        """Warm, then end to end and compute-only steps, with the memory they took."""
+        if self.dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.dev)
+        rss_reset, rss_start = reset_peak_rss(), rss_mb()
+        self.warm()
+        e2e = self.epoch_s()
+        samples = self.samples
+        peak_rss = peak_rss_mb() if rss_reset else math.nan
+        cuda_peak = torch.cuda.max_memory_allocated(self.dev) / 2**20 if self.dev.type == "cuda" else math.nan
+        resident = self.device_batches()
+        step = self.step_ms(resident)
+        return Timed(e2e, step, samples, sum(len(y) for _, y in resident) / len(resident), peak_rss,
+                     peak_rss - rss_start, cuda_peak)
+
     def step_ms(self, batches=None) -> Stats:
         """Milliseconds per training step on ``batches`` already on the device (default: the first
         ``step_batches`` of a pass): each sample is one pass over them, synchronized at its edges."""
         batches = batches or self.device_batches()
         start = time.perf_counter()
         self.steps(batches)  # the warm-up pass; a slow form (seconds per pass) is timed a batch at a time
-        if time.perf_counter() - start > self.settings.step_seconds / 3:
+        if slowest(time.perf_counter() - start) > self.settings.step_seconds / 3:
             batches = batches[:1]
         stats = time_repeats(lambda: self.steps(batches), self.settings.step_until(), self.dev, warmup=0)
         return stats.scaled(1e3 / len(batches))

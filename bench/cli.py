@@ -87,7 +87,7 @@ def _run_settings(args, axes):
     yield from (("--quick", args.quick, False), ("--repeats", args.repeats, None),
                 ("--no-curves", args.no_curves, False), ("--no-persistent-workers", args.no_persistent_workers, False),
                 ("--pin-memory", args.pin_memory, None), ("--data-dir", args.data_dir, None),
-                ("--out", args.out, "results"))
+                ("--out", args.out, "results"), ("--shard", args.shard, None))
 
 
 def cmd_run(args) -> int:
@@ -105,14 +105,19 @@ def cmd_run(args) -> int:
                             "them (start a new run instead)")
         store, config, cells = runner.resume(Path(args.resume))
     else:
+        from bench.shard import parse
+
+        shard = parse(args.shard) if args.shard is not None else None
         overrides = axis_overrides(args)
         config = runner.plan(overrides, quick=args.quick, repeats=args.repeats, curves=not args.no_curves,
                              persistent_workers=not args.no_persistent_workers, pin_memory=args.pin_memory,
                              data_dir=args.data_dir)
         if args.devices:
             require_devices(args.devices)
-        store, cells = runner.start(config, Path(args.out))
-    print(f"run {store.folder} ({len(cells)} cells)", file=sys.stderr)
+        store, cells = runner.start(config, Path(args.out), shard=shard)
+    shard = store.meta.get("shard")
+    print(f"run {store.folder} ({len(cells)} cells" + (f", shard {shard['index']}/{shard['count']} of a grid of "
+          f"{shard['grid_cells']})" if shard else ")"), file=sys.stderr)
     try:
         frame = runner.execute(store, config, cells, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -164,7 +169,7 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else Path("reports") / (
         runs[-1].id if len(runs) == 1 else f"{runs[0].id}-vs-{runs[1].id}")
     try:
-        print(build(runs, out, args.asv_results, args.pytest_benchmark, args.threshold))
+        print(build(runs, out, args.asv_results, args.pytest_benchmark, args.threshold, args.cross_machine))
     except OSError as e:
         raise os_error(e, out, "write the report under") from None
     return 0
@@ -206,7 +211,9 @@ def make_parser() -> argparse.ArgumentParser:
     from bench.counts import add_parser as add_counts
     from bench.grid import add_axis_flags
     from bench.history import add_parser as add_history
+    from bench.merge import add_parser as add_merge
     from bench.profile import add_parser as add_profile
+    from bench.torchrun import add_parser as add_ranks
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -229,6 +236,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="pin DataLoader memory (default: only when the device is cuda)")
     p.add_argument("--out", default="results", help="folder for run folders (default: results)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
+    p.add_argument("--shard", metavar="I/N", help="run the I-th of N parts of the grid, split by expected time "
+                   "(one per machine; join them with linbench merge)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-curves", action="store_true", help="skip the softmax training curves")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
@@ -244,12 +253,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: reports/<run-id>)")
     p.add_argument("--threshold", type=float, default=0.05,
                    help="smallest relative change a comparison calls slower or faster (default 0.05)")
+    p.add_argument("--cross-machine", action="store_true",
+                   help="in a merged run, also compute speedups of cells timed on another machine than their "
+                        "baseline cell: those compare different machines, not only the code")
     p.set_defaults(func=cmd_report)
+    add_merge(sub)
     add_compare(sub)
     add_ab(sub)
     add_history(sub)
     add_counts(sub)
     add_profile(sub)
+    add_ranks(sub)
     p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("env", help="the environment a run records")

@@ -11,7 +11,7 @@ BASELINES = {
     "linreg": dict(model="linreg", form="module", device="cpu", loader="torchvision", workers=0, batch_size=10),
 }
 
-ALL_FORMS = list(impls.FORM_MODULES)
+ALL_FORMS = [f for f in impls.FORM_MODULES if f != "ddp"]  # one process each; ddp has its own sub-grid
 DEFAULT_GRID = [
     # every form of both models on in-memory loaders, at the book's batch sizes
     dict(model=["linreg"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident", "tensor", "torchvision"],
@@ -24,6 +24,9 @@ DEFAULT_GRID = [
     # throughput against batch size
     dict(model=["softmax"], form=["vectorized", "module", "compiled"], device=["cpu", "cuda"], loader=["resident"],
          workers=[0], batch_size=[64, 1024, 4096]),
+    # data-parallel scaling: one rank and two, one thread each (2 cores), NCCL where there are 2 GPUs
+    dict(model=["softmax"], form=["ddp"], device=["cpu", "cuda"], loader=["resident"], workers=[0], batch_size=[256],
+         threads=[1], world_size=[1, 2]),
 ]
 QUICK_GRID = [
     dict(model=["linreg"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident"], workers=[0], batch_size=[10]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -109,3 +110,19 @@ class Lock:
             self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
+
+
+def meta_json(folder: Path) -> dict:
+    """meta.json of a run folder as a dict, whatever its schema (anything unreadable is a one-line error)."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (not a linbench run folder)") from None
+    except OSError as e:
+        raise os_error(e, path, "read") from None
+    except ValueError as e:  # not JSON, or not text at all
+        raise UserError(f"{path}: unreadable ({e.__class__.__name__}); not a linbench run folder") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: not a linbench run's meta.json")
+    return meta

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 
 import torch
 
@@ -34,7 +34,8 @@ class Axis:
     separated values); ``parse`` turns one value's text into the value; ``choices`` (names) or ``check``
     (a value and every axis's overrides -> what is wrong, or None) validate it; ``default`` gives the values a
     sub-grid that does not name the axis takes; ``prefix`` marks the value in a cell label (``w4``, ``b256``);
-    ``apply`` makes a cell's value take effect before it is built and timed (None: the value is data the cell reads).
+    ``apply`` makes a cell's value take effect before it is built and timed (None: the value is data the cell reads);
+    a value equal to ``implicit`` is left out of labels (an axis added later keeps the labels of earlier cells).
     """
     name: str
     flag: str
@@ -45,6 +46,7 @@ class Axis:
     default: Callable[[], list] = list
     prefix: str = ""
     apply: Callable[[object], None] | None = None
+    implicit: object = None
 
     @property
     def dest(self) -> str:
@@ -86,6 +88,8 @@ AXIS_TABLE: tuple[Axis, ...] = (
          prefix="b"),
     Axis("threads", "--threads", "comma-separated torch thread counts (default: torch's own, the cores)", parse=int,
          check=_at_least(1), default=lambda: [torch.get_num_threads()], prefix="t", apply=torch.set_num_threads),
+    Axis("world_size", "--world-sizes", "comma-separated process counts (ranks) of a distributed form such as ddp; "
+         "--threads is then per rank", parse=int, check=_at_least(1), default=lambda: [1], prefix="k", implicit=1),
 )
 AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
@@ -103,8 +107,13 @@ def axis_overrides(args) -> dict:
     return {a.name: getattr(args, a.dest) for a in AXIS_TABLE}
 
 def label_of(values) -> str:
-    """The label of a cell given as axis -> value (a dict, a results row, a pandas Series)."""
-    return "/".join(f"{AXIS[a].prefix}{values[a]}" for a in AXES)
+    """The label of a cell given as axis -> value (a dict, a results row, a pandas Series); an axis at its
+    ``implicit`` value (or absent from an older row) is left out."""
+    def shown(a):
+        v = values[a] if a in values else AXIS[a].implicit
+        return AXIS[a].implicit is None or v != AXIS[a].implicit
+
+    return "/".join(f"{AXIS[a].prefix}{values[a]}" for a in AXES if shown(a))
 
 
 class _CellMethods:
@@ -126,17 +135,32 @@ class _CellMethods:
 
 
 # One field per axis, made from the table, so a new axis needs no edit here.
-Cell = make_dataclass("Cell", [(a.name, object) for a in AXIS_TABLE], bases=(_CellMethods,), frozen=True)
+Cell = make_dataclass("Cell", [(a.name, object) if a.implicit is None else (a.name, object, field(default=a.implicit))
+                               for a in AXIS_TABLE], bases=(_CellMethods,), frozen=True)
 Cell.__module__ = __name__
 
 
 def parse_label(label: str) -> Cell:
-    """The cell a :meth:`Cell.label` names (asv's and pytest-benchmark's parameter)."""
-    parts = label.split("/")
+    """The cell a :meth:`Cell.label` names (asv's and pytest-benchmark's parameter); axes at their
+    ``implicit`` value may be left out."""
+    parts, values = label.split("/"), []
     try:
-        if len(parts) != len(AXIS_TABLE) or not all(t.startswith(a.prefix) for a, t in zip(AXIS_TABLE, parts)):
+        for axis in AXIS_TABLE:
+            given = parts and parts[0].startswith(axis.prefix) and len(parts[0]) > len(axis.prefix)
+            if given or (parts and axis.implicit is None):
+                try:
+                    values.append(axis.parse(parts[0][len(axis.prefix):]))
+                    parts.pop(0)
+                    continue
+                except ValueError:
+                    if axis.implicit is None:
+                        raise
+            if axis.implicit is None:
+                raise ValueError
+            values.append(axis.implicit)
+        if parts:
             raise ValueError
-        return Cell(*(a.parse(t[len(a.prefix):]) for a, t in zip(AXIS_TABLE, parts)))
+        return Cell(*values)
     except ValueError:
         raise UserError(f"{label!r} is not a cell label (" + "/".join(a.prefix + a.name for a in AXIS_TABLE)
                         + ")") from None
@@ -144,15 +168,25 @@ def parse_label(label: str) -> Cell:
 
 def expand(grid: list[dict], overrides: dict | None = None) -> list[Cell]:
     """The cells of a union of product grids, each axis replaced by ``overrides[axis]`` when given; an
-    axis a sub-grid does not name takes its default."""
+    axis a sub-grid does not name takes its default. A sub-grid that names ``world_size`` holds only
+    distributed forms' cells (``--forms loop`` takes nothing from it)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v}
     cells = {}
     for sub in grid:
         axes = {a.name: overrides.get(a.name) or sub.get(a.name) or a.default() for a in AXIS_TABLE}
         for values in itertools.product(*(axes[a] for a in AXES)):
             cell = Cell(*values)
+            if "world_size" in sub and not _distributed(cell):
+                continue  # a sub-grid naming world sizes is a grid of distributed forms
             cells.setdefault(cell.key(), cell)
     return list(cells.values())
+
+
+def _distributed(cell) -> bool:
+    try:
+        return impls.distributed(cell.model, cell.form)
+    except ImportError:
+        return False
 
 
 def validate(overrides: dict) -> None:
@@ -175,6 +209,11 @@ def skip_reason(cell: Cell) -> str | None:
         return f"{cell.loader} loader has no workers (only {'/'.join(DATALOADER_KINDS)} do)"
     if cell.batch_size > TRAIN_EXAMPLES[cell.model]:
         return f"batch {cell.batch_size} is larger than the {TRAIN_EXAMPLES[cell.model]} training examples"
+    if cell.world_size > 1:
+        if not impls.distributed(cell.model, cell.form):
+            return f"{cell.form} runs as one process (only distributed forms such as ddp take world_size > 1)"
+        if cell.device == "cuda" and cell.world_size > torch.cuda.device_count():
+            return f"{cell.world_size} ranks on cuda need as many GPUs (this machine has {torch.cuda.device_count()})"
     return None
 
 

@@ -33,11 +33,21 @@ def _busy(t) -> float:
     return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
 
 
+_TREE_ROOT: int | None = None  # the process whose tree is "mine" (default: this one)
+
+
+def count_as_mine(pid: int) -> None:
+    """Count ``pid``'s whole process tree as this process's own work (the ranks of a distributed cell
+    share their parent's tree: one rank is not a disturbance of another)."""
+    global _TREE_ROOT
+    _TREE_ROOT = pid
+
+
 class LoadMeter:
     """``with LoadMeter() as m: ...`` then ``m.others`` (0..1) and ``m.disturbed``."""
 
     def __init__(self):
-        self.proc = psutil.Process(os.getpid())
+        self.proc = psutil.Process(_TREE_ROOT or os.getpid())
         self.others = 0.0
 
     def __enter__(self) -> LoadMeter:

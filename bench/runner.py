@@ -18,11 +18,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench import UserError, check
+import impls
+from bench import UserError, check, distributed
+from bench import shard as sharding
 from bench.cell import CellBench, Settings
-from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, validate
+from bench.grid import DEFAULT_GRID, QUICK_GRID, TRAIN_EXAMPLES, Cell, expand, skip_reason, validate
 from bench.load import DISTURBED, machine_load
-from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
 from bench.meta import environment, probe_peaks
 from bench.store import CURVES, GATE, PREDICTIONS, SCHEMA, Store, empty_row
 from impls.common import step_cost
@@ -60,46 +61,38 @@ class Runner:
 
     def measure(self, cell: Cell) -> tuple[dict, dict]:
         """The cell timed: its results row, and its raw samples (metric -> seconds per epoch or step)."""
+        if impls.distributed(cell.model, cell.form):  # its ranks time it
+            return self.timed_row(cell, distributed.time_cell(cell, Settings.of(self.config)), None, cap=None)
         bench = CellBench(cell, Settings.of(self.config))
         try:
-            return self._measure(cell, bench)
+            compiled_before = len(compile_log(bench.form) or [])
+            timed = bench.timings()
+            key = (*(v for a, v in cell.as_dict().items() if a != "form"), bench.cap)  # a loader's cells share it
+            if key not in self.loader_cache:
+                self.loader_cache[key] = bench.loader_epoch_s()
+            timed.loader = self.loader_cache[key]
+            log = compile_log(bench.form)
+            if log is not None:
+                self.compile_logs[(cell.model, cell.form, cell.device)] = bench.form.compile_log
+            return self.timed_row(cell, timed, log[compiled_before:] if log is not None else None, bench.cap)
         finally:
             bench.close()  # a DataLoader's workers end with the cell, however it ends
 
-    def _measure(self, cell: Cell, bench: CellBench) -> tuple[dict, dict]:
-        if bench.dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(bench.dev)
-        rss_reset, rss_start = reset_peak_rss(), rss_mb()
-        compiled_before = len(compile_log(bench.form) or [])
-        bench.warm()
-        e2e = bench.epoch_s()
-        samples = bench.samples
-        peak_rss = peak_rss_mb() if rss_reset else math.nan
-        cuda_peak = torch.cuda.max_memory_allocated(bench.dev) / 2**20 if bench.dev.type == "cuda" else math.nan
-
-        resident = bench.device_batches()
-        step = bench.step_ms(resident)
+    def timed_row(self, cell: Cell, timed, compiles: list | None, cap) -> tuple[dict, dict]:
+        """A results row and the raw samples from a cell's timings (``compiles``: those during the cell)."""
+        e2e, step, load, samples = timed.e2e, timed.step, timed.loader, timed.samples
         step_s = step.median / 1e3
-        flops, bytes_ = step_cost(cell.model, sum(len(y) for _, y in resident) / len(resident))
-
-        key = (*(v for a, v in cell.as_dict().items() if a != "form"), bench.cap)  # a loader's cells share it
-        if key not in self.loader_cache:
-            self.loader_cache[key] = bench.loader_epoch_s()
-        load = self.loader_cache[key]
-
-        peaks = self.store.meta["peaks"][bench.dev.type]
-        epoch_flops, epoch_bytes = step_cost(cell.model, bench.total)
+        flops, bytes_ = step_cost(cell.model, timed.batch)
+        total = TRAIN_EXAMPLES[cell.model]
+        peaks = self.store.meta["peaks"][torch.device(cell.device).type]
+        epoch_flops, epoch_bytes = step_cost(cell.model, total)
         roofline_epoch = max(epoch_flops / (peaks["gflops"] * 1e9), epoch_bytes / (peaks["gbps"] * 1e9))
         roofline_step = max(flops / (peaks["gflops"] * 1e9), bytes_ / (peaks["gbps"] * 1e9))
-        log = compile_log(bench.form)
-        compiles = log[compiled_before:] if log is not None else None
-        if log is not None:
-            self.compile_logs[(cell.model, cell.form, cell.device)] = bench.form.compile_log
-        notes = []
+        notes = list(timed.extra.pop("notes", []))
         if compiles:
             notes.append(f"compiled {len(compiles)} time(s) during the cell, at batch size(s) "
                          + ", ".join(str(e["batch_size"]) for e in compiles))
-        if bench.cap:
+        if cap:
             notes.append(f"capped at {samples} samples per pass; epoch_s extrapolated")
         if e2e.noisy or step.noisy:
             notes.append("noisy (IQR >= 10% of median)")
@@ -109,16 +102,16 @@ class Runner:
             notes.append(f"disturbed: others used up to {others:.0%} of the CPU in {disturbed} timed block(s), "
                          "re-measured and still busy")
         row = self.row(
-            cell, "ok", "; ".join(notes), samples=samples, samples_per_s=bench.total / e2e.median,
+            cell, "ok", "; ".join(notes), samples=samples, samples_per_s=total / e2e.median,
             epoch_s=e2e.median, epoch_s_lo=e2e.lo, epoch_s_hi=e2e.hi, epoch_s_iqr=e2e.iqr, n=e2e.n,
             noisy=e2e.noisy or step.noisy, step_ms=step.median, step_ms_lo=step.lo, step_ms_hi=step.hi,
             step_ms_iqr=step.iqr, step_n=step.n,
             loader_epoch_s=load.median, loader_epoch_s_iqr=load.iqr, loader_n=load.n,
             load=others, disturbed=bool(disturbed),
             compile_s=sum(e["seconds"] for e in compiles) if compiles is not None else math.nan,
-            peak_rss_mb=peak_rss, rss_growth_mb=peak_rss - rss_start, cuda_peak_mb=cuda_peak,
+            peak_rss_mb=timed.peak_rss_mb, rss_growth_mb=timed.rss_growth_mb, cuda_peak_mb=timed.cuda_peak_mb,
             gflops=flops / step_s / 1e9, gbps=bytes_ / step_s / 1e9,
-            roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / e2e.median,
+            roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / e2e.median, **timed.extra,
         )
         return row, {"epoch": e2e.times, "step": tuple(t / 1e3 for t in step.times), "loader_epoch": load.times}
 
@@ -134,7 +127,10 @@ class Runner:
                 sizes.setdefault((c.model, c.form, c.device), set()).add(c.batch_size)
         for (model, form, device), batch_sizes in sizes.items():
             cases = check.gate_cases(model, batch_sizes, cfg.gate_steps, cfg.seed, cfg.data_dir)
-            rows += [r.as_dict() for r in check.check_if_available(model, form, device, cases)]
+            worlds = sorted({c.world_size for c in cells if (c.model, c.form, c.device) == (model, form, device)})
+            rows += [r.as_dict() for r in (distributed.check_cases(model, form, device, cases, worlds)
+                                           if impls.distributed(model, form) else
+                                           check.check_if_available(model, form, device, cases))]
         self.store.meta["gate"] = rows
         self.store.write_table(GATE, pd.DataFrame(rows))
         return check.failures(rows)
@@ -242,14 +238,20 @@ def plan(overrides: dict, quick: bool = False, repeats: int | None = None, curve
                      curves_epochs=(2 if quick else 10) if curves else 0, **options)
 
 
-def start(config: RunConfig, out: Path, run_id: str | None = None, progress: bool = True) -> tuple[Store, list[Cell]]:
+def start(config: RunConfig, out: Path, run_id: str | None = None, progress: bool = True,
+          shard: tuple[int, int] | None = None) -> tuple[Store, list[Cell]]:
+    """A new run folder under ``out`` and its cells: the grid's, or with ``shard`` (I, N) that shard's."""
     import datetime as dt
 
     env = environment()
     run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{env['commit'][:7]}" if env["commit"] else "")
     meta = {"schema": SCHEMA, "run_id": run_id, "env": env, "config": asdict(config), "complete": False}
+    cells = expand(config.grid, config.overrides)
+    if shard:
+        meta["shard"], cells = sharding.record(cells, *shard)
+        meta["run_id"] += sharding.suffix(*shard)
     store = Store.create(Path(out), meta)
-    return store, expand(config.grid, config.overrides)
+    return store, cells
 
 
 def resume(folder: Path) -> tuple[Store, RunConfig, list[Cell]]:
@@ -258,6 +260,8 @@ def resume(folder: Path) -> tuple[Store, RunConfig, list[Cell]]:
     store = Store.load(Path(folder))
     try:
         config, cells = config_of(store.meta, Path(folder))
+        if "shard" in store.meta:  # a shard's own cells only
+            cells = sharding.cells_of(store.meta["shard"], cells, Path(folder) / "meta.json")
         dropped = store.keep({c.key(): c.as_dict() for c in cells})
     except BaseException:
         store.unlock()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.folder import LOCK, Lock, clean_temporaries, os_error, umask, write_atomic  # noqa: F401 - write_atomic: public here
+from bench.folder import LOCK, Lock, clean_temporaries, meta_json, os_error, umask, write_atomic  # noqa: F401 - write_atomic: public here
 from bench.grid import AXES, AXIS
 
 SCHEMA = 1
@@ -40,14 +40,17 @@ COLUMNS = list(dict.fromkeys([
     "loader_n", "load", "disturbed",
     "compile_s", "peak_rss_mb", "rss_growth_mb", "cuda_peak_mb", "gflops", "gbps", "roofline_frac",
     "epoch_roofline_frac", "speedup", "speedup_lo", "speedup_hi", "threads",
+    "samples_per_s_per_rank", "scaling_eff", "allreduce_frac", "setup_s",  # distributed cells (ddp)
+    "machine",  # the host that timed the cell, in a merged run (linbench merge); empty in a run of one machine
 ]))
 # columns an older run folder may lack (read back as NaN): the axes, status and reason are required
 LATER_COLUMNS = ("epoch_s_lo", "epoch_s_hi", "step_ms_lo", "step_ms_hi", "load", "disturbed", "speedup_lo",
-                 "speedup_hi", "rss_growth_mb")
+                 "speedup_hi", "rss_growth_mb", "samples_per_s_per_rank", "scaling_eff", "allreduce_frac", "setup_s",
+                 "machine")
 DONE = ("ok", "skipped", "failed-equivalence", "error")
 # what an "ok" row cannot lack: a row cut short after its status is not a finished cell
 MEASURED = ("samples", "samples_per_s", "epoch_s", "n", "step_ms", "loader_epoch_s")
-NUMERIC = [c for c in COLUMNS if c not in ("status", "reason", "noisy", "disturbed")
+NUMERIC = [c for c in COLUMNS if c not in ("status", "reason", "noisy", "disturbed", "machine")
            and not (c in AXIS and AXIS[c].parse is str)]
 
 
@@ -58,6 +61,7 @@ def row_key(row: dict) -> tuple:
 def empty_row(cell_values: dict, status: str, reason: str = "", **values) -> dict:
     """A results row: every column, NaN where not given."""
     row = {c: math.nan for c in COLUMNS}
+    row.update({a: AXIS[a].implicit for a in AXES if AXIS[a].implicit is not None})  # an axis the cell predates
     row.update(cell_values, status=status, reason=reason, **values)
     return row
 
@@ -143,6 +147,7 @@ class Store:
 
     def put(self, row: dict, samples: dict | None = None) -> None:
         """A cell's row, and its raw samples (metric -> seconds) when it was timed."""
+        row = {**row, **{a: v for a, v in _implicit(row).items()}}
         self.rows[row_key(row)] = row
         for metric, seconds in (samples or {}).items():
             self.samples[(row_key(row), metric)] = list(seconds)
@@ -153,9 +158,10 @@ class Store:
         return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
 
     def frame(self) -> pd.DataFrame:
+        from bench.distributed import add_scaling
         from bench.report.analysis import add_speedup
 
-        return add_speedup(pd.DataFrame(list(self.rows.values()), columns=COLUMNS), self.samples_frame())
+        return add_scaling(add_speedup(pd.DataFrame(list(self.rows.values()), columns=COLUMNS), self.samples_frame()))
 
     def write(self) -> None:
         write_atomic(self.folder / SAMPLES, self.samples_frame().to_csv(index=False))
@@ -176,18 +182,11 @@ def finished(row: dict) -> bool:
 
 
 def read_meta(folder: Path) -> dict:
-    path = Path(folder) / META
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (not a linbench run folder)") from None
-    except OSError as e:
-        raise os_error(e, path, "read") from None
-    except ValueError as e:  # not JSON, or not text at all
-        raise UserError(f"{path}: unreadable ({e.__class__.__name__}); not a linbench run folder") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise UserError(f"{path}: results schema {meta.get('schema') if isinstance(meta, dict) else '?'} "
-                        f"is not the schema {SCHEMA} this linbench reads")
+    """meta.json of a run folder of this results schema (anything else is a one-line error)."""
+    meta = meta_json(folder)
+    if meta.get("schema") != SCHEMA:
+        raise UserError(f"{Path(folder) / META}: results schema {meta.get('schema')} is not the schema {SCHEMA} this "
+                        "linbench reads")
     return meta
 
 
@@ -226,7 +225,23 @@ def read_results(folder: Path, repair: bool = False) -> pd.DataFrame:
     return frame
 
 
+def _implicit(row: dict) -> dict:
+    """The axes a row lacks or leaves empty that have an implicit value (an axis added later), with it."""
+    return {a: AXIS[a].implicit for a in AXES if AXIS[a].implicit is not None
+            and (a not in row or (isinstance(row[a], float) and math.isnan(row[a])))}
+
+
+def _later_axes(frame: pd.DataFrame) -> None:
+    """An axis added after a run was written (or left empty) reads its implicit value (world_size: 1)."""
+    for a in AXES:
+        implicit = AXIS[a].implicit
+        if implicit is not None:
+            values = pd.to_numeric(frame[a], errors="coerce") if a in frame.columns else pd.Series(index=frame.index)
+            frame[a] = values.fillna(implicit).astype(type(implicit))
+
+
 def _checked(frame: pd.DataFrame, path: Path, repair: bool) -> pd.DataFrame:
+    _later_axes(frame)
     for c in LATER_COLUMNS:
         if c not in frame.columns:
             frame[c] = math.nan
@@ -254,6 +269,7 @@ def read_samples(folder: Path) -> pd.DataFrame | None:
     frame = _csv(path, repair=True)
     if frame is None:
         return None
+    _later_axes(frame)
     missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: lacks columns {', '.join(missing)}")

@@ -36,12 +36,21 @@ def _flags(row: dict) -> str:
     return next((name for name in ("disturbed", "noisy") if row.get(name) is True), "")
 
 
+def _machine(frame: pd.DataFrame) -> list[str]:
+    """``["machine"]`` where the cells come from several machines (a merged run), else nothing."""
+    from bench.report.analysis import machines
+
+    return ["machine"] if machines(frame) else []
+
+
 def compact(frame: pd.DataFrame, width: int = WIDTH) -> list[str]:
-    """The summary's lines: timed cells as a table, then the cells not timed, one line per reason."""
-    rows = frame.to_dict("records")
-    shown = [dict(cell=label_of(r), samples_s=r["samples_per_s"], epoch_s=r["epoch_s"], speedup=_speedup(r),
-                  flags=_flags(r)) for r in rows if r["status"] != SKIPPED]
-    lines = show(shown, ["cell", "samples_s", "epoch_s", "speedup", "flags"]).splitlines() if shown else []
+    """The summary's lines: timed cells as a table (with the machine of each where a merged run has several),
+    then the cells not timed, one line per reason."""
+    rows, machine = frame.to_dict("records"), _machine(frame)
+    shown = [dict(cell=label_of(r), **{m: r[m] for m in machine}, samples_s=r["samples_per_s"], epoch_s=r["epoch_s"],
+                  speedup=_speedup(r), flags=_flags(r)) for r in rows if r["status"] != SKIPPED]
+    columns = ["cell", *machine, "samples_s", "epoch_s", "speedup", "flags"]
+    lines = show(shown, columns).splitlines() if shown else []
     skipped = [r for r in rows if r["status"] == SKIPPED]
     if skipped:
         reasons = pd.Series([r["reason"] for r in skipped]).value_counts()
@@ -54,4 +63,4 @@ def compact(frame: pd.DataFrame, width: int = WIDTH) -> list[str]:
 
 def wide(frame: pd.DataFrame) -> list[str]:
     """Every row, every summary column (the former table)."""
-    return show(frame.to_dict("records"), [*AXES, *WIDE]).splitlines()
+    return show(frame.to_dict("records"), [*AXES, *_machine(frame), *WIDE]).splitlines()

@@ -84,16 +84,45 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+class Collective:
+    """How the ranks of a distributed cell time a block together: ``start()`` (a barrier) before the
+    clock starts, ``reduce(seconds, others)`` after it stops, giving every rank the slowest rank's
+    seconds and the highest load seen, so every rank takes the same decisions. None: one process."""
+
+    def start(self) -> None: ...
+    def reduce(self, seconds: float, others: float) -> tuple[float, float]: ...
+
+
+_collective: Collective | None = None
+
+
+def set_collective(collective: Collective | None) -> None:
+    """Time every block with ``collective`` (bench.distributed, in each rank), or alone (None)."""
+    global _collective
+    _collective = collective
+
+
+def slowest(seconds: float) -> float:
+    """``seconds`` as every rank agrees on them (the slowest rank's) under a :class:`Collective`, so a
+    decision taken on a time is the same in every rank; alone, ``seconds``."""
+    return _collective.reduce(seconds, 0.0)[0] if _collective else seconds
+
+
 def _timed(fn, device) -> tuple[float, LoadMeter]:
     """One block: its seconds (the device synchronized on both edges) and the load meanwhile; a block
-    that others disturbed is measured again, at most ``REMEASURES`` times."""
+    that others disturbed is measured again, at most ``REMEASURES`` times. Under a :class:`Collective`
+    the ranks start together and the slowest one's seconds count."""
     for _ in range(REMEASURES + 1):
         with LoadMeter() as meter:
             sync(device)
+            if _collective:
+                _collective.start()
             start = time.perf_counter()
             fn()
             sync(device)
             seconds = time.perf_counter() - start
+        if _collective:
+            seconds, meter.others = _collective.reduce(seconds, meter.others)
         if not meter.disturbed:
             break
     return seconds, meter

@@ -23,6 +23,7 @@ FORM_MODULES: dict[str, str] = {
     "cuda": "impls.cuda_kernels",
     "cuda_graph": "impls.cuda_graphs",
     "triton": "impls.triton_kernels",
+    "ddp": "impls.ddp",
 }
 
 # (model, form) pairs that are knowingly absent, each with its reason.
@@ -83,6 +84,11 @@ def unavailable(model: str, form: str, device: str) -> str | None:
 def sample_cap(model: str, form: str) -> int | None:
     """The form's own cap on samples per timed pass (a form too slow for whole epochs), or None."""
     return getattr(form_class(model, form), "sample_cap", None)
+
+
+def distributed(model: str, form: str) -> bool:
+    """Whether ``form`` runs as one rank of K (the world_size axis), e.g. ddp."""
+    return getattr(form_class(model, form), "distributed", False) is True
 
 
 def entries(models=None, forms=None):

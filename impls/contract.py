@@ -37,6 +37,7 @@ HOOKS = {
     "unavailable": "classmethod (device) -> why it cannot run here (missing compiler, no GPU), or None",
     "compile_log": "method () -> [{'batch_size', 'seconds'}, ...], one per compilation (a form that compiles)",
     "sample_cap": "int: samples a timed pass covers, the epoch extrapolated (a form too slow for whole epochs)",
+    "distributed": "True: one rank of a torch.distributed group of K (the world_size axis); others run K = 1 only",
 }
 
 
@@ -57,4 +58,6 @@ def contract_errors(cls) -> list[str]:
     cap = getattr(cls, "sample_cap", None)
     if cap is not None and not (isinstance(cap, int) and cap > 0):
         errors.append(f"sample_cap must be a positive int, got {cap!r}")
+    if getattr(cls, "distributed", False) is not True and hasattr(cls, "distributed"):
+        errors.append("distributed must be True where given")
     return errors

@@ -12,6 +12,7 @@ import torch
 
 import impls
 from bench import UserError, grid, runner
+from bench.defaults import ALL_FORMS
 from bench.grid import Cell
 from bench.loaders import make_loader
 from bench.store import GATE, RESULTS, read_meta, read_results
@@ -168,7 +169,7 @@ def test_quick_run_writes_results_metadata_and_summary(tmp_path, real_data):
     meta = read_meta(folder)
     assert set(frame["status"]) <= {"ok", "skipped"}
     ok = frame[frame["status"] == "ok"]
-    assert set(ok["form"]) == {f for f in impls.FORM_MODULES if not impls.unavailable("softmax", f, "cpu")}
+    assert set(ok["form"]) == {f for f in ALL_FORMS if not impls.unavailable("softmax", f, "cpu")}
     assert (ok["samples_per_s"] > 0).all() and (ok["epoch_roofline_frac"] > 0).all()
     assert ok["speedup"].notna().all()
     assert meta["env"]["torch"] == torch.__version__ and meta["peaks"]["cpu"]["gflops"] > 0

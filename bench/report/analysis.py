@@ -18,24 +18,76 @@ def baseline_rows(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     return base
 
 
-def add_speedup(frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each row's samples/s over its model's baseline cell (the seeds' pipeline) at the same values of
-    the axes the baseline does not name (e.g. the same thread count); NaN without one. With the run's
-    raw ``samples``, ``speedup_lo``/``speedup_hi`` bound it (95%, bootstrap over both cells' epochs)."""
-    frame["speedup"] = frame["speedup_lo"] = frame["speedup_hi"] = math.nan
+def machines(frame: pd.DataFrame) -> list[str]:
+    """The hosts that timed the cells of a merged run (its ``machine`` column), in order; empty for a run of
+    one machine (no column, or one name)."""
+    if "machine" not in frame.columns:
+        return []
+    names = [str(m) for m in dict.fromkeys(frame["machine"].dropna()) if str(m)]
+    return names if len(names) > 1 else []
+
+
+def _same_machine(rows: pd.DataFrame, base: pd.Series) -> pd.Index:
+    """The rows timed on the machine of ``base`` (a row without a machine counts as any)."""
+    if "machine" not in rows.columns or pd.isna(base.get("machine")) or not str(base["machine"]):
+        return rows.index
+    mine = rows["machine"]
+    return rows.index[mine.isna() | (mine.astype(str) == "") | (mine.astype(str) == str(base["machine"]))]
+
+
+def _baselines(frame: pd.DataFrame):
+    """(each group's row index, its baseline row) for the groups of :func:`add_speedup` that have one."""
     for model in frame["model"].unique():
         free = [a for a in AXES if a not in BASELINES[model]]
         mine = frame["model"] == model
         for _, group in frame[mine].groupby(free, sort=False, dropna=False):
             base = baseline_rows(group, model)
-            if not len(base):
-                continue
-            rows = group.index
-            frame.loc[rows, "speedup"] = frame.loc[rows, "samples_per_s"] / float(base["samples_per_s"].iloc[0])
-            if samples is not None and len(samples):
-                for i, lo_hi in _speedup_intervals(frame.loc[rows], base.iloc[0], samples).items():
-                    frame.loc[i, ["speedup_lo", "speedup_hi"]] = lo_hi
+            if len(base):
+                yield group, base.iloc[0]
+
+
+def add_speedup(frame: pd.DataFrame, samples: pd.DataFrame | None = None, cross_machine: bool = False) -> pd.DataFrame:
+    """Each row's samples/s over its model's baseline cell (the seeds' pipeline) at the same values of
+    the axes the baseline does not name (e.g. the same thread count); NaN without one. With the run's
+    raw ``samples``, ``speedup_lo``/``speedup_hi`` bound it (95%, bootstrap over both cells' epochs).
+    In a merged run a row timed on another machine than its baseline cell gets NaN (see
+    :func:`cross_machine_rows`), unless ``cross_machine``: then it compares two machines."""
+    frame["speedup"] = frame["speedup_lo"] = frame["speedup_hi"] = math.nan
+    for group, base in _baselines(frame):
+        rows = group.index if cross_machine else _same_machine(group, base)
+        frame.loc[rows, "speedup"] = frame.loc[rows, "samples_per_s"] / float(base["samples_per_s"])
+        if samples is not None and len(samples):
+            for i, lo_hi in _speedup_intervals(frame.loc[rows], base, samples).items():
+                frame.loc[i, ["speedup_lo", "speedup_hi"]] = lo_hi
     return frame
+
+
+def cross_machine_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The timed rows of a merged run whose baseline cell was timed on another machine: their speedup is
+    not computed (one machine's cells are compared with its own baseline only), ``base_machine`` added."""
+    if not machines(frame):
+        return frame.iloc[:0].assign(base_machine=pd.Series(dtype=object))
+    out = []
+    for group, base in _baselines(frame):
+        ok = group[group["status"] == "ok"]
+        other = ok.drop(index=_same_machine(ok, base))
+        out.append(other.assign(base_machine=str(base["machine"])))
+    return pd.concat(out) if out else frame.iloc[:0].assign(base_machine=pd.Series(dtype=object))
+
+
+def cross_machine_note(frame: pd.DataFrame) -> str | None:
+    """The merged run's rule on speedups across machines in words, or None where no row crosses machines."""
+    rows = cross_machine_rows(frame)
+    if rows.empty:
+        return None
+    where = ", ".join(f"{m}: {n} on {b}" for (m, b), n in rows.groupby(["model", "base_machine"], sort=False).size()
+                      .items())
+    if rows["speedup"].notna().any():
+        return (f"{len(rows)} speedup(s) compare different machines (--cross-machine): the cell and its model's "
+                f"baseline cell were timed on different hosts (baseline {where}), so they measure the machines too")
+    return (f"no speedup for {len(rows)} cell(s) timed on another machine than their model's baseline cell "
+            f"(baseline {where}): speedups are computed within one machine only (linbench report --cross-machine "
+            "computes them across machines)")
 
 
 def _speedup_intervals(rows: pd.DataFrame, base: pd.Series, samples: pd.DataFrame) -> dict:
@@ -80,6 +132,8 @@ def headlines(frame: pd.DataFrame) -> list[str]:
     if len(seeds) and len(res):
         lines.append(f"softmax loader epoch on {base['device']}: resident {res.min():.3g} s vs {base['loader']} with "
                      f"{base['workers']} workers {seeds.min():.3g} s ({seeds.min() / res.min():,.0f}x)")
+    if note := cross_machine_note(frame):
+        lines.append(note)
     for model in frame["model"].unique():
         if not len(baseline_rows(frame, model)):
             lines.append(f"no {model} speedups: its baseline cell ("
@@ -92,10 +146,14 @@ def headline_table(ok: pd.DataFrame) -> pd.DataFrame:
     best = ok.loc[ok.groupby(["model", "device"], sort=False)["samples_per_s"].idxmax()]
     best = best.assign(roofline_pct=100 * best["epoch_roofline_frac"])
     axes = ["model", "device", *(a for a in AXES if a not in ("model", "device"))]
+    axes += ["machine"] if machines(ok) else []
     return best[[*axes, "samples_per_s", "epoch_s", "speedup", "speedup_lo", "speedup_hi", "roofline_pct"]]
 
 
 def expected_cells(meta: dict) -> int | None:
+    """The cells the run was to have: its grid's, or its shard's (``linbench run --shard``)."""
+    if isinstance((meta.get("shard") or {}).get("cells"), list):
+        return len(meta["shard"]["cells"])
     config = meta.get("config") or {}
     try:
         return len(expand(config["grid"], config.get("overrides") or {}))

@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.grid import AXES, label_of
+from bench.grid import AXES, AXIS, label_of
+from bench.report.analysis import cross_machine_note, machines
 from bench.report.render import Section
 
 # key columns first: the cell, its status, how fast; then the rest, the reason last
-SHOWN = [*AXES, "status", "samples_per_s", "epoch_s", "speedup", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s",
-         "instr_per_step", "roofline_frac", "epoch_roofline_frac", "gflops", "compile_s", "cuda_peak_mb",
-         "rss_growth_mb", "peak_rss_mb", "reason"]
-KEPT = {*AXES, "status", "reason"}  # shown even when empty
+SHOWN = [*AXES, "machine", "status", "samples_per_s", "epoch_s", "speedup", "scaling_eff", "samples_per_s_per_rank",
+         "allreduce_frac", "setup_s", "epoch_s_iqr", "n", "step_ms",
+         "loader_epoch_s", "instr_per_step", "roofline_frac", "epoch_roofline_frac", "gflops", "compile_s",
+         "cuda_peak_mb", "rss_growth_mb", "peak_rss_mb", "reason"]
+KEPT = {*(a for a in AXES if AXIS[a].implicit is None), "status", "reason"}  # shown even when empty
 NOT_TIMED = [*AXES, "status", "reason"]
 FAILED = ("failed-equivalence", "error")
+
+
+def _informative(values: pd.Series) -> bool:
+    """A column worth a place: some value, and for an axis with an implicit value, some other value."""
+    implicit = AXIS[values.name].implicit if values.name in AXIS else None
+    return bool(values.notna().any() and (implicit is None or (values != implicit).any()))
 
 
 def all_cells(frame: pd.DataFrame) -> Section:
@@ -24,9 +32,16 @@ def all_cells(frame: pd.DataFrame) -> Section:
     cells are the next section's."""
     s = Section("All cells")
     rows = frame[frame["status"] != "skipped"]
-    columns = [c for c in SHOWN if c in rows.columns and (c in KEPT or rows[c].notna().any())]
+    several = machines(frame)
+    columns = [c for c in SHOWN if c in rows.columns and (c in KEPT or _informative(rows[c]))
+               and (c != "machine" or several)]
     s.text("Every cell timed or failed, one row each (the skipped ones: next section). peak_rss_mb is the process's "
            "peak RSS, shared by every cell of the run, not a form's own memory.")
+    if several:
+        s.text(f"The cells were timed on {len(several)} machines ({', '.join(several)}; column machine), merged "
+               "from shard runs (linbench merge).")
+    if note := cross_machine_note(frame):
+        s.text(note[0].upper() + note[1:] + ".", "warn")
     if rows.empty:
         s.not_shown("all cells: no cell was timed or failed in this run")
         return s
@@ -69,9 +84,17 @@ def not_timed(frame: pd.DataFrame) -> Section | None:
     return s
 
 
+def _machine_text(env: dict) -> str:
+    return (f"{env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores, {env.get('threads', '?')} torch threads, "
+            + (f"GPU {env['gpu']}" if env.get("gpu") else "no GPU") + f", torch {env.get('torch', '?')}")
+
+
 def _environment_rows(run) -> dict[str, str]:
     peaks = run.meta.get("peaks", {})
-    return ({k: str(v) for k, v in run.meta.get("env", {}).items()}
+    merged = ({"merged from": ", ".join(map(str, run.meta["merged_from"]))} if run.meta.get("merged_from") else {}) | {
+        f"machine {host}": _machine_text(env) for host, env in (run.meta.get("machines") or {}).items()
+        if isinstance(env, dict) and len(run.meta["machines"]) > 1}
+    return (merged | {k: str(v) for k, v in run.meta.get("env", {}).items()}
             | {f"peak {d}": f"{p['gflops']:.0f} GFLOP/s, {p['gbps']:.1f} GB/s" for d, p in peaks.items()}
             | {f"config {k}": str(v) for k, v in run.meta.get("config", {}).items() if k not in ("grid", "overrides")})
 

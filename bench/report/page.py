@@ -17,11 +17,12 @@ from bench import UserError
 from bench.compare import ONLY, compare_runs, environment_differences, summary
 from bench.grid import BASELINES
 from bench.report import figures
-from bench.report.analysis import curves_summary, expected_cells, headline_table, headlines
+from bench.report.analysis import add_speedup, curves_summary, expected_cells, headline_table, headlines
 from bench.report.history import history_section
 from bench.report.listings import all_cells, environment, not_timed
 from bench.report.render import Data, Page, Section, Table, to_html, to_markdown
 from bench.report.roofline_why import why_section
+from bench.report.scaling import scaling_section
 from bench.report.signals import counts_of, instructions, with_counts
 from bench.report.sources import combine, read_sources, side_by_side
 from bench.store import CURVES, Run, write_atomic
@@ -33,11 +34,15 @@ GATE_SHOWN = ["model", "form", "device", "case", "batches", "status", "loss_max_
 SOURCES = "sources.csv"  # every row of every source, under tables/
 
 
-def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: float = 0.05) -> Path:
-    """Write the report of ``runs`` (one, or two to compare) into ``out``; return index.html's path."""
+def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: float = 0.05,
+          cross_machine: bool = False) -> Path:
+    """Write the report of ``runs`` (one, or two to compare) into ``out``; return index.html's path.
+    ``cross_machine``: a merged run's speedups also where a cell and its baseline cell ran on different machines."""
     if not runs:
         raise UserError("no results to report: give a run folder")
     run, out = runs[-1], Path(out)
+    if cross_machine:
+        run.results = add_speedup(run.results.copy(), run.samples, cross_machine=True)
     sources = read_sources(run, asv_dir, pytest_jsons)
     _clear(out)
     ok = run.results[run.results["status"] == "ok"]
@@ -45,7 +50,7 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
         headline(run, ok),
         comparison(*runs, threshold) if len(runs) == 2 else None,
         throughput(ok, out), workers(ok, out), breakdown(ok, out), roofline(ok, run, out), compile_memory(ok, run, out),
-        why_section(run, out), instructions(run, out),
+        scaling_section(ok, out), why_section(run, out), instructions(run, out),
         equal_results(run),
         training(run, out),
         all_cells(with_counts(run.results, counts_of(run))), not_timed(run.results),
@@ -86,6 +91,8 @@ def _page(runs: list[Run], sections: list[Section]) -> Page:
     title = f"linbench report: run {run.id}" + (f" vs {runs[0].id}" if len(runs) == 2 else "")
     machine = (f"{env.get('host', '?')}: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores, "
                f"{env.get('threads', '?')} torch threads, " + (f"GPU {env['gpu']}" if env.get("gpu") else "no GPU"))
+    if others := [h for h in run.meta.get("machines") or {} if h != env.get("host")]:
+        machine += f"; and {len(others)} other machine(s): {', '.join(map(str, others))} (see Environment)"
     details = f"{' (dirty)' if env.get('dirty') else ''}, torch {env.get('torch', '?')}, {env.get('time', '?')}"
     return Page(title, machine, str(env.get("commit") or "?")[:10], details, sections)
 
@@ -243,13 +250,16 @@ def every_source(sources: dict[str, pd.DataFrame]) -> Section | None:
     if len(sources) < 2:
         return None
     s = Section("Every source side by side: linbench, asv, pytest-benchmark")
-    s.text("One row per cell, one column per source and benchmark (the newest result of each), in linbench's "
+    table = side_by_side(combine(sources))
+    per = ("machine and cell (results of several machines: each machine's numbers in rows of their own, never "
+           "joined)" if "machine" in table.columns else "cell")
+    s.text(f"One row per {per}, one column per source and benchmark (the newest result of each), in linbench's "
            "metrics and units: asv's Step and CudaStep and pytest-benchmark's test_step time one training step "
            f"per call, shown as step_ms. Every row of every source: {SOURCES}.")
     for name, data in list(sources.items())[1:]:
         if data.empty:
             s.not_shown(f"{name}: its results hold no measured value")
-    s.table("side_by_side", side_by_side(combine(sources)))
+    s.table("side_by_side", table)
     s.link(f"tables/{SOURCES}")
     return s
 

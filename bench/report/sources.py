@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.grid import AXES, parse_label
+from bench.grid import AXES, AXIS, parse_label
 from bench.store import Run
 
 SOURCE_COLUMNS = ["source", "benchmark", *AXES, "value", "unit", "commit", "machine", "date"]
@@ -54,13 +54,17 @@ def _asv_axes(given: dict) -> dict:
 
 
 def read_runner(run: Run) -> pd.DataFrame:
-    """The run's timed cells as tidy rows: one per cell and metric."""
+    """The run's timed cells as tidy rows: one per cell and metric; the machine is the row's own where the
+    results have a ``machine`` column, else the run's host."""
     ok = run.results[run.results["status"] == "ok"]
-    frame = ok.melt(id_vars=list(AXES), value_vars=list(RUNNER_METRICS), var_name="benchmark").dropna(subset=["value"])
+    env, own = run.meta.get("env", {}), ["machine"] if "machine" in ok.columns else []
+    frame = ok.melt(id_vars=[*AXES, *own], value_vars=list(RUNNER_METRICS), var_name="benchmark")
+    frame = frame.dropna(subset=["value"])
     frame["source"], frame["unit"] = "linbench", frame["benchmark"].map(RUNNER_METRICS)
-    env = run.meta.get("env", {})
-    frame["commit"], frame["machine"], frame["date"] = (
-        str(env.get("commit") or "")[:8], env.get("host", ""), env.get("time", ""))
+    machine = (frame["machine"].astype(object).where(frame["machine"].notna(), "").astype(str) if own
+               else pd.Series("", index=frame.index))
+    frame["machine"] = machine.mask(machine == "", env.get("host", ""))
+    frame["commit"], frame["date"] = str(env.get("commit") or "")[:8], env.get("time", "")
     return frame.reindex(columns=SOURCE_COLUMNS)
 
 
@@ -69,7 +73,9 @@ def read_asv(folder) -> pd.DataFrame:
 
     Parameter names and units come from ``<results_dir>/benchmarks.json`` where present; skipped or
     failed combinations (no value) are left out. The benchmarks of :data:`ASV_METRICS` are renamed to
-    their linbench metric and converted from seconds to its unit; others (memory) keep asv's.
+    their linbench metric and converted from seconds to its unit; others (memory) keep asv's. Every
+    machine's folder is read, each row keeping its ``machine`` (the folder's name: asv's machine name), so
+    results of two machines stay two rows.
     """
     folder, rows = Path(folder), []
     if not folder.is_dir():
@@ -146,21 +152,36 @@ def combine(sources: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([s for s in frames if not s.empty] or frames[:1], ignore_index=True)
 
 
+def several_machines(sources: pd.DataFrame) -> bool:
+    """Whether one source's rows come from more than one machine (e.g. asv results of two machines)."""
+    return bool(sources.groupby("source")["machine"].nunique(dropna=False).gt(1).any()) if len(sources) else False
+
+
 def side_by_side(sources: pd.DataFrame) -> pd.DataFrame:
     """One row per cell, one column per source and benchmark (the newest result of each).
 
-    An axis a benchmark does not take (asv's Loader has no form) reads ``any``; rows that name no
-    axis at all (a benchmark unknown to asv's ``benchmarks.json``) are left to ``sources.csv``.
+    Where a source holds results of several machines (:func:`several_machines`), one row per machine
+    and cell, the ``machine`` column first: values of two machines are never joined, averaged or one
+    kept for the other. An axis a benchmark does not take (asv's Loader has no form) reads ``any``;
+    rows that name no axis at all (a benchmark unknown to asv's ``benchmarks.json``) are left to
+    ``sources.csv``.
     """
     frame = sources[sources[list(AXES)].notna().any(axis=1)]
     frame = frame.sort_values("date", kind="stable", key=lambda d: d.astype(str)).copy()
+    def text(v, implicit):  # an axis added later (implicit value): a source that predates it ran that value
+        if pd.isna(v):
+            return "any" if implicit is None else str(implicit)
+        return str(int(v)) if isinstance(v, float) else str(v)
+
     for axis in AXES:
-        frame[axis] = [("any" if pd.isna(v) else str(int(v)) if isinstance(v, float) else str(v)) for v in frame[axis]]
+        frame[axis] = [text(v, AXIS[axis].implicit) for v in frame[axis]]
+    key = ["machine", *AXES] if several_machines(sources) else list(AXES)
+    frame["machine"] = frame["machine"].fillna("").astype(str)
     units = frame["unit"].fillna("").map(lambda u: f" ({u})" if u else "")
     frame["column"] = frame["source"] + " " + frame["benchmark"] + units
-    frame = frame.drop_duplicates(["column", *AXES], keep="last")
+    frame = frame.drop_duplicates(["column", *key], keep="last")
     if frame.empty:
-        return pd.DataFrame(columns=list(AXES))
-    table = frame.pivot(index=list(AXES), columns="column", values="value")
+        return pd.DataFrame(columns=key)
+    table = frame.pivot(index=key, columns="column", values="value")
     order = list(dict.fromkeys(frame["column"]))
     return table[[c for c in order if c in table.columns]].reset_index()

@@ -1,0 +1,108 @@
+"""The ``ddp`` form: the ``module`` form (d2l 3.3 and 3.7) wrapped in
+``torch.nn.parallel.DistributedDataParallel``, one replica per rank of a ``torch.distributed`` group
+(gloo on CPU, NCCL on CUDA).
+
+Every rank sees the same global batch (the same seeded order) and keeps its contiguous share of it
+(``tensor_split``: a view, sizes differing by at most one). Its loss is the sum over its share times
+``world / N`` (N the global batch), so DDP's gradient average over the ranks is the gradient of the
+global batch mean, and a step equals a single-process step at the same global batch whatever the
+shares (an empty share contributes zero). :meth:`step` returns this rank's share of the batch-mean
+loss (their mean over the ranks is the batch mean; with one rank it is the batch mean).
+
+Outside a process group (the gate run in-process, asv, pytest-benchmark) the form starts a group of
+one rank of its own; ``bench.distributed`` starts K ranks for the runner.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from impls.common import Tolerance
+
+# float32 like the module form; the gradient is summed over ranks, in another order than one process does
+DDP_FP32 = Tolerance(1e-4, 1e-5, "float32 drift over the steps, and the gradient averaged over ranks (allreduce) in "
+                                 "another summation order")
+
+
+def free_port() -> int:
+    """A TCP port free on this host now (the rendezvous of a local group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def backend() -> str:
+    """gloo for CPU tensors, and NCCL for CUDA tensors where there is a GPU (one group serves both)."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def ensure_group(device: str) -> None:
+    """A process group to run in: the one already started (torchrun, bench.distributed), else one rank here."""
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        dist.init_process_group(backend(), rank=0, world_size=1)
+
+
+class _DDPForm:
+    devices = ("cpu", "cuda")
+    tolerance = DDP_FP32
+    distributed = True  # one rank of K: the world_size axis applies
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
+        ensure_group(device)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        weight = params[self.weight_name]
+        linear = nn.Linear(weight.shape[0], weight.shape[1])
+        with torch.no_grad():
+            linear.weight.copy_(weight.T)
+            linear.bias.copy_(params["b"])
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.linear = linear.to(self.device)
+        self.net = DistributedDataParallel(nn.Sequential(nn.Flatten(), self.linear),
+                                           device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)
+
+    def shard(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's contiguous share of a global batch."""
+        return X.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
+
+    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n = len(y)
+        X, y = self.shard(X.to(self.device), y.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_sum(self.net(X), y) * (self.world / n)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.net.module(X.to(self.device))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {self.weight_name: self.linear.weight.detach().T.cpu().clone(),
+                "b": self.linear.bias.detach().cpu().clone()}
+
+
+class DDPLinReg(_DDPForm):
+    weight_name = "w"
+    _mse = nn.MSELoss(reduction="sum")
+
+    def loss_sum(self, y_hat, y):
+        return self._mse(y_hat, y.reshape(y_hat.shape)) / 2
+
+
+class DDPSoftmax(_DDPForm):
+    weight_name = "W"
+    loss_sum = nn.CrossEntropyLoss(reduction="sum")
+
+
+FORMS = {"linreg": DDPLinReg, "softmax": DDPSoftmax}
