@@ -80,6 +80,10 @@ class CellBench:
     """One cell made ready to time. Every tool times the same things through it."""
 
     def __init__(self, cell: Cell, settings: Settings = Settings()):
+        ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        if cell.world_size != ranks:
+            raise ValueError(f"{cell.label()} is a cell of {cell.world_size} rank(s), timed by as many processes "
+                             f"(linbench run starts them), not here ({ranks})")
         cell.apply()  # the axes that act on the process (e.g. its thread count), before anything is built
         self.cell, self.settings, self.dev = cell, settings, torch.device(cell.device)
         self.cap, self.total = sample_cap(cell), TRAIN_EXAMPLES[cell.model]

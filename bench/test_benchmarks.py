@@ -25,7 +25,8 @@ from bench import grid
 from bench.cell import CellBench
 from bench.timer import sync
 
-CELLS = {c.label(): c for c in grid.expand(grid.DEFAULT_GRID)}
+# one process each: a cell of several ranks is linbench run's (it starts them); ddp is timed here at one rank
+CELLS = {c.label(): c for c in grid.expand(grid.DEFAULT_GRID) if c.world_size == 1}
 
 
 def labels(keep) -> list[str]:

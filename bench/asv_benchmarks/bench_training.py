@@ -41,7 +41,10 @@ from bench.timer import sync
 
 
 def runs_somewhere(cell: grid.Cell) -> bool:
-    """False only for a cell no machine can run: a device its form does not list."""
+    """False for a cell no machine can run in one process: a device its form does not list, or several
+    ranks (``linbench run`` starts those; the ddp form is timed here at one rank)."""
+    if cell.world_size > 1:
+        return False
     try:
         return cell.device in impls.form_class(cell.model, cell.form).devices
     except ImportError:  # e.g. triton missing here: a reason of this machine, given in setup
