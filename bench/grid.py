@@ -168,16 +168,18 @@ def parse_label(label: str) -> Cell:
 
 def expand(grid: list[dict], overrides: dict | None = None) -> list[Cell]:
     """The cells of a union of product grids, each axis replaced by ``overrides[axis]`` when given; an
-    axis a sub-grid does not name takes its default. A sub-grid that names ``world_size`` holds only
-    distributed forms' cells (``--forms loop`` takes nothing from it)."""
+    axis a sub-grid does not name takes its default. In a grid with sub-grids that name ``world_size``,
+    those hold the distributed forms' cells and the others the rest (``--forms loop`` takes nothing from
+    the former, ``--forms ddp`` nothing from the latter)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v}
+    ranked = any("world_size" in sub for sub in grid)
     cells = {}
     for sub in grid:
         axes = {a.name: overrides.get(a.name) or sub.get(a.name) or a.default() for a in AXIS_TABLE}
         for values in itertools.product(*(axes[a] for a in AXES)):
             cell = Cell(*values)
-            if "world_size" in sub and not _distributed(cell):
-                continue  # a sub-grid naming world sizes is a grid of distributed forms
+            if ranked and ("world_size" in sub) != _distributed(cell):
+                continue  # distributed forms come from the sub-grids that name world sizes, and only they
             cells.setdefault(cell.key(), cell)
     return list(cells.values())
 

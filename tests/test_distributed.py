@@ -48,6 +48,9 @@ def test_the_scaling_sub_grid_holds_only_distributed_forms():
     assert {c.world_size for c in cells if c.form == "ddp"} == {1, 2}
     loop_only = expand(grid.DEFAULT_GRID, {"form": ["loop"]})  # --forms loop takes nothing from the ddp sub-grid
     assert all(c.world_size == 1 and c.threads == torch.get_num_threads() for c in loop_only)
+    ddp_only = expand(grid.DEFAULT_GRID, {"model": ["softmax"], "form": ["ddp"], "world_size": [1, 2]})
+    assert {c.label() for c in ddp_only if c.device == "cpu"} == {  # the acceptance spelling: the scaling cells
+        "softmax/ddp/cpu/resident/w0/b256/t1", "softmax/ddp/cpu/resident/w0/b256/t1/k2"}
 
 
 def test_two_ranks_pass_the_gate_with_uneven_and_empty_shares():
