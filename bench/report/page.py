@@ -46,10 +46,12 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
     sources = read_sources(run, asv_dir, pytest_jsons)
     _clear(out)
     ok = run.results[run.results["status"] == "ok"]
+    one = ok[ok["world_size"] == 1]  # one process a cell; cells of several ranks: the scaling section
     sections = [
         headline(run, ok),
         comparison(*runs, threshold) if len(runs) == 2 else None,
-        throughput(ok, out), workers(ok, out), breakdown(ok, out), roofline(ok, run, out), compile_memory(ok, run, out),
+        throughput(one, out), workers(one, out), breakdown(one, out), roofline(one, run, out),
+        compile_memory(ok, run, out),
         scaling_section(ok, out), why_section(run, out), instructions(run, out),
         equal_results(run),
         training(run, out),
