@@ -202,9 +202,10 @@ def validate(overrides: dict) -> None:
                 raise UserError(f"{axis.flag} {why}")
 
 
-def skip_reason(cell: Cell) -> str | None:
-    """Why a cell is not timed, or None. Every rule is here, in one place."""
-    reason = impls.unavailable(cell.model, cell.form, cell.device)
+def skip_reason(cell: Cell, here: bool = True) -> str | None:
+    """Why a cell is not timed, or None. Every rule is here, in one place. ``here=False``: only the rules
+    that do not depend on the machine (no GPU, no compiler), so every machine answers alike (shards)."""
+    reason = impls.unavailable(cell.model, cell.form, cell.device, here)
     if reason:
         return reason
     if cell.loader not in DATALOADER_KINDS and cell.workers != 0:
@@ -214,7 +215,7 @@ def skip_reason(cell: Cell) -> str | None:
     if cell.world_size > 1:
         if not impls.distributed(cell.model, cell.form):
             return f"{cell.form} runs as one process (only distributed forms such as ddp take world_size > 1)"
-        if cell.device == "cuda" and cell.world_size > torch.cuda.device_count():
+        if here and cell.device == "cuda" and cell.world_size > torch.cuda.device_count():
             return f"{cell.world_size} ranks on cuda need as many GPUs (this machine has {torch.cuda.device_count()})"
     return None
 

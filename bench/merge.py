@@ -116,13 +116,13 @@ def _check_shards(runs: list[Run], ids: list[str]) -> None:
         for label in s.get("cells") or []:
             if label in owner:
                 raise UserError(f"cell {label} is in both {owner[label]} and {folder}: the shards were split "
-                                "differently (machines that see other forms or devices split a grid otherwise)")
+                                "differently (by another linbench)")
             owner[label] = folder
     from bench.shard import grid_hash
 
     if len(owner) != shards[0].get("grid_cells") or grid_hash(owner) != shards[0].get("grid_hash"):
         raise UserError(f"the shards' cells ({len(owner)}) do not make up their grid ({shards[0].get('grid_cells')} "
-                        "cells): the shards were split differently (machines that see other forms or devices)")
+                        "cells): the shards were split differently (by another linbench)")
 
 
 def _first_per_pair(frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:

@@ -6,8 +6,8 @@ batch size, the pure-Python form capped per pass, the loader's own passes and wo
 time for a form that compiles, process start-up per rank for a distributed one; a cell that is skipped
 costs next to nothing), and :func:`assign` is a greedy longest-processing-time assignment: cells by
 cost, largest first (ties by label), each to the shard with the least cost so far (ties: fewest cells,
-then the lowest index). The same grid gives the same shards on every machine that sees the same forms
-and devices.
+then the lowest index). The same grid gives the same shards on every machine, whatever it can run (a
+shard's cells this machine cannot run are skipped here with their reason).
 
 A shard's ``meta.json`` keeps the whole run config and :func:`record`'s ``shard`` entry: its index and
 count, its cells' labels, and the full grid's cell count and hash, which ``linbench merge`` checks.
@@ -61,8 +61,9 @@ def _passes(seconds: float, until: float = TIMED_UNTIL) -> float:
 
 
 def cost(cell: Cell) -> float:
-    """The expected seconds of timing ``cell`` (machine-independent, except for what cannot run here)."""
-    if skip_reason(cell):
+    """The expected seconds of timing ``cell``, the same on every machine (a cell only this machine cannot
+    run, e.g. without a GPU, costs what it would cost where it runs)."""
+    if skip_reason(cell, here=False):
         return SKIPPED
     values = cell.as_dict()
     model, form, device = cell.model, cell.form, cell.device

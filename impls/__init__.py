@@ -64,17 +64,20 @@ def cuda_unavailable() -> str | None:
     return None if torch.cuda.is_available() else "no CUDA device on this machine"
 
 
-def unavailable(model: str, form: str, device: str) -> str | None:
-    """Why ``form`` of ``model`` cannot run on ``device`` here, or None when it can."""
+def unavailable(model: str, form: str, device: str, here: bool = True) -> str | None:
+    """Why ``form`` of ``model`` cannot run on ``device`` here, or None when it can. ``here=False``: only
+    what holds on every machine (an exemption, a device the form does not list)."""
     check_names("device", [device], DEVICES)
     if (model, form) in EXEMPTIONS:
         return EXEMPTIONS[(model, form)]
     try:
         cls = form_class(model, form)
     except ImportError as e:  # e.g. a torch build without triton
-        return f"{form} cannot be imported here ({e})"
+        return f"{form} cannot be imported here ({e})" if here else None
     if device not in cls.devices:
         return f"{form} runs on {'/'.join(cls.devices)} only"
+    if not here:
+        return None
     if device == "cuda" and (reason := cuda_unavailable()):
         return reason
     check = getattr(cls, "unavailable", None)

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+import impls
 from bench import UserError, cli, shard
 from bench.grid import AXIS_TABLE, DEFAULT_GRID, QUICK_GRID, expand, label_of, sample_cap, skip_reason
 from bench.report.analysis import add_speedup, cross_machine_rows, headlines
@@ -65,12 +66,22 @@ def test_split_is_deterministic_disjoint_whole_and_balanced(count):
     assert [c.label() for c in shard.select(cells, count, count)] == [c.label() for c in shards[-1]]
 
 
+def test_the_split_is_the_same_with_and_without_a_gpu(monkeypatch):
+    cells = expand(DEFAULT_GRID)
+    split = [[c.label() for c in s] for s in shard.assign(cells, 3)]
+    monkeypatch.setattr(impls, "cuda_unavailable", lambda: None)  # a machine with GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert [[c.label() for c in s] for s in shard.assign(cells, 3)] == split
+    monkeypatch.setattr(impls, "cuda_unavailable", lambda: "no CUDA device on this machine")
+    assert [[c.label() for c in s] for s in shard.assign(cells, 3)] == split
+
+
 def test_cost_follows_the_work():
     cells = {c.label(): c for c in expand(QUICK_GRID)}
     by_cost = sorted(cells.values(), key=shard.cost)
-    skipped = [c for c in by_cost if skip_reason(c)]
+    skipped = [c for c in by_cost if skip_reason(c, here=False)]
     assert all(shard.cost(c) < 0.01 for c in skipped)
-    timed = [c for c in by_cost if not skip_reason(c)]
+    timed = [c for c in by_cost if not skip_reason(c, here=False)]
     assert all(shard.cost(c) > 0.3 for c in timed)
     softmax = [c for c in timed if c.model == "softmax"]
     capped = [c for c in softmax if sample_cap(c)]  # the pure-Python form: slow even capped
