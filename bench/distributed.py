@@ -38,19 +38,25 @@ class _Ranks(timer.Collective):
         return float(t[0]), float(t[1])
 
 
-def _rank(rank: int, world: int, port: int, threads: int, device: str, parent: int, out: str, fn, args) -> None:
+def join(threads: int, device: str, local_rank: int, tree_root: int, **init) -> float:
+    """This process as one rank: its threads, its GPU, its siblings counted as the cell's own work, then
+    the process group (``init``: rank and world where no launcher set them); the seconds that took."""
     from impls.ddp import backend
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
     torch.set_num_threads(threads)
     if torch.device(device).type == "cuda":
-        torch.cuda.set_device(rank)
-    load.count_as_mine(parent)  # the other ranks are this cell's work, not a disturbance
+        torch.cuda.set_device(local_rank)
+    load.count_as_mine(tree_root)  # the other ranks are this cell's work, not a disturbance
     start = time.perf_counter()
-    dist.init_process_group(backend(), rank=rank, world_size=world)
+    dist.init_process_group(backend(), **init)
     dist.barrier()
-    setup_s = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def _rank(rank: int, world: int, port: int, threads: int, device: str, parent: int, out: str, fn, args) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    setup_s = join(threads, device, rank, parent, rank=rank, world_size=world)
     try:
         result = fn(setup_s, *args)
         if rank == 0:
@@ -147,7 +153,10 @@ def _check(setup_s: float, model, form, device, cases):
     from bench import check
 
     cls = _global_loss(impls.form_class(model, form))
-    return [check.check_case(model, form, device, case, cls) for case in cases]
+    results = [check.check_case(model, form, device, case, cls) for case in cases]
+    for r in results:
+        r.case = f"{r.case}, {dist.get_world_size()} ranks"
+    return results
 
 
 def check_cases(model: str, form: str, device: str, cases, worlds) -> list:
@@ -158,12 +167,9 @@ def check_cases(model: str, form: str, device: str, cases, worlds) -> list:
     results = []
     for world in worlds:
         try:
-            ran = gang(world, 1, device, _check, model, form, device, cases)
+            results += gang(world, 1, device, _check, model, form, device, cases)
         except RuntimeError as e:
-            ran = [check.CheckResult(model, form, device, "fail", f"{world} ranks: {e}")]
-        for r in ran:
-            r.case = ", ".join(filter(None, [r.case, f"{world} ranks"]))
-        results += ran
+            results.append(check.CheckResult(model, form, device, "fail", f"{world} ranks: {e}", case=f"{world} ranks"))
     return results
 
 
@@ -171,18 +177,12 @@ def check_cases(model: str, form: str, device: str, cases, worlds) -> list:
 def add_scaling(frame):
     """``scaling_eff`` of each distributed row: its samples/s over K times that of the same cell with one
     rank (same machine where rows name one), throughput_K / (K x throughput_1); NaN without that cell."""
-    import pandas as pd
-
     from bench.grid import AXES
 
     frame["scaling_eff"] = float("nan")
     ranked = frame[(frame["status"] == "ok") & frame["allreduce_frac"].notna()]
-    if ranked.empty:
-        return frame
     keys = [a for a in AXES if a != "world_size"] + (["machine"] if "machine" in frame.columns else [])
-    one = ranked[ranked["world_size"] == 1].set_index(keys)["samples_per_s"]
-    one = one[~one.index.duplicated()]
-    base = pd.Series([one.get(tuple(r[k] for k in keys), float("nan")) for _, r in ranked.iterrows()],
-                     index=ranked.index, dtype=float)
+    one = ranked[ranked["world_size"] == 1].drop_duplicates(keys).set_index(keys)["samples_per_s"].rename("one")
+    base = ranked.join(one, on=keys)["one"]
     frame.loc[ranked.index, "scaling_eff"] = ranked["samples_per_s"] / (ranked["world_size"] * base)
     return frame

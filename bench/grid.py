@@ -146,18 +146,12 @@ def parse_label(label: str) -> Cell:
     parts, values = label.split("/"), []
     try:
         for axis in AXIS_TABLE:
-            given = parts and parts[0].startswith(axis.prefix) and len(parts[0]) > len(axis.prefix)
-            if given or (parts and axis.implicit is None):
-                try:
-                    values.append(axis.parse(parts[0][len(axis.prefix):]))
-                    parts.pop(0)
-                    continue
-                except ValueError:
-                    if axis.implicit is None:
-                        raise
-            if axis.implicit is None:
+            if parts and parts[0].startswith(axis.prefix) and (axis.implicit is None or parts[0] != axis.prefix):
+                values.append(axis.parse(parts.pop(0)[len(axis.prefix):]))
+            elif axis.implicit is not None:
+                values.append(axis.implicit)
+            else:
                 raise ValueError
-            values.append(axis.implicit)
         if parts:
             raise ValueError
         return Cell(*values)

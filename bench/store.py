@@ -61,7 +61,6 @@ def row_key(row: dict) -> tuple:
 def empty_row(cell_values: dict, status: str, reason: str = "", **values) -> dict:
     """A results row: every column, NaN where not given."""
     row = {c: math.nan for c in COLUMNS}
-    row.update({a: AXIS[a].implicit for a in AXES if AXIS[a].implicit is not None})  # an axis the cell predates
     row.update(cell_values, status=status, reason=reason, **values)
     return row
 
@@ -147,7 +146,7 @@ class Store:
 
     def put(self, row: dict, samples: dict | None = None) -> None:
         """A cell's row, and its raw samples (metric -> seconds) when it was timed."""
-        row = {**row, **{a: v for a, v in _implicit(row).items()}}
+        row = {**row, **_implicit(row)}  # an axis the row predates (or leaves empty): its implicit value
         self.rows[row_key(row)] = row
         for metric, seconds in (samples or {}).items():
             self.samples[(row_key(row), metric)] = list(seconds)

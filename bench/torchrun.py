@@ -10,14 +10,13 @@ GPU, torch, ``LOCAL_RANK``) as ``nodes``.
 from __future__ import annotations
 
 import os
-import time
 
 import pandas as pd
 import torch
 import torch.distributed as dist
 
 import impls
-from bench import UserError, distributed, load
+from bench import UserError, distributed
 from bench.grid import AXES, parse_label
 
 
@@ -37,7 +36,6 @@ def _agree(value):
 def cmd_ranks(args) -> int:
     from bench import check, runner
     from bench.cell import Settings
-    from impls.ddp import backend
 
     cell = parse_label(args.cell)
     if not impls.distributed(cell.model, cell.form):
@@ -48,14 +46,8 @@ def cmd_ranks(args) -> int:
     if int(os.environ["WORLD_SIZE"]) != cell.world_size:
         raise UserError(f"{args.cell} is a cell of {cell.world_size} ranks; torchrun started "
                         f"{os.environ['WORLD_SIZE']}")
-    torch.set_num_threads(cell.threads)
-    if torch.device(cell.device).type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    load.count_as_mine(os.getppid())  # torchrun's agent: this node's ranks are the cell's own work
-    start = time.perf_counter()
-    dist.init_process_group(backend())
-    dist.barrier()
-    setup_s = time.perf_counter() - start
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    setup_s = distributed.join(cell.threads, cell.device, local_rank, os.getppid())  # torchrun's agent: the tree
     try:
         return _ranks(args, cell, setup_s, check, runner, Settings)
     finally:
@@ -63,13 +55,13 @@ def cmd_ranks(args) -> int:
 
 
 def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
+    from bench.meta import probe_peaks
+
     rank = dist.get_rank()
     nodes = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, _environment())
     cases = check.gate_cases(cell.model, [cell.batch_size], args.steps, 0, args.data_dir)
     gate = distributed._check(setup_s, cell.model, cell.form, cell.device, cases)
-    for r in gate:
-        r.case = f"{r.case}, {cell.world_size} ranks"
     failures = _agree(check.failures([r.as_dict() for r in gate]))
     timed = None if failures else distributed._time(setup_s, cell, Settings(data_dir=args.data_dir))
     if rank != 0:
@@ -77,7 +69,7 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     config = runner.plan({a: [v] for a, v in cell.as_dict().items() if a in AXES}, curves=False,
                          data_dir=args.data_dir)
     store, _ = runner.start(config, args.out)
-    store.meta.update(nodes=nodes, peaks={torch.device(cell.device).type: _peaks(cell.device)})
+    store.meta.update(nodes=nodes, peaks={torch.device(cell.device).type: probe_peaks(cell.device, quick=True)})
     run = runner.Runner(config, store, progress=False)
     if failures:
         row, samples = run.row(cell, "failed-equivalence", next(iter(failures.values()))), None
@@ -93,12 +85,6 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     print(f"{cell.label()}: {row['status']}, {row.get('samples_per_s', float('nan')):,.0f} samples/s on "
           f"{len(nodes)} ranks, {len(hosts)} node(s) ({', '.join(hosts)}); run {store.folder}")
     return 0 if row["status"] == "ok" else 1
-
-
-def _peaks(device: str) -> dict:
-    from bench.meta import probe_peaks
-
-    return probe_peaks(device, quick=True)
 
 
 def add_parser(sub) -> None:
