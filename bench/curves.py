@@ -50,3 +50,23 @@ def train_curves(forms, device: str = "cpu", epochs: int = 10, seed: int = 0, da
         predictions += [dict(form=form, device=device, index=i, true=LABELS[int(y_test[i])], predicted=LABELS[p])
                         for i, p in enumerate(predicted)]
     return pd.DataFrame(rows), pd.DataFrame(predictions), skipped
+
+
+def record_curves(store, epochs: int, seed: int, data_dir, say, bar) -> None:
+    """The curves and predictions of every softmax form a run timed, per device, into its folder (``say``: a
+    stage line; ``bar(total, desc, unit)``: a progress bar)."""
+    from bench.store import CURVES, PREDICTIONS
+
+    ok = [r for r in store.rows.values() if r["status"] == "ok" and r["model"] == "softmax"]
+    curves, predictions, skipped = [], [], {}
+    for device in dict.fromkeys(r["device"] for r in ok):
+        forms = list(dict.fromkeys(r["form"] for r in ok if r["device"] == device))
+        say(f"training curves on {device}: {epochs} epochs of each softmax form")
+        with bar(len(forms) * epochs, f"curves {device}", "epoch") as progress:
+            c, p, s = train_curves(forms, device, epochs, seed, data_dir, progress.update)
+        curves.append(c), predictions.append(p)
+        skipped.update({f"{form} on {device}": reason for form, reason in s.items()})
+    if curves:
+        store.write_table(PREDICTIONS, pd.concat(predictions))
+        store.write_table(CURVES, pd.concat(curves))
+        store.meta["curves_skipped"] = skipped

@@ -11,6 +11,11 @@ BASELINES = {
     "linreg": dict(model="linreg", form="module", device="cpu", loader="torchvision", workers=0, batch_size=10),
 }
 
+# asv and pytest-benchmark time the default grid at one torch thread, as ``linbench ab --threads 1``: with
+# another process busy on one of 2 cores, a cell at 2 threads waits for that core at every parallel region
+# (a step read 2-100x slower). LINBENCH_THREADS=1,2 adds other counts, as other cells (t1, t2).
+FRONT_END_THREADS = [1]
+
 ALL_FORMS = [f for f in impls.FORM_MODULES if f != "ddp"]  # one process each; ddp has its own sub-grid
 DEFAULT_GRID = [
     # every form of both models on in-memory loaders, at the book's batch sizes

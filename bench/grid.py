@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, make_dataclass
 
@@ -19,7 +20,7 @@ import torch
 
 import impls
 from bench import UserError
-from bench.defaults import BASELINES, DEFAULT_GRID, QUICK_GRID  # noqa: F401 - the grid's data, read from here
+from bench.defaults import BASELINES, DEFAULT_GRID, FRONT_END_THREADS, QUICK_GRID  # noqa: F401 - the grid's data
 from bench.loaders import DATALOADER_KINDS, LOADERS
 from impls.common import LINREG_EXAMPLES, MODELS
 
@@ -176,6 +177,19 @@ def expand(grid: list[dict], overrides: dict | None = None) -> list[Cell]:
                 continue  # distributed forms come from the sub-grids that name world sizes, and only they
             cells.setdefault(cell.key(), cell)
     return list(cells.values())
+
+
+def front_end_cells() -> list[Cell]:
+    """The default grid's one-process cells as asv and pytest-benchmark time them: at the thread counts of
+    ``LINBENCH_THREADS`` (comma-separated), by default :data:`FRONT_END_THREADS` (one thread). The count is
+    in each label, so cells of another count are other cells, never compared with these."""
+    text = os.environ.get("LINBENCH_THREADS", "").strip()
+    try:
+        threads = AXIS["threads"].values(text) if text else FRONT_END_THREADS
+    except argparse.ArgumentTypeError as e:
+        raise UserError(f"LINBENCH_THREADS: {e}") from None
+    validate({"threads": threads})
+    return [c for c in expand(DEFAULT_GRID, {"threads": threads}) if c.world_size == 1]
 
 
 def _distributed(cell) -> bool:

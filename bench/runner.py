@@ -21,11 +21,12 @@ import torch
 import impls
 from bench import UserError, check, distributed
 from bench import shard as sharding
+from bench.cases import gate_cases
 from bench.cell import CellBench, Settings
 from bench.grid import DEFAULT_GRID, QUICK_GRID, TRAIN_EXAMPLES, Cell, expand, skip_reason, validate
 from bench.load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks
-from bench.store import CURVES, GATE, PREDICTIONS, SCHEMA, Store, empty_row
+from bench.store import CURVES, GATE, SCHEMA, Store, empty_row
 from impls.common import step_cost
 
 
@@ -49,6 +50,12 @@ def compile_log(form) -> list[dict] | None:
     return log() if log else None
 
 
+def eager_steps(form) -> int:
+    """The form's steps so far that ran no compiled graph (0 for a form without the hook)."""
+    hook = getattr(form, "eager_steps", None)
+    return hook() if hook else 0
+
+
 class Runner:
     def __init__(self, config: RunConfig, store: Store, progress: bool = True):
         self.config, self.store, self.progress = config, store, progress
@@ -65,7 +72,7 @@ class Runner:
             return self.timed_row(cell, distributed.time_cell(cell, Settings.of(self.config)), None, cap=None)
         bench = CellBench(cell, Settings.of(self.config))
         try:
-            compiled_before = len(compile_log(bench.form) or [])
+            compiled_before, eager_before = len(compile_log(bench.form) or []), eager_steps(bench.form)
             timed = bench.timings()
             key = (*(v for a, v in cell.as_dict().items() if a != "form"), bench.cap)  # a loader's cells share it
             if key not in self.loader_cache:
@@ -74,6 +81,12 @@ class Runner:
             log = compile_log(bench.form)
             if log is not None:
                 self.compile_logs[(cell.model, cell.form, cell.device)] = bench.form.compile_log
+                eager = eager_steps(bench.form) - eager_before
+                timed.extra.update(eager=bool(eager or not log))
+                if eager or not log:  # a compiling form that ran eager code: flagged, not timed as compiled
+                    timed.extra.setdefault("notes", []).append(
+                        f"EAGER: {eager} of the cell's steps ran no compiled graph" if eager else
+                        "EAGER: nothing compiled (torch.compile made no graph); timed as eager code")
             return self.timed_row(cell, timed, log[compiled_before:] if log is not None else None, bench.cap)
         finally:
             bench.close()  # a DataLoader's workers end with the cell, however it ends
@@ -126,7 +139,7 @@ class Runner:
             if (c.model, c.form, c.device) not in done:
                 sizes.setdefault((c.model, c.form, c.device), set()).add(c.batch_size)
         for (model, form, device), batch_sizes in sizes.items():
-            cases = check.gate_cases(model, batch_sizes, cfg.gate_steps, cfg.seed, cfg.data_dir)
+            cases = gate_cases(model, batch_sizes, cfg.gate_steps, cfg.seed, cfg.data_dir)
             worlds = sorted({c.world_size for c in cells if (c.model, c.form, c.device) == (model, form, device)})
             rows += [r.as_dict() for r in (distributed.check_cases(model, form, device, cases, worlds)
                                            if impls.distributed(model, form) else
@@ -197,24 +210,11 @@ class Runner:
 
     def curves(self, cells: list[Cell]) -> None:
         """Training curves and predictions of the run's softmax forms (skipped when already there)."""
-        from bench.curves import train_curves
+        from bench.curves import record_curves
 
-        folder, epochs = self.store.folder, self.config.curves_epochs
-        if not epochs or (folder / CURVES).exists():
-            return
-        ok = [r for r in self.store.rows.values() if r["status"] == "ok" and r["model"] == "softmax"]
-        curves, predictions, skipped = [], [], {}
-        for device in dict.fromkeys(r["device"] for r in ok):
-            forms = list(dict.fromkeys(r["form"] for r in ok if r["device"] == device))
-            self.say(f"training curves on {device}: {epochs} epochs of each softmax form")
-            with self.bar(len(forms) * epochs, f"curves {device}", "epoch") as bar:
-                c, p, s = train_curves(forms, device, epochs, self.config.seed, self.config.data_dir, bar.update)
-            curves.append(c), predictions.append(p)
-            skipped.update({f"{form} on {device}": reason for form, reason in s.items()})
-        if curves:
-            self.store.write_table(PREDICTIONS, pd.concat(predictions))
-            self.store.write_table(CURVES, pd.concat(curves))
-            self.store.meta["curves_skipped"] = skipped
+        if self.config.curves_epochs and not (self.store.folder / CURVES).exists():
+            record_curves(self.store, self.config.curves_epochs, self.config.seed, self.config.data_dir, self.say,
+                          self.bar)
 
 
 def _sigterm(signum, frame):

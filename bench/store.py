@@ -38,7 +38,7 @@ COLUMNS = list(dict.fromkeys([
     "samples", "samples_per_s", "epoch_s", "epoch_s_lo", "epoch_s_hi", "epoch_s_iqr", "n", "noisy",
     "step_ms", "step_ms_lo", "step_ms_hi", "step_ms_iqr", "step_n", "loader_epoch_s", "loader_epoch_s_iqr",
     "loader_n", "load", "disturbed",
-    "compile_s", "peak_rss_mb", "rss_growth_mb", "cuda_peak_mb", "gflops", "gbps", "roofline_frac",
+    "compile_s", "eager", "peak_rss_mb", "rss_growth_mb", "cuda_peak_mb", "gflops", "gbps", "roofline_frac",
     "epoch_roofline_frac", "speedup", "speedup_lo", "speedup_hi", "threads",
     "samples_per_s_per_rank", "scaling_eff", "allreduce_frac", "setup_s",  # distributed cells (ddp)
     "machine",  # the host that timed the cell, in a merged run (linbench merge); empty in a run of one machine
@@ -46,11 +46,11 @@ COLUMNS = list(dict.fromkeys([
 # columns an older run folder may lack (read back as NaN): the axes, status and reason are required
 LATER_COLUMNS = ("epoch_s_lo", "epoch_s_hi", "step_ms_lo", "step_ms_hi", "load", "disturbed", "speedup_lo",
                  "speedup_hi", "rss_growth_mb", "samples_per_s_per_rank", "scaling_eff", "allreduce_frac", "setup_s",
-                 "machine")
+                 "machine", "eager")
 DONE = ("ok", "skipped", "failed-equivalence", "error")
 # what an "ok" row cannot lack: a row cut short after its status is not a finished cell
 MEASURED = ("samples", "samples_per_s", "epoch_s", "n", "step_ms", "loader_epoch_s")
-NUMERIC = [c for c in COLUMNS if c not in ("status", "reason", "noisy", "disturbed", "machine")
+NUMERIC = [c for c in COLUMNS if c not in ("status", "reason", "noisy", "disturbed", "eager", "machine")
            and not (c in AXIS and AXIS[c].parse is str)]
 
 

@@ -30,10 +30,12 @@ def _speedup(row: dict) -> str:
 
 
 def _flags(row: dict) -> str:
-    """At most one word: the status when not ok, else ``disturbed`` (others used the CPU) or ``noisy``."""
+    """At most one word: the status when not ok, else ``EAGER`` (a compiling form that ran no compiled graph),
+    ``disturbed`` (others used the CPU) or ``noisy``."""
     if row["status"] != "ok":
         return {"failed-equivalence": "NOT-EQUAL"}.get(row["status"], row["status"].upper())
-    return next((name for name in ("disturbed", "noisy") if row.get(name) is True), "")
+    return next((name.upper() if name == "eager" else name for name in ("eager", "disturbed", "noisy")
+                 if row.get(name) is True), "")
 
 
 def _machine(frame: pd.DataFrame) -> list[str]:

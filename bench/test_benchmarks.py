@@ -1,7 +1,7 @@
 """pytest-benchmark over the runner's grid: thin adapters over ``bench.cell.CellBench``.
 
 The parameter is the cell's label (a string, so it serialises into the JSON); the id is the label
-with ``-`` for ``/`` (``softmax-compiled-cpu-resident-w0-b256``), so ``-k`` selects cells. Warm-up
+with ``-`` for ``/`` (``softmax-compiled-cpu-resident-w0-b256-t1``), so ``-k`` selects cells. Warm-up
 and compilation happen before the clock. pytest-benchmark owns the clock, so each timed function is
 one fixed unit of work, the same as linbench's:
 
@@ -25,8 +25,9 @@ from bench import grid
 from bench.cell import CellBench
 from bench.timer import sync
 
-# one process each: a cell of several ranks is linbench run's (it starts them); ddp is timed here at one rank
-CELLS = {c.label(): c for c in grid.expand(grid.DEFAULT_GRID) if c.world_size == 1}
+# one process each, at one torch thread (``grid.front_end_cells``; LINBENCH_THREADS=1,2 adds 2 threads): a cell
+# of several ranks is linbench run's (it starts them); ddp is timed here at one rank
+CELLS = {c.label(): c for c in grid.front_end_cells()}
 
 
 def labels(keep) -> list[str]:

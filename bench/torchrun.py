@@ -60,7 +60,9 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     rank = dist.get_rank()
     nodes = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, _environment())
-    cases = check.gate_cases(cell.model, [cell.batch_size], args.steps, 0, args.data_dir)
+    from bench.cases import gate_cases
+
+    cases = gate_cases(cell.model, [cell.batch_size], args.steps, 0, args.data_dir)
     gate = distributed._check(setup_s, cell.model, cell.form, cell.device, cases)
     failures = _agree(check.failures([r.as_dict() for r in gate]))
     timed = None if failures else distributed._time(setup_s, cell, Settings(data_dir=args.data_dir))

@@ -33,9 +33,11 @@ class Tolerance:
     rtol: float
     atol: float
     reason: str
+    dtype: torch.dtype = torch.float32  # the precision the form computes in (the gate scales for its rounding)
 
 
-FP64 = Tolerance(1e-9, 1e-12, "Python/torch float64: only the order of summation differs from the oracle")
+FP64 = Tolerance(1e-9, 1e-12, "Python/torch float64: only the order of summation differs from the oracle",
+                 torch.float64)
 FP32 = Tolerance(1e-4, 1e-5, "float32 storage and accumulation drift over the steps (about 1e-6 seen)")
 
 

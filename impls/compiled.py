@@ -6,7 +6,10 @@ marked dynamic, so a new lr or another batch size does not recompile. By design 
 graphs per (model, device, thread count): torch.compile specialises a dimension of size 1, so a batch
 of one example (a ragged last batch, or ``--batch-sizes 1``) gets a graph of its own, and every other
 size shares the dynamic one, in whatever order the sizes come. Each compilation is counted with the
-batch size that caused it and its seconds; a third one raises.
+batch size that caused it and its seconds; a third one raises. Each compiled graph counts its runs, so a
+step that ran none (dynamo running it eagerly: ``torch.compiler.set_stance("force_eager")``, a disabled
+dynamo, a fallback) is counted too (``eager_steps``) and the harness flags the cell instead of timing eager
+code as ``compiled``.
 
 What was tried, and kept (softmax, CPU, 2 threads, step time against eager ``module``; one process,
 interleaved, on a loaded 2-core machine, so rough): the weight kept in ``nn.Linear``'s (k, d) layout and
@@ -44,6 +47,8 @@ class CompiledStep:
     def __init__(self, model: str, max_compiles: int = MAX_COMPILES):
         self.model, self.max_compiles = model, max_compiles
         self.log: list[dict] = []  # one {"batch_size", "seconds"} per compilation
+        self.graph_runs = 0  # calls of a compiled graph
+        self.eager_calls = 0  # calls that ran no compiled graph: dynamo ran the step eagerly
         self._batch_size = 0
         self._fn = torch.compile(self._step, backend=self._backend, fullgraph=True)
 
@@ -64,7 +69,13 @@ class CompiledStep:
                                f"{self._batch_size}; earlier graphs for batches {seen}): a guard failed (input "
                                "dtype, device or rank, or a global setting changed)")
         self.log.append({"batch_size": self._batch_size, "seconds": 0.0})
-        return compile_fx(gm, example_inputs)
+        graph = compile_fx(gm, example_inputs)
+
+        def counted(*args):
+            self.graph_runs += 1
+            return graph(*args)
+
+        return counted
 
     def _step(self, weight, b, lr, X, y):
         def objective(params):  # weight (k, d), nn.Linear's layout: see the module docstring
@@ -78,7 +89,7 @@ class CompiledStep:
     def __call__(self, weight, b, lr, X, y):
         torch._dynamo.maybe_mark_dynamic(X, 0)
         torch._dynamo.maybe_mark_dynamic(y, 0)
-        before, start = self.compiles, time.perf_counter()
+        before, runs, start = self.compiles, self.graph_runs, time.perf_counter()
         self._batch_size = X.shape[0]
         try:
             out = self._fn(weight, b, lr, X, y)
@@ -86,6 +97,7 @@ class CompiledStep:
             if isinstance(getattr(e, "inner_exception", None), RecompileError):
                 raise e.inner_exception from None
             raise
+        self.eager_calls += self.graph_runs == runs
         if self.compiles != before:  # the first call of a new graph: tracing, compiling and the run
             self.log[-1]["seconds"] = time.perf_counter() - start
         return out
@@ -120,6 +132,10 @@ class _CompiledForm:
     def compile_log(self) -> list[dict]:
         """Every compilation of the shared step so far: ``{"batch_size", "seconds"}`` each."""
         return list(self.compiled.log)
+
+    def eager_steps(self) -> int:
+        """Steps of the shared step so far that ran no compiled graph (dynamo ran them eagerly)."""
+        return self.compiled.eager_calls
 
     def state(self) -> dict[str, torch.Tensor]:
         return {self.weight_name: self.weight.t().cpu().contiguous(), "b": self.b.cpu().clone()}

@@ -36,6 +36,8 @@ class Form(Protocol):
 HOOKS = {
     "unavailable": "classmethod (device) -> why it cannot run here (missing compiler, no GPU), or None",
     "compile_log": "method () -> [{'batch_size', 'seconds'}, ...], one per compilation (a form that compiles)",
+    "eager_steps": "method () -> steps so far that ran no compiled graph (a form that compiles; dynamo ran them "
+                   "eagerly)",
     "sample_cap": "int: samples a timed pass covers, the epoch extrapolated (a form too slow for whole epochs)",
     "distributed": "True: one rank of a torch.distributed group of K (the world_size axis); others run K = 1 only",
 }
@@ -53,8 +55,9 @@ def contract_errors(cls) -> list[str]:
     if "unavailable" in vars(cls) or hasattr(cls, "unavailable"):
         if not callable(cls.unavailable):
             errors.append("unavailable must be callable")
-    if hasattr(cls, "compile_log") and not callable(cls.compile_log):
-        errors.append("compile_log must be a method")
+    for hook in ("compile_log", "eager_steps"):
+        if hasattr(cls, hook) and not callable(getattr(cls, hook)):
+            errors.append(f"{hook} must be a method")
     cap = getattr(cls, "sample_cap", None)
     if cap is not None and not (isinstance(cap, int) and cap > 0):
         errors.append(f"sample_cap must be a positive int, got {cap!r}")

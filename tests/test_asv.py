@@ -3,6 +3,7 @@
 import ast
 import dataclasses
 import json
+import shutil
 import site
 import subprocess
 import sys
@@ -13,13 +14,15 @@ import pytest
 import torch
 
 import impls
-from bench import grid
+from bench import UserError, grid
 
 REPO = Path(__file__).resolve().parent.parent
 ASV = [sys.executable, "-m", "asv"]
-CELL = next(c.label() for c in grid.expand(grid.DEFAULT_GRID)
-            if c.label().startswith("linreg/vectorized/cpu/resident/w0/b10/"))  # at this machine's threads
-STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10"
+CELL = "linreg/vectorized/cpu/resident/w0/b10/t1"  # asv's cells run at one torch thread
+STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10/t1'"
+# the README's command: asv's verdict (Mann-Whitney over every sample, p < 0.002, and a median ratio past -f),
+# the two commits' rounds interleaved
+CONTINUOUS = ["continuous", "-f", "1.1", "--interleave-rounds"]
 # the benchmarks and asv's units: the report maps each to its linbench metric
 UNITS = {"Step.time_step": "seconds", "CudaStep.track_step": "seconds", "Epoch.track_epoch_s": "seconds",
          "Epoch.peakmem_epoch": "bytes", "Loader.track_loader_epoch_s": "seconds",
@@ -57,9 +60,9 @@ def discovered(monkeypatch) -> dict:
 
 
 def test_asv_combinations_are_real_cells_in_asv_units(monkeypatch):
-    cells = {c.label(): c for c in grid.expand(grid.DEFAULT_GRID)}
-    runs_somewhere = {label for label, c in cells.items()  # in one process: several ranks are linbench run's
-                      if c.device in impls.form_class(c.model, c.form).devices and c.world_size == 1}
+    cells = {c.label(): c for c in grid.front_end_cells()}  # one process each: several ranks are linbench run's
+    assert cells and {c.threads for c in cells.values()} == {1}
+    runs_somewhere = {label for label, c in cells.items() if c.device in impls.form_class(c.model, c.form).devices}
     found = discovered(monkeypatch)
     assert {name: b.unit for name, b in found.items()} == UNITS
     for name, b in found.items():
@@ -75,6 +78,16 @@ def test_asv_combinations_are_real_cells_in_asv_units(monkeypatch):
         else:
             assert set(labels) <= runs_somewhere, name
     assert set(ast.literal_eval(v) for v in found["Epoch.track_epoch_s"].params[0]) == runs_somewhere
+
+
+def test_front_end_threads_come_from_linbench_threads(monkeypatch):
+    monkeypatch.setenv("LINBENCH_THREADS", "1,2")
+    both = grid.front_end_cells()
+    assert {c.threads for c in both} == {1, 2} and CELL in {c.label() for c in both}
+    assert len(both) == 2 * len({dataclasses.replace(c, threads=1) for c in both})
+    monkeypatch.setenv("LINBENCH_THREADS", "0")
+    with pytest.raises(UserError, match="--threads must be >= 1"):
+        grid.front_end_cells()
 
 
 def test_asv_step_is_one_steady_step_per_call_and_a_cell_not_runnable_here_says_why(monkeypatch):
@@ -113,37 +126,87 @@ def git(*args, cwd):
                    check=True, capture_output=True)
 
 
-@pytest.mark.slow
-def test_asv_continuous_flags_a_2x_slower_form_and_not_an_unchanged_commit(tmp_path):
-    clone = tmp_path / "clone"
-    git("clone", "-q", str(REPO), str(clone), cwd=tmp_path)
+@pytest.fixture(scope="module")
+def busy_core():
+    """One core kept busy by another process for the module's timed tests."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield spinner
+    spinner.kill()
+    spinner.wait()
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A clone of this working tree whose history is: ``base``; ``twice`` (every step done twice) and on it
+    ``same`` (a README edit); and beside them, on ``base``, ``x1.3`` (3 calls in 10 do the step twice: 1.3x the
+    work). asv runs it from its own config, the per-commit environment seeing this venv's torch through a .pth
+    file instead of a 5 GB install. Returns (clone, config, commit of each name)."""
+    tmp = tmp_path_factory.mktemp("asv-continuous")
+    clone = tmp / "clone"
+    git("clone", "-q", str(REPO), str(clone), cwd=tmp)
+    for name in ("bench", "impls"):  # this working tree's harness and forms, committed as the base
+        shutil.rmtree(clone / name)
+        shutil.copytree(REPO / name, clone / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for name in ("pyproject.toml", "asv.conf.json"):
+        shutil.copy2(REPO / name, clone / name)
+    git("add", "-A", cwd=clone)
+    git("commit", "-q", "--allow-empty", "-m", "base", cwd=clone)
     conf = json.loads((clone / "asv.conf.json").read_text())
-    # the per-commit environment sees this venv's torch through a .pth file instead of a 5 GB install
     host = site.getsitepackages()[0]
-    conf.update(repo=str(clone), benchmark_dir=str(clone / conf["benchmark_dir"]), env_dir=str(tmp_path / "env"),
-                results_dir=str(tmp_path / "results"), html_dir=str(tmp_path / "html"),
+    conf.update(repo=str(clone), benchmark_dir=str(clone / conf["benchmark_dir"]), env_dir=str(tmp / "env"),
+                results_dir=str(tmp / "results"), html_dir=str(tmp / "html"),
                 install_command=[
                     "in-dir={env_dir} python -c \"import site, sys; open(site.getsitepackages()[0] + "
                     "'/host-packages.pth', 'w').write(sys.argv[1])\" " + host,
                     "in-dir={env_dir} python -m pip install --no-deps {wheel_file}"])
-    config = tmp_path / "asv.conf.json"
+    config = tmp / "asv.conf.json"
     config.write_text(json.dumps(conf))
     vectorized = clone / "impls" / "vectorized.py"
     source = vectorized.read_text()
     step = "    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:\n"
     assert step in source
-    # every call does the step twice: exactly twice the work, whatever the machine's load
-    twice = "    def step(self, X, y):\n        self._step(X, y)\n        return self._step(X, y)\n\n"
-    vectorized.write_text(source.replace(step, twice + step.replace("def step", "def _step"), 1))
-    git("commit", "-qam", "a planted slowdown", cwd=clone)
+    renamed = step.replace("def step", "def _step")
+
+    def commit(name, extra_step):
+        vectorized.write_text(source.replace(step, extra_step + renamed, 1))
+        git("commit", "-qam", f"planted: {name}", cwd=clone)
+        return git_head(clone)
+
+    base = git_head(clone)
+    twice = commit("every step twice", "    def step(self, X, y):\n        self._step(X, y)\n"
+                                       "        return self._step(X, y)\n\n")
     (clone / "README.md").write_text((clone / "README.md").read_text() + "\nA change that changes no speed.\n")
     git("commit", "-qam", "no speed change", cwd=clone)
+    same = git_head(clone)
+    git("checkout", "-q", base, cwd=clone)
+    x13 = commit("3 steps in 10 twice", "    def step(self, X, y):\n"
+                                        "        self._calls = getattr(self, '_calls', 0) + 1\n"
+                                        "        if self._calls % 10 < 3:\n            self._step(X, y)\n"
+                                        "        return self._step(X, y)\n\n")
     run("machine", "--yes", "--config", str(config), cwd=clone)
+    return clone, config, {"base": base, "twice": twice, "same": same, "x1.3": x13}
 
-    slower = run("continuous", "--config", str(config), "-f", "1.5", "-b", STEP, "HEAD~2", "HEAD~1", cwd=clone)
-    assert slower.returncode != 0, slower.stdout + slower.stderr
-    assert "PERFORMANCE DECREASED" in slower.stdout and f"Step.time_step('{CELL}')" in slower.stdout
 
-    same = run("continuous", "--config", str(config), "-f", "1.5", "-b", STEP, "HEAD~1", "HEAD", cwd=clone)
-    assert same.returncode == 0, same.stdout + same.stderr
-    assert "PERFORMANCE DECREASED" not in same.stdout
+def git_head(repo) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def continuous(planted, a: str, b: str):
+    clone, config, commits = planted
+    return run(*CONTINUOUS, "--config", str(config), "-b", STEP, commits[a], commits[b], cwd=clone)
+
+
+@pytest.mark.parametrize("slower", ["twice", "x1.3"])
+def test_asv_continuous_flags_a_slower_form_with_a_core_busy(planted, busy_core, slower):
+    out = continuous(planted, "base", slower)
+    assert out.returncode != 0, out.stdout + out.stderr
+    assert "PERFORMANCE DECREASED" in out.stdout and f"Step.time_step('{CELL}')" in out.stdout, out.stdout
+    print(out.stdout)  # asv's table: the two medians and their ratio
+
+
+def test_asv_continuous_does_not_flag_an_unchanged_commit_with_a_core_busy(planted, busy_core):
+    out = continuous(planted, "twice", "same")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "BENCHMARKS NOT SIGNIFICANTLY CHANGED" in out.stdout, out.stdout
+    print(out.stdout)

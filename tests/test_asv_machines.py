@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.grid import AXES, DEFAULT_GRID, expand, parse_label
+from bench.grid import AXES, front_end_cells, parse_label
 from bench.history import find_changes
 from bench.report import sources
 from bench.store import Run
@@ -20,8 +20,8 @@ from tests.test_report import ok_row, write_run
 
 REPO = Path(__file__).resolve().parent.parent
 MACHINES = ("alpha", "beta")
-CELL = next(c.label() for c in expand(DEFAULT_GRID)
-            if c.label().startswith("linreg/vectorized/cpu/resident/w0/b10/"))  # at this machine's threads
+CELL = next(c.label() for c in front_end_cells()
+            if c.label().startswith("linreg/vectorized/cpu/resident/w0/b10/"))  # asv's cells: one thread
 ONE_CELL = re.escape(f"Step.time_step('{CELL}')")
 BENCHMARK = "bench_training.Step.time_step"
 

@@ -10,6 +10,7 @@ import torch
 
 import impls
 from bench import check, cli, distributed, grid
+from bench.cases import gate_cases
 from bench.grid import Cell, expand, parse_label, skip_reason
 
 
@@ -54,7 +55,7 @@ def test_the_scaling_sub_grid_holds_only_distributed_forms():
 
 
 def test_two_ranks_pass_the_gate_with_uneven_and_empty_shares():
-    cases = check.gate_cases("linreg", [10, 3], steps=12)  # batch 3 over 2 ranks: shares of 2 and 1; a last batch of 1
+    cases = gate_cases("linreg", [10, 3], steps=12)  # batch 3 over 2 ranks: shares of 2 and 1; a last batch of 1
     results = distributed.check_cases("linreg", "ddp", "cpu", cases, [2])
     assert results and all(r.status == "pass" for r in results), [r.reason for r in results]
     assert all(r.case.endswith("2 ranks") for r in results)
@@ -79,7 +80,7 @@ def _planted(setup_s, cases):
 
 
 def test_the_gate_catches_a_mean_of_means_over_uneven_shares():
-    cases = check.gate_cases("linreg", [3], steps=12)
+    cases = gate_cases("linreg", [3], steps=12)
     results = distributed.gang(2, 1, "cpu", _planted, cases)
     assert any(r.status == "fail" for r in results)
 
@@ -120,7 +121,7 @@ def test_run_times_one_and_two_ranks_with_scaling_and_allreduce_share(tmp_path, 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL with 2 ranks needs 2 GPUs (this machine has "
                     f"{torch.cuda.device_count()})")
 def test_two_ranks_on_two_gpus_pass_the_gate_with_nccl():
-    cases = check.gate_cases("linreg", [10], steps=12)
+    cases = gate_cases("linreg", [10], steps=12)
     assert all(r.status == "pass" for r in distributed.check_cases("linreg", "ddp", "cuda", cases, [2]))
 
 

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import impls
-from bench import check, cli
-from bench.check import batch_case, check_form, gate_cases, run_oracle
+from bench import cases, check, cli
+from bench.cases import batch_case, gate_cases, run_oracle
+from bench.check import check_form
 from impls.common import init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
 
-def gate_inputs(model, steps=check.DEFAULT_STEPS):
+def gate_inputs(model, steps=cases.DEFAULT_STEPS):
     """(batches, params, reference) of the model's default ``batch B`` case."""
     trial = batch_case(model, impls.common.MODELS[model].batch_size, steps).trials[0]
     return trial.batches, trial.params, trial.reference
@@ -33,10 +34,10 @@ def test_every_form_passes_the_gate(model, form, device, real_data):
 
 
 def test_gate_batches_end_with_the_loaders_ragged_batch_and_a_batch_of_one(real_data):
-    sizes = [len(y) for _, y in check.gate_batches("softmax", 1024)]
+    sizes = [len(y) for _, y in cases.gate_batches("softmax", 1024)]
     assert sizes == [1024] * 13 + [60000 % 1024, 1]
-    assert [len(y) for _, y in check.gate_batches("linreg", 10)] == [10] * 50 + [1]  # 1000 % 10 == 0: no tail
-    assert check.batch_case("linreg", 9).describe() == "50x9 + 2x1"  # 1000 % 9 == 1, then the batch of 1
+    assert [len(y) for _, y in cases.gate_batches("linreg", 10)] == [10] * 50 + [1]  # 1000 % 10 == 0: no tail
+    assert cases.batch_case("linreg", 9).describe() == "50x9 + 2x1"  # 1000 % 9 == 1, then the batch of 1
 
 def _planted(model, base, change):
     """A subclass of ``base`` that is wrong in one small way."""
@@ -65,6 +66,27 @@ def test_planted_wrong_form_fails_the_gate(model, form, plant, real_data):
     result = check_form(model, form, "cpu", *gate_inputs(model), cls=wrong)
     assert result.status == "fail"
     assert "out of tolerance" in result.reason
+
+
+def test_a_case_where_rounding_alone_goes_past_the_bound_widens_it_by_that_reach(real_data):
+    """Softmax at batch 1 (lr 0.1, |x|^2 ~ 100: each step moves the logits by ~10): fp32 alone, the oracle's own
+    steps from parameters 1 ulp apart, drifts past FP32's bound; the fp32 forms are held to 3x that reach, and a
+    form 1% off in its learning rate still fails there. Linreg at batch 10 keeps the stated tolerance."""
+    fp32 = impls.form_class("softmax", "module").tolerance
+    one = batch_case("softmax", 1)
+    reach = one.rounding("softmax", fp32)
+    assert reach > 1
+    tol = one.tolerance("softmax", fp32)
+    assert tol.rtol == pytest.approx(fp32.rtol * cases.ROUNDING_SAFETY * reach) and "rounding alone" in tol.reason
+    trial = one.trials[0]
+    for form in ("module", "compiled"):
+        result = check_form("softmax", form, "cpu", trial.batches, trial.params, trial.reference)
+        assert result.status == "pass" and result.rtol == tol.rtol, result.reason
+    wrong = _planted("softmax", impls.form_class("softmax", "module"), PLANTS["lr-x1.01"])
+    assert check_form("softmax", "module", "cpu", trial.batches, trial.params, trial.reference,
+                      cls=wrong).status == "fail"
+    ten = batch_case("linreg", 10)
+    assert ten.rounding("linreg", fp32) < 1 / cases.ROUNDING_SAFETY and ten.tolerance("linreg", fp32) == fp32
 
 
 def test_a_crashing_form_fails_with_its_error(real_data):

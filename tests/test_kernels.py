@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import impls
-from bench.check import check_form, run_oracle
+from bench.cases import run_oracle
+from bench.check import check_form
 from bench.data import cache_dir
 from impls import cuda_kernels, triton_kernels
 from impls.common import FP32, init_params, synthetic_linreg
@@ -260,7 +261,8 @@ INTERPRETED = """
 import json, sys
 import torch
 import impls
-from bench.check import check_form, run_oracle
+from bench.cases import run_oracle
+from bench.check import check_form
 from impls import triton_kernels
 from impls.common import init_params
 from tests.test_kernels import op_args, small_batches

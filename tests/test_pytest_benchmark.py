@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench.grid import TRAIN_EXAMPLES
 
@@ -34,18 +33,18 @@ def test_benchmarks_run_save_and_compare(tmp_path):
     found = {b["name"]: b for b in data["benchmarks"]}
     assert data["machine_info"]["linbench"]["threads"] >= 1 and "torch" in data["machine_info"]["linbench"]
 
-    step = found[f"test_step[linreg-vectorized-cpu-resident-w0-b10-t{torch.get_num_threads()}]"]
-    assert step["params"] == {"cell": f"linreg/vectorized/cpu/resident/w0/b10/t{torch.get_num_threads()}"}
+    step = found["test_step[linreg-vectorized-cpu-resident-w0-b10-t1]"]
+    assert step["params"] == {"cell": "linreg/vectorized/cpu/resident/w0/b10/t1"}
     assert step["group"] == "step linreg cpu b10" and step["extra_info"]["form"] == "vectorized"
     assert step["stats"]["iterations"] == 16  # one step per call: a round is one cycle of the batches
     assert step["extra_info"]["step_ms"] == pytest.approx(step["stats"]["median"] * 1e3)
 
-    epoch = found[f"test_epoch[linreg-vectorized-cpu-resident-w0-b10-t{torch.get_num_threads()}]"]
+    epoch = found["test_epoch[linreg-vectorized-cpu-resident-w0-b10-t1]"]
     assert epoch["extra_info"]["epoch_s"] == pytest.approx(epoch["stats"]["median"])  # a whole epoch
     assert epoch["extra_info"]["samples"] == TRAIN_EXAMPLES["linreg"]
 
     # the capped pure-Python form
-    loop = found[f"test_capped_pass[softmax-loop-cpu-resident-w0-b256-t{torch.get_num_threads()}]"]
+    loop = found["test_capped_pass[softmax-loop-cpu-resident-w0-b256-t1]"]
     scale = TRAIN_EXAMPLES["softmax"] / loop["extra_info"]["samples"]
     assert scale > 10 and loop["extra_info"]["epoch_scale"] == pytest.approx(scale)
     assert loop["extra_info"]["epoch_s"] == pytest.approx(loop["stats"]["median"] * scale)

@@ -214,3 +214,37 @@ def test_compiled_cells_at_ragged_batch_sizes_run_and_compiles_are_logged_per_fo
     assert (frame["compile_s"] == 0).all()
     gate = pd.read_csv(store.folder / GATE)
     assert list(gate["batch_size"]) == [1, 9, 37] and set(gate["status"]) == {"pass"}
+
+
+class CompiledNothing(impls.form_class("linreg", "compiled")):
+    """The compiled form with torch.compile taken out: the same step, run eagerly, and nothing in its log."""
+    def step(self, X, y):
+        return self.compiled._step(self.weight, self.b, self.lr, X.reshape(len(X), -1), y.reshape(-1, 1))
+
+    def compile_log(self):
+        return []
+
+
+def test_a_compiling_form_that_runs_eagerly_is_flagged(tmp_path, monkeypatch, real_data):
+    import types
+
+    from bench.summary import compact
+
+    monkeypatch.setitem(sys.modules, "planted_eager", types.SimpleNamespace(FORMS={"linreg": CompiledNothing}))
+    monkeypatch.setitem(impls.FORM_MODULES, "uncompiled", "planted_eager")
+    config = runner.RunConfig(grid=[dict(model=["linreg"], form=["compiled", "uncompiled", "module"], device=["cpu"],
+                                         loader=["resident"], workers=[0], batch_size=[10])],
+                              repeats=1, quick=True, gate_steps=5, curves_epochs=0)
+    store, cells = runner.start(config, tmp_path)
+    with torch.compiler.set_stance("force_eager"):  # dynamo runs the compiled form's step eagerly
+        frame = runner.execute(store, config, cells, progress=False).set_index("form")
+    assert (frame["status"] == "ok").all(), frame["reason"].tolist()
+    assert frame.loc["compiled", "eager"] is True and "ran no compiled graph" in frame.loc["compiled", "reason"]
+    assert frame.loc["uncompiled", "eager"] is True and "nothing compiled" in frame.loc["uncompiled", "reason"]
+    assert pd.isna(frame.loc["module", "eager"])  # a form that does not compile
+    lines = compact(read_results(store.folder))
+    assert sum(line.rstrip().endswith("EAGER") for line in lines) == 2, lines
+    config.overrides = {"form": ["compiled"]}
+    store, cells = runner.start(config, tmp_path / "compiled")
+    row = runner.execute(store, config, cells, progress=False).iloc[0]  # dynamo as usual: the graphs run
+    assert row["eager"] in (False,) and "EAGER" not in row["reason"], row["reason"]

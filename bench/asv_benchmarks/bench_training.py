@@ -1,8 +1,10 @@
 """asv benchmarks over the runner's grid: thin adapters over ``bench.cell.CellBench``.
 
 Every benchmark takes one parameter, ``cell``: a cell of ``grid.DEFAULT_GRID`` by its label, as
-linbench prints it (``softmax/module/cpu/torchvision/w4/b256``; every axis of the grid's table is in
-it, so results at another thread count, say, are other results and never compared). Each class lists
+linbench prints it (``softmax/module/cpu/torchvision/w4/b256/t1``; every axis of the grid's table is in
+it, so results at another thread count, say, are other results and never compared). Cells run at one
+torch thread (``grid.front_end_cells``: a core kept busy by another process then holds up no parallel
+region of the step); ``LINBENCH_THREADS=1,2`` lists the cells at 2 threads too. Each class lists
 its real cells only, so no combination is made up. A cell no machine can run (a device its form does
 not have, e.g. ``loop`` on ``cuda``) is not listed; one this machine cannot run (``cuda`` without a GPU,
 ``triton`` without its compiler) is skipped in ``setup`` with its reason. ``cuda`` cells are listed on
@@ -41,17 +43,14 @@ from bench.timer import sync
 
 
 def runs_somewhere(cell: grid.Cell) -> bool:
-    """False for a cell no machine can run in one process: a device its form does not list, or several
-    ranks (``linbench run`` starts those; the ddp form is timed here at one rank)."""
-    if cell.world_size > 1:
-        return False
+    """False for a cell no machine can run: a device its form does not list."""
     try:
         return cell.device in impls.form_class(cell.model, cell.form).devices
     except ImportError:  # e.g. triton missing here: a reason of this machine, given in setup
         return True
 
 
-CELLS = [c for c in grid.expand(grid.DEFAULT_GRID) if runs_somewhere(c)]
+CELLS = [c for c in grid.front_end_cells() if runs_somewhere(c)]  # one process each: the ddp form at one rank
 BY_LABEL = {c.label(): c for c in CELLS}
 
 
@@ -104,7 +103,10 @@ class Step(_Cells):
 
     CUDA cells are ``CudaStep``: asv's clock does not synchronize the device."""
     params = cell_params(c for c in CELLS if c.loader == "resident" and c.device == "cpu")
-    repeat = (20, 200, 2.0)  # each sample is one call: many samples (min, max, seconds)
+    # 4 processes (rounds) of 10-50 samples each: ``asv continuous`` interleaves the two commits' rounds
+    # (A B A B ...), so a burst of load on the machine falls on both sides, not on one commit's samples
+    rounds = 4
+    repeat = (10, 50, 1.0)  # each sample is one call (many calls, asv's ``number``): min, max, seconds
     timeout = 300
 
     def setup(self, cell):

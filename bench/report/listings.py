@@ -15,7 +15,7 @@ from bench.report.render import Section
 SHOWN = [*AXES, "machine", "status", "samples_per_s", "epoch_s", "speedup", "scaling_eff", "samples_per_s_per_rank",
          "allreduce_frac", "setup_s", "epoch_s_iqr", "n", "step_ms",
          "loader_epoch_s", "instr_per_step", "roofline_frac", "epoch_roofline_frac", "gflops", "compile_s",
-         "cuda_peak_mb", "rss_growth_mb", "peak_rss_mb", "reason"]
+         "eager", "cuda_peak_mb", "rss_growth_mb", "peak_rss_mb", "reason"]
 KEPT = {*(a for a in AXES if AXIS[a].implicit is None), "status", "reason"}  # shown even when empty
 NOT_TIMED = [*AXES, "status", "reason"]
 FAILED = ("failed-equivalence", "error")
@@ -33,13 +33,18 @@ def all_cells(frame: pd.DataFrame) -> Section:
     s = Section("All cells")
     rows = frame[frame["status"] != "skipped"]
     several = machines(frame)
+    eager = rows[rows["eager"].eq(True)] if "eager" in rows else rows.iloc[:0]
     columns = [c for c in SHOWN if c in rows.columns and (c in KEPT or _informative(rows[c]))
-               and (c != "machine" or several)]
+               and (c != "machine" or several) and (c != "eager" or len(eager))]
     s.text("Every cell timed or failed, one row each (the skipped ones: next section). peak_rss_mb is the process's "
            "peak RSS, shared by every cell of the run, not a form's own memory.")
     if several:
         s.text(f"The cells were timed on {len(several)} machines ({', '.join(several)}; column machine), merged "
                "from shard runs (linbench merge).")
+    if len(eager):
+        which = ", ".join(label_of(r) for r in eager.to_dict("records"))
+        s.text(f"{len(eager)} cell(s) of a compiling form ran no compiled graph ({which}; column eager, the reason "
+               "says how many steps): their times are of eager code, not of the compiled form.", "warn")
     if note := cross_machine_note(frame):
         s.text(note[0].upper() + note[1:] + ".", "warn")
     if rows.empty:

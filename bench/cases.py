@@ -1,0 +1,214 @@
+"""What the equal-results gate checks a form on: its cases, their batches and the oracle's answers.
+
+- ``batch B`` for every batch size the run times: full batches of B, then the ragged last batch the
+  loader really produces (``len(data) % B``, when not 0), then a batch of 1;
+- ``large logits`` (softmax): parameters giving logits around +-1000, and all-equal logits near
+  +1000 and near -1000, where a softmax without the max-subtraction overflows.
+
+A case is one or more trials (the parameters to start from, a batch sequence, the fp64 oracle's answer),
+and gives the tolerance a form is held to there (:meth:`Case.tolerance`); :func:`judge` runs one form
+instance through a trial and compares it with the oracle.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+from bench.data import load_split
+from impls.common import MODELS, Tolerance, init_params
+from impls.oracle import Oracle
+
+DEFAULT_STEPS = 50  # full batches per case at most
+GATE_SAMPLES = 12800  # full batches per case: enough to cover this many samples (at least MIN_STEPS)
+MIN_STEPS = 3
+# fp32's own error at logits of +-1000, measured (vectorized, module and compiled forms, CPU, against
+# the fp64 oracle): losses up to 5e-4 and parameters up to 7e-5 off, the logits of predict() 2.3e-3 off
+# (2e-6 of their size, which the form's rtol covers). Losses near log(10) and biases near 0 need an
+# absolute floor there: 20x the form's rtol, 2e-3 in fp32 (4x the largest loss error seen).
+LARGE_LOGIT_ATOL_PER_RTOL = 20.0
+# Rounding's own reach: some trajectories amplify rounding error step by step (softmax at batch 1: each
+# step moves the logits by ~lr |x|^2 = 10, and fp32 alone drifts past FP32's bound). The oracle's own
+# algorithm, run at the form's precision from parameters 1 ulp apart (ROUNDING_RUNS seeds), shows how far
+# rounding alone carries a case; a form may go ROUNDING_SAFETY times as far (fp32 forms were seen at up to
+# 1.3x the worst such run, and at 4.5x a single one: the runs' spread is what a form's order of summation
+# draws from).
+ROUNDING_RUNS = 6
+ROUNDING_SAFETY = 3.0
+
+
+@dataclass
+class Reference:
+    """The oracle's answer for one batch sequence: losses, final state, predictions on probe inputs."""
+    losses: torch.Tensor
+    state: dict[str, torch.Tensor]
+    probes: list[torch.Tensor]
+    predictions: list[torch.Tensor]
+
+
+@dataclass
+class Trial:
+    name: str
+    batches: list
+    params: dict[str, torch.Tensor]
+    reference: Reference
+
+
+@dataclass
+class Case:
+    name: str
+    trials: list[Trial]
+    batch_size: int | None = None
+    atol_per_rtol: float = 0.0  # an absolute floor of the case, in units of the form's rtol
+    _rounding: dict = field(default_factory=dict, repr=False)
+
+    def tolerance(self, model: str, form_tolerance: Tolerance) -> Tolerance:
+        """The form's tolerance, with the case's absolute floor where it has one, widened where rounding alone
+        carries the case further (:meth:`rounding`: ``ROUNDING_SAFETY`` x its reach, when that is over 1)."""
+        tol = form_tolerance
+        floor = self.atol_per_rtol * tol.rtol
+        if floor > tol.atol:
+            tol = Tolerance(tol.rtol, floor, f"{self.name}: an absolute floor of {self.atol_per_rtol:g}x rtol "
+                            "(fp32's own loss error there: up to 5e-4)", tol.dtype)
+        reach = self.rounding(model, tol)
+        scale = ROUNDING_SAFETY * reach
+        if scale <= 1:
+            return tol
+        return Tolerance(tol.rtol * scale, tol.atol * scale, f"{tol.reason}; x{scale:.3g}: rounding alone reaches "
+                         f"{reach:.3g} of it here (the oracle's steps in {str(tol.dtype)[6:]} from parameters 1 ulp "
+                         f"apart), x{ROUNDING_SAFETY:g} that", tol.dtype)
+
+    def rounding(self, model: str, tol: Tolerance) -> float:
+        """How far rounding alone carries this case, in units of ``tol``: the worst ``tol_used`` of the oracle's
+        algorithm run in ``tol.dtype`` from each trial's parameters, each element moved by 1 ulp up or down
+        (``ROUNDING_RUNS`` seeds). Computed once per model and tolerance."""
+        key = (model, tol)
+        if key not in self._rounding:
+            eps = torch.finfo(tol.dtype).eps
+            used = []
+            for trial in self.trials:
+                for seed in range(ROUNDING_RUNS):
+                    g = torch.Generator().manual_seed(seed)
+                    moved = {k: v.to(tol.dtype).double() * (1 + eps * torch.randint(0, 2, v.shape, generator=g) * 2
+                                                            - eps) for k, v in trial.params.items()}
+                    used += judge(Oracle(model, moved, MODELS[model].lr, tol.dtype), trial, tol)[1]
+            self._rounding[key] = max(used, default=0.0)
+        return self._rounding[key]
+
+    def describe(self) -> str:
+        return "; ".join(_describe(t.batches) for t in self.trials[:1])
+
+
+def _describe(batches) -> str:
+    """A batch sequence in short: ``50x256 + 96 + 1``."""
+    parts, sizes = [], [len(y) for _, y in batches]
+    for size in dict.fromkeys(sizes):
+        count = sum(1 for s in sizes if s == size)
+        parts.append(f"{count}x{size}" if count > 1 else str(size))
+    return " + ".join(parts)
+
+
+def gate_batches(model: str, batch_size: int | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
+                 data_dir=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Full batches of the real training data, then the loader's ragged last batch, then a batch of 1.
+
+    The number of full batches covers ``GATE_SAMPLES`` samples, at least ``MIN_STEPS``, at most ``steps``.
+    """
+    split = load_split(model, True, data_dir)
+    batch_size = batch_size or MODELS[model].batch_size
+    full = min(steps, max(MIN_STEPS, -(-GATE_SAMPLES // batch_size)))
+    sizes = [batch_size] * full + ([len(split) % batch_size] if len(split) % batch_size else []) + [1]
+    g = torch.Generator().manual_seed(seed)
+    order = torch.cat([torch.randperm(len(split), generator=g) for _ in range(-(-sum(sizes) // len(split)))])
+    X = split.features()
+    return [(X[idx], split.y[idx]) for idx in order[: sum(sizes)].split(sizes)]
+
+
+def run_oracle(model: str, batches, params) -> Reference:
+    """The fp64 oracle over ``batches``: losses, final state and predictions on the first and last batch."""
+    oracle = Oracle(model, params, MODELS[model].lr)
+    losses = torch.tensor([oracle.step(X, y) for X, y in batches], dtype=torch.float64)
+    probes = [batches[0][0], batches[-1][0]]
+    return Reference(losses, oracle.state(), probes, [oracle.predict(X) for X in probes])
+
+
+def large_logit_params(model: str, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """Softmax parameters whose logits on real images are around +-1000, or all equal near +-1000."""
+    params = init_params(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    # a pixel row has |x| ~ 11 (Fashion-MNIST), so weights of std 90 give logits of std ~1000
+    spread = {**params, "W": torch.randn(params["W"].shape, generator=g, dtype=torch.float64) * 90.0}
+    zero = torch.zeros_like(params["W"])
+    return {"logits +-1000": spread,
+            "all logits +1000": {"W": zero, "b": torch.full_like(params["b"], 1000.0)},
+            "all logits -1000": {"W": zero, "b": torch.full_like(params["b"], -1000.0)}}
+
+
+@lru_cache(maxsize=32)
+def batch_case(model: str, batch_size: int, steps: int = DEFAULT_STEPS, seed: int = 0, data_dir=None) -> Case:
+    """The ``batch B`` case of ``model``: one trial from the seeded init (shared by every form)."""
+    batches = gate_batches(model, batch_size, steps, seed, data_dir)
+    params = init_params(model, seed)
+    return Case(f"batch {batch_size}", [Trial("", batches, params, run_oracle(model, batches, params))],
+                batch_size=batch_size)
+
+
+@lru_cache(maxsize=4)
+def large_logit_case(model: str, seed: int = 0, data_dir=None) -> Case | None:
+    """The ``large logits`` case (softmax only: linreg has no exponential to overflow)."""
+    if model != "softmax":
+        return None
+    batches = gate_batches(model, 64, MIN_STEPS, seed, data_dir)
+    trials = [Trial(name, batches, params, run_oracle(model, batches, params))
+              for name, params in large_logit_params(model, seed).items()]
+    return Case("large logits", trials, atol_per_rtol=LARGE_LOGIT_ATOL_PER_RTOL)
+
+
+def gate_cases(model: str, batch_sizes, steps: int = DEFAULT_STEPS, seed: int = 0, data_dir=None) -> list[Case]:
+    """Every case a form of ``model`` is checked on before cells at ``batch_sizes`` are timed."""
+    cases = [batch_case(model, b, steps, seed, data_dir) for b in sorted(set(batch_sizes))]
+    extra = large_logit_case(model, seed, data_dir)
+    return cases + ([extra] if extra else [])
+
+
+def compare(name: str, got: torch.Tensor, want: torch.Tensor, tol: Tolerance) -> tuple[float, float, str]:
+    """Max abs error, the tolerance used (max err/bound) and a one-line diff of the worst element ('' if within)."""
+    got, want = got.detach().to("cpu", torch.float64).reshape(want.shape), want.to(torch.float64)
+    err = (got - want).abs()
+    bound = tol.atol + tol.rtol * want.abs()
+    used = (err / bound).nan_to_num(math.inf)
+    bad = ~(err <= bound)  # NaN counts as bad
+    diff = ""
+    if bad.any():
+        i = int(used.flatten().argmax())
+        where = tuple(int(v) for v in torch.unravel_index(torch.tensor(i), want.shape))
+        diff = (f"{name}{list(where)}: got {got.flatten()[i].item():.9g}, oracle {want.flatten()[i].item():.9g} "
+                f"(|diff| {err.flatten()[i].item():.3g} > {bound.flatten()[i].item():.3g}; "
+                f"{int(bad.sum())} of {bad.numel()} out of tolerance)")
+    return float(err.max()) if err.numel() else 0.0, float(used.max()) if used.numel() else 0.0, diff
+
+
+def judge(instance, trial: Trial, tol: Tolerance) -> tuple[dict, list, list]:
+    """``instance`` (a fresh form, from the trial's parameters) stepped through the trial and compared with the
+    oracle's answer: the largest error per kind (loss, param, predict), every ``tol_used``, the diffs."""
+    prefix = f"{trial.name}: " if trial.name else ""
+    losses = torch.stack([torch.as_tensor(instance.step(X, y), dtype=torch.float64).detach().cpu()
+                          for X, y in trial.batches])
+    state, ref = instance.state(), trial.reference
+    comparisons = [("loss", "loss", losses, ref.losses)]
+    worst, used, diffs = {"loss": [], "param": [], "predict": []}, [], []
+    for key, want in ref.state.items():
+        if key not in state:
+            diffs.append(f"{prefix}state() lacks {key!r}")
+            continue
+        comparisons.append(("param", key, state[key], want))
+    for i, (X, want) in enumerate(zip(ref.probes, ref.predictions)):
+        comparisons.append(("predict", f"predict(batch {'first' if i == 0 else 'last'})", instance.predict(X), want))
+    for kind, name, got, want in comparisons:
+        a, u, d = compare(name, got, want, tol)
+        worst[kind].append(a), used.append(u)
+        if d:
+            diffs.append(prefix + d)
+    return worst, used, diffs
