@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 
 import impls
@@ -124,15 +123,16 @@ def cmd_run(args) -> int:
         print(f"linbench: interrupted; {len(store.rows)} of {len(cells)} cells kept in {store.folder}; "
               f"finish with: linbench run --resume {store.folder}", file=sys.stderr)
         return 130
-    from bench.summary import compact, wide
+    from bench.summary import compact, wide, width, wrapped
 
-    for line in wide(frame) if args.wide else compact(frame, shutil.get_terminal_size((100, 24)).columns):
+    for line in wide(frame) if args.wide else compact(frame, width()):
         print(line)
     for line in headlines(frame):
-        print(line)
+        print(*wrapped(line), sep="\n")
     for row in frame.to_dict("records"):
         if row["status"] in ("failed-equivalence", "error"):
-            print(f"{row['status'].upper()} {row['model']}/{row['form']}/{row['device']}: {row['reason']}")
+            print(*wrapped(f"{row['status'].upper()} {row['model']}/{row['form']}/{row['device']}: {row['reason']}"),
+                  sep="\n")
     print(f"results: {store.folder / RESULTS}")
     if not args.no_report:
         from bench.report.page import Run, build

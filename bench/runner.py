@@ -27,6 +27,7 @@ from bench.grid import DEFAULT_GRID, QUICK_GRID, TRAIN_EXAMPLES, Cell, expand, s
 from bench.load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks
 from bench.store import CURVES, GATE, SCHEMA, Store, empty_row
+from bench.summary import wrapped
 from impls.common import step_cost
 
 
@@ -50,11 +51,6 @@ def compile_log(form) -> list[dict] | None:
     return log() if log else None
 
 
-def eager_steps(form) -> int:
-    """The form's steps so far that ran no compiled graph (0 for a form without the hook)."""
-    hook = getattr(form, "eager_steps", None)
-    return hook() if hook else 0
-
 
 class Runner:
     def __init__(self, config: RunConfig, store: Store, progress: bool = True):
@@ -72,7 +68,8 @@ class Runner:
             return self.timed_row(cell, distributed.time_cell(cell, Settings.of(self.config)), None, cap=None)
         bench = CellBench(cell, Settings.of(self.config))
         try:
-            compiled_before, eager_before = len(compile_log(bench.form) or []), eager_steps(bench.form)
+            eager_steps = getattr(bench.form, "eager_steps", lambda: 0)  # steps that ran no compiled graph
+            compiled_before, eager_before = len(compile_log(bench.form) or []), eager_steps()
             timed = bench.timings()
             key = (*(v for a, v in cell.as_dict().items() if a != "form"), bench.cap)  # a loader's cells share it
             if key not in self.loader_cache:
@@ -81,7 +78,7 @@ class Runner:
             log = compile_log(bench.form)
             if log is not None:
                 self.compile_logs[(cell.model, cell.form, cell.device)] = bench.form.compile_log
-                eager = eager_steps(bench.form) - eager_before
+                eager = eager_steps() - eager_before
                 timed.extra.update(eager=bool(eager or not log))
                 if eager or not log:  # a compiling form that ran eager code: flagged, not timed as compiled
                     timed.extra.setdefault("notes", []).append(
@@ -174,10 +171,10 @@ class Runner:
         if "load_at_start" not in meta:
             meta["load_at_start"] = machine_load()
             if meta["load_at_start"]["others"] > DISTURBED:
-                print(f"linbench: warning: the machine is busy (others use {meta['load_at_start']['others']:.0%} of "
-                      f"its CPU, load average {meta['load_at_start']['loadavg']} on "
-                      f"{meta['load_at_start']['cores']} cores): timed blocks will be re-measured or marked "
-                      "disturbed", file=sys.stderr)
+                load = meta["load_at_start"]
+                print(*wrapped(f"linbench: warning: the machine is busy (others use {load['others']:.0%} of its CPU, "
+                               f"load average {load['loadavg']} on {load['cores']} cores): timed blocks will be "
+                               "re-measured or marked disturbed"), sep="\n", file=sys.stderr)
         self.say(f"gate: {len({(c.model, c.form, c.device) for c in timed})} form(s) against the fp64 oracle, "
                  "then timing")
         failures = self.gate(timed)

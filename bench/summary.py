@@ -8,6 +8,8 @@ instead, as the results file has them.
 from __future__ import annotations
 
 import math
+import shutil
+import textwrap
 
 import pandas as pd
 
@@ -66,3 +68,13 @@ def compact(frame: pd.DataFrame, width: int = WIDTH) -> list[str]:
 def wide(frame: pd.DataFrame) -> list[str]:
     """Every row, every summary column (the former table)."""
     return show(frame.to_dict("records"), [*AXES, *_machine(frame), *WIDE]).splitlines()
+
+
+def width() -> int:
+    """The terminal's columns (``COLUMNS`` where set), at most :data:`WIDTH`."""
+    return min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+
+
+def wrapped(line: str, columns: int | None = None) -> list[str]:
+    """A line of prose within ``columns`` (default: :func:`width`), its continuations indented by two spaces."""
+    return textwrap.wrap(line, columns or width(), subsequent_indent="  ", break_on_hyphens=False) or [""]

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 import impls
 from bench.data import fashion_mnist_available
@@ -6,6 +7,15 @@ from bench.data import fashion_mnist_available
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "data: needs the real Fashion-MNIST")
+
+
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """Each test starts at torch's thread count of the session: a test that applies a cell (``t1``) leaves the
+    process's count as it found it, so later tests' default cells keep the machine's own."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

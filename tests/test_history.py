@@ -3,7 +3,6 @@ files), through the CLI and the report's section, and on real asv results with a
 import hashlib
 import json
 import os
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from bench import UserError
 from bench.cli import main
 from bench.history import MIN_POINTS, change_points, find_changes, noise
 from bench.report.history import MOST, history_section
+from tests.test_asv import asv_config
 
 REPO = Path(__file__).resolve().parent.parent
 CELL = "linreg/vectorized/cpu/resident/w0/b10/t2"
@@ -229,16 +229,7 @@ def asv(*args, cwd):
 def test_history_of_real_asv_results_finds_a_planted_slowdown_at_its_commit(tmp_path, capsys):
     clone = tmp_path / "clone"
     git("clone", "-q", str(REPO), str(clone), cwd=tmp_path)
-    conf = json.loads((clone / "asv.conf.json").read_text())
-    # as tests/test_asv.py: each commit's environment sees this venv's torch through a .pth file
-    conf.update(repo=str(clone), benchmark_dir=str(clone / conf["benchmark_dir"]), env_dir=str(tmp_path / "env"),
-                results_dir=str(tmp_path / "results"), html_dir=str(tmp_path / "html"),
-                install_command=[
-                    "in-dir={env_dir} python -c \"import site, sys; open(site.getsitepackages()[0] + "
-                    "'/host-packages.pth', 'w').write(sys.argv[1])\" " + site.getsitepackages()[0],
-                    "in-dir={env_dir} python -m pip install --no-deps {wheel_file}"])
-    config = tmp_path / "asv.conf.json"
-    config.write_text(json.dumps(conf))
+    config = asv_config(clone, tmp_path)
     when = int(git("log", "-1", "--format=%at", cwd=clone)) + 3600
     readme, vectorized = clone / "README.md", clone / "impls" / "vectorized.py"
     step = "    def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:\n"
