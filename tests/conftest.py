@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -7,6 +10,15 @@ from bench.data import fashion_mnist_available
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "data: needs the real Fashion-MNIST")
+
+
+@pytest.fixture(scope="module")
+def busy_core():
+    """One core kept busy by another process for the module's tests that judge speed."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield spinner
+    spinner.kill()
+    spinner.wait()
 
 
 @pytest.fixture(autouse=True)

@@ -45,15 +45,6 @@ def folder_of(out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def busy_core():
-    """One core kept busy by another process for the module's tests."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    yield spinner
-    spinner.kill()
-    spinner.wait()
-
-
-@pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """A clone of this repository at HEAD with this working tree's harness and forms committed as ``base``."""
     repo = tmp_path_factory.mktemp("ab") / "repo"
