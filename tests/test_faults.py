@@ -54,9 +54,15 @@ def linbench(*args, cwd, **kw) -> subprocess.Popen:
 
 
 def one_line(err: str, start: str = "linbench: error:") -> str:
-    """The one message line (progress lines "run ..." and warnings aside); never a traceback."""
+    """The one message line (progress lines "run ..." and warnings, wrapped or not, aside); never a traceback."""
     assert "Traceback" not in err, err
-    lines = [x for x in err.splitlines() if not x.startswith(("run ", "linbench: warning:"))]
+    lines, aside = [], False
+    for line in err.splitlines():
+        if line.startswith(("run ", "linbench: warning:")) or (aside and line.startswith(" ")):
+            aside = True
+        else:
+            aside = False
+            lines.append(line)
     assert len(lines) == 1 and lines[0].startswith(start), err
     return lines[0]
 
