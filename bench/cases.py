@@ -2,7 +2,7 @@
 
 - ``batch B`` for every batch size the run times: full batches of B, then the ragged last batch the
   loader really produces (``len(data) % B``, when not 0), then a batch of 1;
-- ``large logits`` (softmax): parameters giving logits around +-1000, and all-equal logits near
+- ``large logits`` (classifiers): parameters giving logits around +-1000, and all-equal logits near
   +1000 and near -1000, where a softmax without the max-subtraction overflows.
 
 A case is one or more trials (the parameters to start from, a batch sequence, the fp64 oracle's answer),
@@ -18,18 +18,18 @@ from functools import lru_cache
 import torch
 
 from bench.data import load_split
-from impls.common import MODELS, Tolerance, init_params
+from impls.common import Tolerance
+from impls.models import MODELS, init_params
 from impls.oracle import Oracle
 
 DEFAULT_STEPS = 50  # full batches per case at most
-GATE_SAMPLES = 12800  # full batches per case: enough to cover this many samples (at least MIN_STEPS)
 MIN_STEPS = 3
 # fp32's own error at logits of +-1000, measured (vectorized, module and compiled forms, CPU, against
 # the fp64 oracle): losses up to 5e-4 and parameters up to 7e-5 off, the logits of predict() 2.3e-3 off
 # (2e-6 of their size, which the form's rtol covers). Losses near log(10) and biases near 0 need an
 # absolute floor there: 20x the form's rtol, 2e-3 in fp32 (4x the largest loss error seen).
 LARGE_LOGIT_ATOL_PER_RTOL = 20.0
-# Rounding's own reach: some trajectories amplify rounding error step by step (softmax at batch 1: each
+# Rounding's own reach: some trajectories amplify rounding error step by step (softmax regression at batch 1: each
 # step moves the logits by ~lr |x|^2 = 10, and fp32 alone drifts past FP32's bound). The oracle's own
 # algorithm, run at the form's precision from parameters 1 ulp apart (ROUNDING_RUNS seeds), shows how far
 # rounding alone carries a case; a form may go ROUNDING_SAFETY times as far (fp32 forms were seen at up to
@@ -114,11 +114,11 @@ def gate_batches(model: str, batch_size: int | None = None, steps: int = DEFAULT
                  data_dir=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Full batches of the real training data, then the loader's ragged last batch, then a batch of 1.
 
-    The number of full batches covers ``GATE_SAMPLES`` samples, at least ``MIN_STEPS``, at most ``steps``.
+    The number of full batches covers the spec's ``gate_samples``, at least ``MIN_STEPS``, at most ``steps``.
     """
-    split = load_split(model, True, data_dir)
-    batch_size = batch_size or MODELS[model].batch_size
-    full = min(steps, max(MIN_STEPS, -(-GATE_SAMPLES // batch_size)))
+    split, spec = load_split(model, True, data_dir), MODELS[model]
+    batch_size = batch_size or spec.batch_size
+    full = min(steps, max(MIN_STEPS, -(-spec.gate_samples // batch_size)))
     sizes = [batch_size] * full + ([len(split) % batch_size] if len(split) % batch_size else []) + [1]
     g = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(split), generator=g) for _ in range(-(-sum(sizes) // len(split)))])
@@ -134,18 +134,6 @@ def run_oracle(model: str, batches, params) -> Reference:
     return Reference(losses, oracle.state(), probes, [oracle.predict(X) for X in probes])
 
 
-def large_logit_params(model: str, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
-    """Softmax parameters whose logits on real images are around +-1000, or all equal near +-1000."""
-    params = init_params(model, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    # a pixel row has |x| ~ 11 (Fashion-MNIST), so weights of std 90 give logits of std ~1000
-    spread = {**params, "W": torch.randn(params["W"].shape, generator=g, dtype=torch.float64) * 90.0}
-    zero = torch.zeros_like(params["W"])
-    return {"logits +-1000": spread,
-            "all logits +1000": {"W": zero, "b": torch.full_like(params["b"], 1000.0)},
-            "all logits -1000": {"W": zero, "b": torch.full_like(params["b"], -1000.0)}}
-
-
 @lru_cache(maxsize=32)
 def batch_case(model: str, batch_size: int, steps: int = DEFAULT_STEPS, seed: int = 0, data_dir=None) -> Case:
     """The ``batch B`` case of ``model``: one trial from the seeded init (shared by every form)."""
@@ -157,12 +145,12 @@ def batch_case(model: str, batch_size: int, steps: int = DEFAULT_STEPS, seed: in
 
 @lru_cache(maxsize=4)
 def large_logit_case(model: str, seed: int = 0, data_dir=None) -> Case | None:
-    """The ``large logits`` case (softmax only: linreg has no exponential to overflow)."""
-    if model != "softmax":
+    """The ``large logits`` case (classifiers only: a regression has no exponential to overflow)."""
+    if not MODELS[model].classes:
         return None
     batches = gate_batches(model, 64, MIN_STEPS, seed, data_dir)
-    trials = [Trial(name, batches, params, run_oracle(model, batches, params))
-              for name, params in large_logit_params(model, seed).items()]
+    large = MODELS[model].large_logit_params(init_params(model, seed), batches[0][0], seed)
+    trials = [Trial(name, batches, params, run_oracle(model, batches, params)) for name, params in large.items()]
     return Case("large logits", trials, atol_per_rtol=LARGE_LOGIT_ATOL_PER_RTOL)
 
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import torch
 
 import impls
-from bench.grid import TRAIN_EXAMPLES, Cell, sample_cap
+from bench.grid import Cell, sample_cap, train_examples
 from bench.loaders import close_loader, make_loader
 from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
 from bench.timer import Stats, Until, slowest, time_repeats
-from impls.common import MODELS, init_params
+from impls.models import MODELS, init_params
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class CellBench:
                              f"(linbench run starts them), not here ({ranks})")
         cell.apply()  # the axes that act on the process (e.g. its thread count), before anything is built
         self.cell, self.settings, self.dev = cell, settings, torch.device(cell.device)
-        self.cap, self.total = sample_cap(cell), TRAIN_EXAMPLES[cell.model]
+        self.cap, self.total = sample_cap(cell), train_examples(cell.model)
         self.loader = make_loader(cell.loader, cell.model, cell.batch_size, cell.workers, cell.device,
                                   settings.seed, settings.persistent_workers, settings.pin_memory,
                                   settings.data_dir)

@@ -5,7 +5,7 @@ oracle's answer for it):
 
 - ``batch B`` for every batch size the run times: full batches of B, then the ragged last batch the
   loader really produces (``len(data) % B``, when not 0), then a batch of 1;
-- ``large logits`` (softmax): parameters giving logits around +-1000, and all-equal logits near
+- ``large logits`` (classifiers): parameters giving logits around +-1000, and all-equal logits near
   +1000 and near -1000, where a softmax without the max-subtraction overflows.
 
 In every trial the loss of each step, the final parameters and ``predict()`` on the first and the
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import impls
 from bench.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
 from bench.grid import DEFAULT_GRID, expand
-from impls.common import MODELS
+from impls.models import MODELS
 
 
 @dataclass

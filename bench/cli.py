@@ -239,7 +239,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run the I-th of N parts of the grid, split by expected time "
                    "(one per machine; join them with linbench merge)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-curves", action="store_true", help="skip the softmax training curves")
+    p.add_argument("--no-curves", action="store_true", help="skip the classifiers' training curves")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--wide", action="store_true", help="the summary with every column (default: the key columns, "
                    "within the terminal's width)")

@@ -74,10 +74,9 @@ def _target(args):
                      workers=overrides["workers"] or [0])
     validate(overrides)
     cells = expand(DEFAULT_GRID, overrides)
-    if any(c.model == "softmax" for c in cells):
-        from bench.data import fashion_mnist_root
+    from bench.data import data_problem
 
-        fashion_mnist_root(args.data_dir)  # a data problem is said before anything runs
+    data_problem({c.model for c in cells}, args.data_dir)  # a data problem is said before anything runs
     import datetime as dt
 
     from bench.meta import environment

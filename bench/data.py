@@ -1,4 +1,4 @@
-"""Data: real Fashion-MNIST found, validated and prepared offline; synthetic linreg data from a seed.
+"""Data: real Fashion-MNIST found, validated and prepared offline; synthetic data made from a seed.
 
 Fashion-MNIST is looked for, in this order: an explicit directory (``--data-dir`` or
 ``LINBENCH_DATA``), Debian's ``dataset-fashion-mnist`` files, torchvision's own download. The IDX
@@ -19,7 +19,7 @@ import torch
 
 from bench import UserError
 from bench.folder import os_error, write_atomic
-from impls.common import synthetic_linreg
+from impls.models import MODELS, FashionMNIST, Synthetic
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {  # name -> (magic, count)
@@ -157,6 +157,13 @@ def fashion_mnist_root(data_dir: str | os.PathLike | None = None, download: bool
     raise DataError(f"Fashion-MNIST not found in {root} or {DEBIAN_DIR}; {HOW_TO_GET}")
 
 
+def data_problem(models, data_dir=None) -> None:
+    """Raise the DataError of the first of ``models`` whose data set is read from files that cannot be had
+    (said before anything runs); synthetic data sets are always there."""
+    if any(MODELS[m].data.from_files for m in models):
+        fashion_mnist_root(data_dir)
+
+
 def fashion_mnist_available(data_dir=None) -> str | None:
     """None when the real data can be had without a network, else the reason it cannot."""
     try:
@@ -168,7 +175,7 @@ def fashion_mnist_available(data_dir=None) -> str | None:
 
 @dataclass
 class Split:
-    """A whole split in memory: uint8 images (n, 1, 28, 28) and int64 labels, or linreg's floats."""
+    """A whole split in memory: uint8 images (n, 1, 28, 28) and int64 labels, or synthetic float rows and targets."""
     X: torch.Tensor
     y: torch.Tensor
 
@@ -182,10 +189,13 @@ class Split:
 
 @cache
 def load_split(model: str, train: bool = True, data_dir=None, seed: int = 0) -> Split:
-    """The whole training (or test) split of ``model``'s data as tensors (cached; do not modify)."""
-    if model == "linreg":
-        X, y = synthetic_linreg(seed if train else seed + 1)
+    """The whole training (or test) split of ``model``'s data set as tensors (cached; do not modify)."""
+    data = MODELS[model].data
+    if isinstance(data, Synthetic):
+        X, y = data.make(seed if train else seed + 1, data.examples if train else data.test_examples)
         return Split(X, y)
+    if not isinstance(data, FashionMNIST):
+        raise DataError(f"{model}: no loader for its data set {data!r}")
     raw_dir = fashion_mnist_root(data_dir) / "FashionMNIST" / "raw"
     prefix = "train" if train else "t10k"
     images, labels = (raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte")

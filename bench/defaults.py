@@ -1,15 +1,8 @@
-"""The embedded defaults, as data: the seeds' baseline cell per model, and the default and ``--quick``
-grids (unions of small product grids, each a dict of axis -> values, chosen to run in a few minutes
+"""The embedded defaults, as data: the default and ``--quick`` grids (unions of small product grids, each a dict of axis -> values, chosen to run in a few minutes
 on a 2-core CPU machine). The only place in ``bench/`` that names forms; an axis a sub-grid does not
 name takes the axis's default (``bench.grid.AXIS_TABLE``).
 """
 import impls
-
-# The seeds' pipeline per model: every row's speedup is against its model's baseline cell.
-BASELINES = {
-    "softmax": dict(model="softmax", form="module", device="cpu", loader="torchvision", workers=4, batch_size=256),
-    "linreg": dict(model="linreg", form="module", device="cpu", loader="torchvision", workers=0, batch_size=10),
-}
 
 # asv and pytest-benchmark time the default grid at one torch thread, as ``linbench ab --threads 1``: with
 # another process busy on one of 2 cores, a cell at 2 threads waits for that core at every parallel region

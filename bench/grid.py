@@ -20,11 +20,9 @@ import torch
 
 import impls
 from bench import UserError
-from bench.defaults import BASELINES, DEFAULT_GRID, FRONT_END_THREADS, QUICK_GRID  # noqa: F401 - the grid's data
+from bench.defaults import DEFAULT_GRID, FRONT_END_THREADS, QUICK_GRID  # noqa: F401 - the grid's data
 from bench.loaders import DATALOADER_KINDS, LOADERS
-from impls.common import LINREG_EXAMPLES, MODELS
-
-TRAIN_EXAMPLES = {"linreg": LINREG_EXAMPLES, "softmax": 60000}
+from impls.models import MODELS, baselines, train_examples  # noqa: F401 - the models' data
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def _at_least(low: int):
 def _fits_the_data(b: int, overrides: dict) -> str | None:
     if b <= 0:
         return f"must be positive, got {b}"
-    largest = max(TRAIN_EXAMPLES[m] for m in overrides.get("model") or MODELS)
+    largest = max(train_examples(m) for m in overrides.get("model") or MODELS)
     return f"{b} is larger than the data ({largest} training examples)" if b > largest else None
 
 
@@ -218,8 +216,8 @@ def skip_reason(cell: Cell, here: bool = True) -> str | None:
         return reason
     if cell.loader not in DATALOADER_KINDS and cell.workers != 0:
         return f"{cell.loader} loader has no workers (only {'/'.join(DATALOADER_KINDS)} do)"
-    if cell.batch_size > TRAIN_EXAMPLES[cell.model]:
-        return f"batch {cell.batch_size} is larger than the {TRAIN_EXAMPLES[cell.model]} training examples"
+    if cell.batch_size > train_examples(cell.model):
+        return f"batch {cell.batch_size} is larger than the {train_examples(cell.model)} training examples"
     if cell.world_size > 1:
         if not impls.distributed(cell.model, cell.form):
             return f"{cell.form} runs as one process (only distributed forms such as ddp take world_size > 1)"
@@ -235,4 +233,10 @@ def sample_cap(cell: Cell) -> int | None:
     default run, on fewer cells.
     """
     cap = impls.sample_cap(cell.model, cell.form)
-    return cap if cap is not None and cap < TRAIN_EXAMPLES[cell.model] else None
+    return cap if cap is not None and cap < train_examples(cell.model) else None
+
+
+def example_label(form: str | None = None) -> str:
+    """A cell label to show in help and errors: the default grid's first cell (of ``form`` when given)."""
+    cells = expand(DEFAULT_GRID, {"form": [form]} if form else None)
+    return cells[0].label() if cells else "MODEL/FORM/DEVICE/LOADER/wN/bN"

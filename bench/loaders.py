@@ -1,7 +1,7 @@
 """Loader kinds, each yielding the same (X, y) batches in the same order for a given seed and epoch.
 
 - ``torchvision``: the seeds' pipeline, ``FashionMNIST(transform=ToTensor())`` + ``DataLoader``
-  (per-sample PIL -> tensor); for linreg the seeds' ``load_array`` (``TensorDataset`` + ``DataLoader``);
+  (per-sample PIL -> tensor); for synthetic data the seeds' ``load_array`` (``TensorDataset`` + ``DataLoader``);
 - ``tensor``: the whole set as tensors, ``TensorDataset`` + ``DataLoader`` that fetches a whole batch
   per index list (a ``BatchSampler`` as the sampler), so nothing is collated one item at a time;
 - ``resident``: the whole set already on the device (uint8 images), shuffled index batches, no DataLoader.
@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, TensorDataset
 
 from bench.data import fashion_mnist_root, load_split
+from impls.models import MODELS, FashionMNIST
 
 LOADERS = ("torchvision", "tensor", "resident")
 DATALOADER_KINDS = ("torchvision", "tensor")
@@ -61,7 +62,7 @@ def make_loader(kind: str, model: str, batch_size: int, workers: int = 0, device
     split = load_split(model, True, data_dir)
     if kind == "resident":
         return Resident(split.X, split.y, batch_size, device, seed)
-    if kind == "torchvision" and model == "softmax":
+    if kind == "torchvision" and isinstance(MODELS[model].data, FashionMNIST):
         import torchvision
         from torchvision import transforms
 

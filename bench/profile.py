@@ -22,7 +22,7 @@ each inside a ``record_function("step")`` range. Definitions (times per step, av
   time of a step (the whole loop, synchronized, over the steps); the CPU shares are those of launching.
 
 The per-operator table is ``prof.key_averages()``: calls per step, self CPU (and CUDA) us per step and
-share of the step. Roofline: FLOPs and bytes of a step (``impls.common.step_cost``); with peaks (the run's
+share of the step. Roofline: FLOPs and bytes of a step (``impls.models.step_cost``); with peaks (the run's
 probed ones, or probed here), the roofline time of a step and the plain step's multiple of it.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from bench import UserError
+from bench.grid import example_label
 
 PROFILES, OPS, SUMMARY, TRACE = "profiles", "ops.csv", "summary.json", "trace.json"
 STEP = "step"
@@ -95,7 +96,7 @@ def profile_cell(cell, steps: int = 20, seed: int = 0, data_dir=None, trace_path
 
     from bench.cell import CellBench, Settings
     from bench.timer import sync
-    from impls.common import step_cost
+    from impls.models import step_cost
 
     if cell.device == "cpu":  # kineto looks for a GPU even for a CPU-only profile, and says so on stderr
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -224,8 +225,7 @@ def cmd_profile(args) -> int:
     if args.best and not args.run:
         raise UserError("--best picks the best cells of a run: give --run RUN_DIR")
     if not args.cells and not args.best:
-        raise UserError("give one or more CELL labels (e.g. softmax/vectorized/cpu/resident/w0/b256/t1), or --run "
-                        "RUN_DIR --best")
+        raise UserError(f"give one or more CELL labels (e.g. {example_label('vectorized')}), or --run RUN_DIR --best")
     lock, peaks = None, {}
     if args.run:
         from bench.store import read_meta
@@ -237,10 +237,9 @@ def cmd_profile(args) -> int:
     else:
         out = Path(args.out)
     cells = _cells(args)
-    if any(c.model == "softmax" for c in cells):
-        from bench.data import fashion_mnist_root
+    from bench.data import data_problem
 
-        fashion_mnist_root(args.data_dir)  # a data problem is said before anything runs
+    data_problem({c.model for c in cells}, args.data_dir)  # a data problem is said before anything runs
     if args.run:
         lock = Lock(folder).acquire()
     try:
@@ -280,8 +279,7 @@ def add_parser(subparsers):
     """The ``profile`` subcommand on ``subparsers`` (argparse's), running :func:`cmd_profile`."""
     p = subparsers.add_parser("profile", help="torch.profiler view of cells' training steps: top operators, the "
                               "share outside any operator, the roofline time")
-    p.add_argument("cells", nargs="*", metavar="CELL", help="cell labels, e.g. softmax/vectorized/cpu/resident/w0/"
-                   "b256/t1")
+    p.add_argument("cells", nargs="*", metavar="CELL", help=f"cell labels, e.g. {example_label('vectorized')}")
     p.add_argument("--steps", type=int, default=20, help="profiled steps per cell (default 20)")
     p.add_argument("--run", metavar="RUN_DIR", help="write into this run's profiles/ (its peaks give the roofline); "
                    "the report then shows them")

@@ -23,12 +23,12 @@ from bench import UserError, check, distributed
 from bench import shard as sharding
 from bench.cases import gate_cases
 from bench.cell import CellBench, Settings
-from bench.grid import DEFAULT_GRID, QUICK_GRID, TRAIN_EXAMPLES, Cell, expand, skip_reason, validate
+from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, train_examples, validate
 from bench.load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks
 from bench.store import CURVES, GATE, SCHEMA, Store, empty_row
 from bench.summary import wrapped
-from impls.common import step_cost
+from impls.models import MODELS, step_cost
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Runner:
         e2e, step, load, samples = timed.e2e, timed.step, timed.loader, timed.samples
         step_s = step.median / 1e3
         flops, bytes_ = step_cost(cell.model, timed.batch)
-        total = TRAIN_EXAMPLES[cell.model]
+        total = train_examples(cell.model)
         peaks = self.store.meta["peaks"][torch.device(cell.device).type]
         epoch_flops, epoch_bytes = step_cost(cell.model, total)
         roofline_epoch = max(epoch_flops / (peaks["gflops"] * 1e9), epoch_bytes / (peaks["gbps"] * 1e9))
@@ -206,7 +206,7 @@ class Runner:
         return self.store.frame()
 
     def curves(self, cells: list[Cell]) -> None:
-        """Training curves and predictions of the run's softmax forms (skipped when already there)."""
+        """Training curves and predictions of the run's classifiers' forms (skipped when already there)."""
         from bench.curves import record_curves
 
         if self.config.curves_epochs and not (self.store.folder / CURVES).exists():
@@ -226,10 +226,9 @@ def plan(overrides: dict, quick: bool = False, repeats: int | None = None, curve
     validate(overrides)
     if repeats is not None and repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {repeats}")
-    if "softmax" in (overrides.get("model") or ["softmax"]):
-        from bench.data import fashion_mnist_root
+    from bench.data import data_problem
 
-        fashion_mnist_root(options.get("data_dir"))  # a data problem is reported before anything runs
+    data_problem(overrides.get("model") or MODELS, options.get("data_dir"))  # said before anything runs
     return RunConfig(grid=QUICK_GRID if quick else DEFAULT_GRID, overrides=overrides,
                      repeats=repeats or 3, quick=quick, gate_steps=10 if quick else 50,
                      curves_epochs=(2 if quick else 10) if curves else 0, **options)

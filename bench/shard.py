@@ -19,9 +19,9 @@ import re
 
 import impls
 from bench import UserError
-from bench.grid import TRAIN_EXAMPLES, Cell, sample_cap, skip_reason
+from bench.grid import Cell, sample_cap, skip_reason, train_examples
 from bench.loaders import DATALOADER_KINDS
-from impls.common import step_cost
+from impls.models import step_cost
 
 # rough rates of a 2-core CPU and one GPU: the model only needs the costs' proportions right
 FLOPS = {"cpu": 40e9, "cuda": 5e12}  # a tensor form's step: flop/s
@@ -68,7 +68,7 @@ def cost(cell: Cell) -> float:
     values = cell.as_dict()
     model, form, device = cell.model, cell.form, cell.device
     dev = "cuda" if str(device).startswith("cuda") else "cpu"
-    total = TRAIN_EXAMPLES[model]
+    total = train_examples(model)
     batch = min(int(cell.batch_size), total)
     samples = min(sample_cap(cell) or total, total)
     flops, bytes_ = step_cost(model, batch)

@@ -1,17 +1,20 @@
 """The model forms and the one registry every tool reads.
 
-The contract of a form (a class, looked up by ``(model, form)``) is :class:`impls.contract.Form`, with
-its optional hooks (``unavailable()``, ``compile_log()``, ``sample_cap``) in ``impls.contract.HOOKS``.
+The models are specs (:mod:`impls.models`, one module each). A form is one module defining ``FORM``, a class
+written against the spec (``self.spec``: layers, loss, learning rate) that keeps the contract
+:class:`impls.contract.Form`, with its optional hooks (``unsupported()``, ``unavailable()``, ``compile_log()``,
+``sample_cap``) in ``impls.contract.HOOKS``. The class of ``(model, form)`` is ``FORM`` bound to the model's
+spec; a form that cannot run a model says why in ``FORM.unsupported(spec)`` (``linbench list`` shows it).
 
 Data loading is not part of a form: any form takes batches from any loader.
-A new form is one new module with a ``FORMS = {model: class}`` dict plus one line in ``FORM_MODULES``.
+A new form is one new module defining ``FORM`` plus one line in ``FORM_MODULES``; a new model is one spec module.
 """
 from __future__ import annotations
 
 import importlib
 from functools import cache
 
-from impls.common import MODELS
+from impls.models import MODELS, ModelSpec
 
 # form name -> module defining FORMS = {model: class}; order is the order every tool shows.
 FORM_MODULES: dict[str, str] = {
@@ -26,11 +29,7 @@ FORM_MODULES: dict[str, str] = {
     "ddp": "impls.ddp",
 }
 
-# (model, form) pairs that are knowingly absent, each with its reason.
-EXEMPTIONS: dict[tuple[str, str], str] = {}
-
 DEVICES = ("cpu", "cuda")
-
 
 
 class UnknownName(ValueError):
@@ -51,11 +50,26 @@ def _module(form: str):
     return importlib.import_module(FORM_MODULES[form])
 
 
+@cache
+def _bound(base: type, spec: ModelSpec) -> type:
+    return type(f"{base.__name__}[{spec.name}]", (base,), {"spec": spec, "__doc__": base.__doc__})
+
+
 def form_class(model: str, form: str):
-    """The class of ``form`` for ``model``."""
+    """The class of ``form`` for ``model``: the form module's ``FORM`` bound to the model's spec."""
     check_names("model", [model], MODELS)
     check_names("form", [form], FORM_MODULES)
-    return _module(form).FORMS[model]
+    return _bound(_module(form).FORM, MODELS[model])
+
+
+def unsupported(model: str, form: str) -> str | None:
+    """Why ``form`` is not written for ``model`` (on any machine), or None when it is."""
+    try:
+        base = _module(check_names("form", [form], FORM_MODULES)[0]).FORM
+    except ImportError:
+        return None
+    check = getattr(base, "unsupported", None)
+    return check(MODELS[check_names("model", [model], MODELS)[0]]) if check else None
 
 
 def cuda_unavailable() -> str | None:
@@ -68,8 +82,8 @@ def unavailable(model: str, form: str, device: str, here: bool = True) -> str | 
     """Why ``form`` of ``model`` cannot run on ``device`` here, or None when it can. ``here=False``: only
     what holds on every machine (an exemption, a device the form does not list)."""
     check_names("device", [device], DEVICES)
-    if (model, form) in EXEMPTIONS:
-        return EXEMPTIONS[(model, form)]
+    if reason := unsupported(model, form):
+        return reason
     try:
         cls = form_class(model, form)
     except ImportError as e:  # e.g. a torch build without triton

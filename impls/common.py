@@ -1,8 +1,7 @@
-"""What every form of a model shares: the model specs of d2l chapter 3, seeded inits and data.
+"""What the forms share: tolerances, the fused-step shell and its argument checks, a quiet logger.
 
-Linear regression (d2l 3.2/3.3): ``y_hat = X @ w + b`` with ``squared_loss = (y_hat - y)**2 / 2``.
-Softmax regression (d2l 3.6/3.7): ``O = flatten(X) @ W + b``, mean cross-entropy of ``softmax(O)``.
-Every form minimises exactly these objectives (batch means), so equal inputs give equal results.
+The models themselves are specs (:mod:`impls.models`); every form minimises its spec's objective (a batch
+mean), so equal inputs give equal results.
 """
 from __future__ import annotations
 
@@ -41,86 +40,37 @@ FP64 = Tolerance(1e-9, 1e-12, "Python/torch float64: only the order of summation
 FP32 = Tolerance(1e-4, 1e-5, "float32 storage and accumulation drift over the steps (about 1e-6 seen)")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    lr: float
-    batch_size: int
-    epochs: int
-    n_features: int
-    n_outputs: int
-    summary: str
-
-
-MODELS: dict[str, ModelSpec] = {
-    "linreg": ModelSpec("linreg", lr=0.03, batch_size=10, epochs=3, n_features=2, n_outputs=1,
-                        summary="linear regression on synthetic data (d2l 3.2)"),
-    "softmax": ModelSpec("softmax", lr=0.1, batch_size=256, epochs=10, n_features=784, n_outputs=10,
-                         summary="softmax regression on Fashion-MNIST (d2l 3.6)"),
-}
-
-TRUE_W = (2.0, -3.4)
-TRUE_B = 4.2
-LINREG_NOISE = 0.01
-LINREG_EXAMPLES = 1000
-
-
-def init_params(model: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """d2l's init as CPU fp64 tensors: weights ~ N(0, 0.01), bias 0 (``w``,``b`` or ``W``,``b``)."""
-    spec = MODELS[model]
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.normal(0.0, 0.01, size=(spec.n_features, spec.n_outputs), generator=g,
-                          dtype=torch.float64)
-    bias = torch.zeros(spec.n_outputs if model == "softmax" else 1, dtype=torch.float64)
-    return {"w" if model == "linreg" else "W": weight, "b": bias}
-
-
-def synthetic_linreg(seed: int = 0, n: int = LINREG_EXAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
-    """d2l's ``synthetic_data(true_w, true_b, 1000)``, deterministic from ``seed`` (float32)."""
-    g = torch.Generator().manual_seed(seed)
-    X = torch.normal(0.0, 1.0, size=(n, len(TRUE_W)), generator=g)
-    y = X @ torch.tensor(TRUE_W).reshape(-1, 1) + TRUE_B
-    y += torch.normal(0.0, LINREG_NOISE, size=y.shape, generator=g)
-    return X, y
-
-
 def flat(X: torch.Tensor) -> torch.Tensor:
     """Images (n, 1, 28, 28) or rows (n, d) as rows (n, d)."""
     return X.reshape(X.shape[0], -1)
 
 
-def batch_loss(model: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The objective in fp64-safe torch: mean squared_loss/2 or mean stable cross-entropy."""
-    if model == "linreg":
-        return ((out - y.reshape(out.shape)) ** 2 / 2).mean()
-    return (torch.logsumexp(out, dim=1) - out.gather(1, y.reshape(-1, 1)).squeeze(1)).mean()
-
-
-def step_cost(model: str, n: int) -> tuple[float, float]:
-    """(FLOPs, bytes) of one training step on ``n`` examples: the minimum a roofline counts.
-
-    FLOPs: forward GEMM and weight-gradient GEMM, 2 per multiply-add each (the bias, softmax and
-    loss are lower order). Bytes: the batch read once in float32 (X and, for linreg, y).
-    """
-    spec = MODELS[model]
-    flops = 2 * 2 * n * spec.n_features * spec.n_outputs
-    bytes_ = 4 * n * (spec.n_features + (1 if model == "linreg" else 0))
-    return float(flops), float(bytes_)
-
-
 class FusedStepForm:
-    """The shell of a form whose whole SGD step is one fused op ``op(weight, b, X, y, lr)``.
+    """The shell of a form whose whole SGD step is one fused op ``op(weight, b, X, y, lr)``: a model of one
+    dense layer, squared loss with one output (linreg's op) or cross-entropy (softmax's op).
 
     The op updates float32 ``weight`` and ``b`` in place and returns the batch-mean loss (0-dim);
-    ``lr`` is a 0-dim tensor on the device, so a step never syncs. Subclasses set ``devices``,
-    ``weight_name``, ``label_dtype`` and ``op`` (the ``cuda`` and ``triton`` forms).
+    ``lr`` is a 0-dim tensor on the device, so a step never syncs. Subclasses set ``devices`` and
+    ``ops = {loss: op}`` (the ``cuda``, ``cuda_graph``, ``triton`` and ``native`` forms).
     """
     tolerance = FP32
+    ops: dict = {}
+
+    @classmethod
+    def unsupported(cls, spec) -> str | None:
+        if len(spec.layers) != 1:
+            return (f"its fused kernel is written for one dense layer (linear and softmax regression); "
+                    f"{spec.name} has {len(spec.layers)}")
+        if spec.loss == "squared" and spec.widths[-1] != 1:
+            return f"its fused squared-loss kernel has one output; {spec.name} has {spec.widths[-1]}"
+        return None if spec.loss in cls.ops else f"no fused kernel for the {spec.loss} loss"
 
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cuda"):
         self.device = torch.device(device)
+        self.weight_name, bias = self.spec.names
+        self.label_dtype, self.op = self.spec.label_dtype, self.ops[self.spec.loss]
         self.weight = params[self.weight_name].to(self.device, torch.float32, copy=True).contiguous()
-        self.b = params["b"].to(self.device, torch.float32, copy=True).contiguous()
+        self.b = params[bias].to(self.device, torch.float32, copy=True).contiguous()
         self.lr = torch.tensor(float(lr), device=self.device)
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
@@ -132,7 +82,7 @@ class FusedStepForm:
         return self.op(self.weight, self.b, X, y, self.lr)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.weight.cpu().clone(), "b": self.b.cpu().clone()}
+        return {self.weight_name: self.weight.cpu().clone(), self.spec.names[1]: self.b.cpu().clone()}
 
 
 def check_step_args(op: str, weight, b, X, y, lr, label_dtype: torch.dtype) -> None:

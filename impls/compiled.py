@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from impls.common import FP32, batch_loss, flat
+from impls.common import FP32, flat
 
 MAX_COMPILES = 2  # the dynamic batch graph and the batch-of-one graph
 # Every CompiledStep (one per model, device and thread count, plus any a test makes) caches its graphs
@@ -44,8 +44,8 @@ class RecompileError(RuntimeError):
 class CompiledStep:
     """A compiled training step that logs its compilations and fails loudly past ``max_compiles``."""
 
-    def __init__(self, model: str, max_compiles: int = MAX_COMPILES):
-        self.model, self.max_compiles = model, max_compiles
+    def __init__(self, spec, max_compiles: int = MAX_COMPILES):
+        self.spec, self.max_compiles = spec, max_compiles
         self.log: list[dict] = []  # one {"batch_size", "seconds"} per compilation
         self.graph_runs = 0  # calls of a compiled graph
         self.eager_calls = 0  # calls that ran no compiled graph: dynamo ran the step eagerly
@@ -65,7 +65,7 @@ class CompiledStep:
 
         if self.compiles >= self.max_compiles:
             seen = ", ".join(str(e["batch_size"]) for e in self.log)
-            raise RecompileError(f"compiled {self.model} step recompiled (compile #{self.compiles + 1}, batch "
+            raise RecompileError(f"compiled {self.spec.name} step recompiled (compile #{self.compiles + 1}, batch "
                                f"{self._batch_size}; earlier graphs for batches {seen}): a guard failed (input "
                                "dtype, device or rank, or a global setting changed)")
         self.log.append({"batch_size": self._batch_size, "seconds": 0.0})
@@ -77,22 +77,27 @@ class CompiledStep:
 
         return counted
 
-    def _step(self, weight, b, lr, X, y):
-        def objective(params):  # weight (k, d), nn.Linear's layout: see the module docstring
-            return batch_loss(self.model, torch.nn.functional.linear(X, params[0], params[1]), y)
+    def _step(self, params, lr, X, y):
+        def objective(params):  # weights (k, d), nn.Linear's layout: see the module docstring
+            H = X
+            for i in range(0, len(params), 2):
+                if i and self.spec.activation == "relu":
+                    H = torch.relu(H)
+                H = torch.nn.functional.linear(H, params[i], params[i + 1])
+            return self.spec.batch_loss(H, y)
 
-        grads, loss = torch.func.grad_and_value(objective)((weight, b))
-        weight.sub_(lr * grads[0])  # in place: the parameters keep their storage and strides, step to step
-        b.sub_(lr * grads[1])
+        grads, loss = torch.func.grad_and_value(objective)(params)
+        for param, grad in zip(params, grads):
+            param.sub_(lr * grad)  # in place: the parameters keep their storage and strides, step to step
         return loss
 
-    def __call__(self, weight, b, lr, X, y):
+    def __call__(self, params, lr, X, y):
         torch._dynamo.maybe_mark_dynamic(X, 0)
         torch._dynamo.maybe_mark_dynamic(y, 0)
         before, runs, start = self.compiles, self.graph_runs, time.perf_counter()
         self._batch_size = X.shape[0]
         try:
-            out = self._fn(weight, b, lr, X, y)
+            out = self._fn(params, lr, X, y)
         except torch._dynamo.exc.BackendCompilerFailed as e:  # say why, not where dynamo caught it
             if isinstance(getattr(e, "inner_exception", None), RecompileError):
                 raise e.inner_exception from None
@@ -103,31 +108,37 @@ class CompiledStep:
         return out
 
 
-_STEPS: dict[tuple[str, str, int], CompiledStep] = {}
+_STEPS: dict[tuple, CompiledStep] = {}
 
 
-class _CompiledForm:
+class CompiledForm:
     devices = ("cpu", "cuda")
     tolerance = FP32
 
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
         self.device = torch.device(device)
-        self.weight = params[self.weight_name].to(self.device, torch.float32).t().contiguous()  # (k, d)
-        self.b = params["b"].to(self.device, torch.float32).clone()
+        self.params = tuple(params[name].to(self.device, torch.float32).t().contiguous() if name == layer.weight
+                            else params[name].to(self.device, torch.float32).clone()
+                            for layer in self.spec.layers for name in (layer.weight, layer.bias))  # weights (k, d)
         self.lr = torch.tensor(float(lr), device=self.device)
-        key = (self.model, self.device.type, torch.get_num_threads())  # inductor's CPU code is per thread count
+        key = (self.spec, self.device.type, torch.get_num_threads())  # inductor's CPU code is per thread count
         if key not in _STEPS:
-            _STEPS[key] = CompiledStep(self.model)
+            _STEPS[key] = CompiledStep(self.spec)
         self.compiled = _STEPS[key]
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(flat(X).to(self.device), self.weight, self.b)
+        H = flat(X).to(self.device)
+        for i in range(0, len(self.params), 2):
+            if i and self.spec.activation == "relu":
+                H = torch.relu(H)
+            H = torch.nn.functional.linear(H, self.params[i], self.params[i + 1])
+        return H
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         X, y = flat(X).to(self.device), y.to(self.device)
-        if self.model == "linreg":
+        if not self.spec.classes:
             y = y.reshape(-1, 1)
-        return self.compiled(self.weight, self.b, self.lr, X, y)
+        return self.compiled(self.params, self.lr, X, y)
 
     def compile_log(self) -> list[dict]:
         """Every compilation of the shared step so far: ``{"batch_size", "seconds"}`` each."""
@@ -138,15 +149,8 @@ class _CompiledForm:
         return self.compiled.eager_calls
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.weight.t().cpu().contiguous(), "b": self.b.cpu().clone()}
+        return {name: (p.t() if i % 2 == 0 else p).cpu().clone(memory_format=torch.contiguous_format)
+                for i, (name, p) in enumerate(zip(self.spec.names, self.params))}
 
 
-class CompiledLinReg(_CompiledForm):
-    model, weight_name = "linreg", "w"
-
-
-class CompiledSoftmax(_CompiledForm):
-    model, weight_name = "softmax", "W"
-
-
-FORMS = {"linreg": CompiledLinReg, "softmax": CompiledSoftmax}
+FORM = CompiledForm

@@ -1,7 +1,7 @@
 """The contract of a form, in code: what every form class states and does, and the optional hooks.
 
-A form is a class, registered per model in its module's ``FORMS = {model: class}``. :class:`Form` is
-the protocol every tool relies on; :func:`contract_errors` says how a class falls short of it (the
+A form is a class, its module's ``FORM``, written against a model's spec; the registry binds it to each
+model (``cls.spec``, an :class:`impls.models.ModelSpec`). :class:`Form` is the protocol every tool relies on; :func:`contract_errors` says how a class falls short of it (the
 registry's tests run it on every form).
 """
 from __future__ import annotations
@@ -17,12 +17,15 @@ from impls.common import Tolerance
 class Form(Protocol):
     """One way of writing a model's SGD training step.
 
-    - ``Form(params, lr, device)``: ``params`` is a dict of CPU fp64 tensors from
-      :func:`impls.common.init_params` (``w``, ``b`` for linreg; ``W``, ``b`` for softmax), left unchanged;
+    - ``Form(params, lr, device)``: ``params`` is a dict of CPU fp64 tensors from the spec's
+      :meth:`~impls.models.ModelSpec.init` (named as ``spec.names``: ``w``, ``b``; ``W1``, ``b1``, ...), left
+      unchanged;
     - :meth:`step`: one minibatch SGD step on the batch given; returns the batch-mean loss (a 0-dim
       tensor or a float) without forcing a device sync;
-    - :meth:`predict`: outputs (linreg ``y_hat``, softmax logits ``O``); :meth:`state`: CPU copies of params.
+    - :meth:`predict`: the model's outputs (a regression's ``y_hat``, a classifier's logits);
+      :meth:`state`: CPU copies of the parameters, by the spec's names.
     """
+    spec: ClassVar[object]  # the model's spec (set by the registry)
     devices: ClassVar[tuple[str, ...]]  # the devices it can run on
     tolerance: ClassVar[Tolerance]  # how far it may drift from the fp64 oracle, and why
 
@@ -34,6 +37,7 @@ class Form(Protocol):
 
 # Optional hooks, each read by one place of the harness:
 HOOKS = {
+    "unsupported": "classmethod (spec) -> why the form is not written for that model (on any machine), or None",
     "unavailable": "classmethod (device) -> why it cannot run here (missing compiler, no GPU), or None",
     "compile_log": "method () -> [{'batch_size', 'seconds'}, ...], one per compilation (a form that compiles)",
     "eager_steps": "method () -> steps so far that ran no compiled graph (a form that compiles; dynamo ran them "
@@ -52,9 +56,9 @@ def contract_errors(cls) -> list[str]:
     tolerance = getattr(cls, "tolerance", None)
     if not (isinstance(tolerance, Tolerance) and tolerance.reason):
         errors.append("tolerance must be an impls.common.Tolerance with its reason")
-    if "unavailable" in vars(cls) or hasattr(cls, "unavailable"):
-        if not callable(cls.unavailable):
-            errors.append("unavailable must be callable")
+    for hook in ("unavailable", "unsupported"):
+        if hasattr(cls, hook) and not callable(getattr(cls, hook)):
+            errors.append(f"{hook} must be callable")
     for hook in ("compile_log", "eager_steps"):
         if hasattr(cls, hook) and not callable(getattr(cls, hook)):
             errors.append(f"{hook} must be a method")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from impls.common import flat
-from impls.cuda_kernels import CudaLinReg, CudaSoftmax
+from impls.cuda_kernels import CudaForm
 
 
 @dataclass
@@ -62,12 +62,8 @@ class _Graphed:
         return captured.loss.clone()
 
 
-class GraphedLinReg(_Graphed, CudaLinReg):
-    pass
+class GraphedForm(_Graphed, CudaForm):
+    """The ``cuda_graph`` form: the ``cuda`` form's step captured per batch size and replayed."""
 
 
-class GraphedSoftmax(_Graphed, CudaSoftmax):
-    pass
-
-
-FORMS = {"linreg": GraphedLinReg, "softmax": GraphedSoftmax}
+FORM = GraphedForm

@@ -251,8 +251,10 @@ def _(weight, b, X, y, lr):
     return X.new_empty(())
 
 
-class _CudaForm(FusedStepForm):
+class CudaForm(FusedStepForm):
+    """The ``cuda`` form: a model's whole SGD step as the hand-written kernels of fused_step.cu."""
     devices = ("cuda",)
+    ops = {"squared": linreg_step, "cross_entropy": softmax_step}
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
@@ -261,12 +263,4 @@ class _CudaForm(FusedStepForm):
         return arch_problem(chosen_arch_list(), gpus(), nvcc_info(nvcc())[1])
 
 
-class CudaLinReg(_CudaForm):
-    weight_name, label_dtype, op = "w", torch.float32, staticmethod(linreg_step)
-
-
-class CudaSoftmax(_CudaForm):
-    weight_name, label_dtype, op = "W", torch.int64, staticmethod(softmax_step)
-
-
-FORMS = {"linreg": CudaLinReg, "softmax": CudaSoftmax}
+FORM = CudaForm

@@ -1,4 +1,4 @@
-"""The ``ddp`` form: the ``module`` form (d2l 3.3 and 3.7) wrapped in
+"""The ``ddp`` form: the ``module`` form (d2l 3.3, 3.7 and 4.3) wrapped in
 ``torch.nn.parallel.DistributedDataParallel``, one replica per rank of a ``torch.distributed`` group
 (gloo on CPU, NCCL on CUDA).
 
@@ -19,10 +19,10 @@ import socket
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from impls.common import Tolerance
+from impls.module import build_net, loss_fn, net_state
 
 # float32 like the module form; the gradient is summed over ranks, in another order than one process does
 DDP_FP32 = Tolerance(1e-4, 1e-5, "float32 drift over the steps, and the gradient averaged over ranks (allreduce) in "
@@ -49,7 +49,7 @@ def ensure_group(device: str) -> None:
         dist.init_process_group(backend(), rank=0, world_size=1)
 
 
-class _DDPForm:
+class DDPForm:
     devices = ("cpu", "cuda")
     tolerance = DDP_FP32
     distributed = True  # one rank of K: the world_size axis applies
@@ -57,17 +57,13 @@ class _DDPForm:
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
         ensure_group(device)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        weight = params[self.weight_name]
-        linear = nn.Linear(weight.shape[0], weight.shape[1])
-        with torch.no_grad():
-            linear.weight.copy_(weight.T)
-            linear.bias.copy_(params["b"])
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.linear = linear.to(self.device)
-        self.net = DistributedDataParallel(nn.Sequential(nn.Flatten(), self.linear),
+        net, self.linears = build_net(self.spec, params)
+        self.net = DistributedDataParallel(net.to(self.device),
                                            device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.loss_sum = loss_fn(self.spec, reduction="sum")
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)
 
     def shard(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,21 +84,7 @@ class _DDPForm:
             return self.net.module(X.to(self.device))
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.linear.weight.detach().T.cpu().clone(),
-                "b": self.linear.bias.detach().cpu().clone()}
+        return net_state(self.spec, self.linears)
 
 
-class DDPLinReg(_DDPForm):
-    weight_name = "w"
-    _mse = nn.MSELoss(reduction="sum")
-
-    def loss_sum(self, y_hat, y):
-        return self._mse(y_hat, y.reshape(y_hat.shape)) / 2
-
-
-class DDPSoftmax(_DDPForm):
-    weight_name = "W"
-    loss_sum = nn.CrossEntropyLoss(reduction="sum")
-
-
-FORMS = {"linreg": DDPLinReg, "softmax": DDPSoftmax}
+FORM = DDPForm

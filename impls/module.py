@@ -1,4 +1,5 @@
-"""The ``module`` form: d2l's concise code (3.3 and 3.7), ``nn.Sequential`` + ``nn.Linear`` + ``torch.optim.SGD``.
+"""The ``module`` form: d2l's concise code (3.3, 3.7 and 4.3), ``nn.Sequential`` of ``nn.Linear`` (with
+``nn.ReLU`` between for the MLP) + ``torch.optim.SGD``.
 
 Losses are the torch ones, scaled to the book's scratch objective: ``nn.MSELoss() / 2`` (MSELoss has
 no 1/2, so unscaled its gradient would be twice the scratch one) and ``nn.CrossEntropyLoss()`` (mean).
@@ -12,19 +13,47 @@ from torch import nn
 from impls.common import FP32
 
 
-class _ModuleForm:
+def build_net(spec, params: dict[str, torch.Tensor]) -> tuple[nn.Sequential, list[nn.Linear]]:
+    """The spec's layers as ``nn.Sequential(Flatten, Linear, [ReLU, Linear]...)`` from ``params``, and its Linears."""
+    linears, layers = [], [nn.Flatten()]
+    for i, layer in enumerate(spec.layers):
+        linear = nn.Linear(layer.inputs, layer.outputs)
+        with torch.no_grad():
+            linear.weight.copy_(params[layer.weight].T)
+            linear.bias.copy_(params[layer.bias])
+        if i and spec.activation == "relu":
+            layers.append(nn.ReLU())
+        layers.append(linear)
+        linears.append(linear)
+    return nn.Sequential(*layers), linears
+
+
+def net_state(spec, linears: list[nn.Linear]) -> dict[str, torch.Tensor]:
+    """The Linears' parameters under the spec's names, weights as scratch (in, out) matrices, on the CPU."""
+    state = {}
+    for layer, linear in zip(spec.layers, linears):
+        state[layer.weight] = linear.weight.detach().T.cpu().clone()
+        state[layer.bias] = linear.bias.detach().cpu().clone()
+    return state
+
+
+def loss_fn(spec, reduction: str = "mean"):
+    """The spec's loss in torch.nn: ``MSELoss / 2`` (the scratch objective's scale) or ``CrossEntropyLoss``."""
+    if spec.loss == "cross_entropy":
+        return nn.CrossEntropyLoss(reduction=reduction)
+    mse = nn.MSELoss(reduction=reduction)
+    return lambda y_hat, y: mse(y_hat, y.reshape(y_hat.shape)) / 2
+
+
+class ModuleForm:
     devices = ("cpu", "cuda")
     tolerance = FP32
 
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
-        weight = params[self.weight_name]
-        linear = nn.Linear(weight.shape[0], weight.shape[1])
-        with torch.no_grad():
-            linear.weight.copy_(weight.T)
-            linear.bias.copy_(params["b"])
-        self.net = nn.Sequential(nn.Flatten(), linear).to(device)
-        self.linear = linear
+        net, self.linears = build_net(self.spec, params)
+        self.net = net.to(device)
         self.device = torch.device(device)
+        self.loss = loss_fn(self.spec)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
@@ -40,21 +69,7 @@ class _ModuleForm:
         return loss.detach()
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.linear.weight.detach().T.cpu().clone(),
-                "b": self.linear.bias.detach().cpu().clone()}
+        return net_state(self.spec, self.linears)
 
 
-class ModuleLinReg(_ModuleForm):
-    weight_name = "w"
-    _mse = nn.MSELoss()
-
-    def loss(self, y_hat, y):
-        return self._mse(y_hat, y.reshape(y_hat.shape)) / 2
-
-
-class ModuleSoftmax(_ModuleForm):
-    weight_name = "W"
-    loss = nn.CrossEntropyLoss()
-
-
-FORMS = {"linreg": ModuleLinReg, "softmax": ModuleSoftmax}
+FORM = ModuleForm

@@ -142,32 +142,28 @@ def softmax_step(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, y: torch.Ten
     return extension().softmax_step(W, b, X, y, lr, scratch)
 
 
-class _NativeForm(FusedStepForm):
+class NativeForm(FusedStepForm):
+    """The ``native`` form: a model's whole SGD step as one C++ call (native_step.cpp)."""
     devices = ("cpu",)
+    ops = {"squared": linreg_step, "cross_entropy": softmax_step}
+    form_steps = {"squared": "linreg_form_step", "cross_entropy": "softmax_form_step"}
 
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
         super().__init__(params, lr, device)
         self.weight = self.weight.t().contiguous().t()  # (d, k), column-major: see native_step.cpp
         self.scratch = torch.empty(0)  # O and dO of softmax, kept from step to step
-        self._step = getattr(extension(), f"{self.model}_form_step")
+        self._step = getattr(extension(), self.form_steps[self.spec.loss])
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._step(self.weight, self.b, X, y, self.lr, self.scratch)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.weight.clone(memory_format=torch.contiguous_format), "b": self.b.clone()}
+        return {self.weight_name: self.weight.clone(memory_format=torch.contiguous_format),
+                self.spec.names[1]: self.b.clone()}
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
         return build_problem()
 
 
-class NativeLinReg(_NativeForm):
-    model, weight_name, label_dtype, op = "linreg", "w", torch.float32, staticmethod(linreg_step)
-
-
-class NativeSoftmax(_NativeForm):
-    model, weight_name, label_dtype, op = "softmax", "W", torch.int64, staticmethod(softmax_step)
-
-
-FORMS = {"linreg": NativeLinReg, "softmax": NativeSoftmax}
+FORM = NativeForm

@@ -166,8 +166,10 @@ def _softmax_launch(W, b, X, y, lr, BLOCK_M=16, BLOCK_D=32):
     return loss
 
 
-class _TritonForm(FusedStepForm):
+class TritonForm(FusedStepForm):
+    """The ``triton`` form: a model's whole SGD step as the Triton kernels above."""
     devices = ("cpu", "cuda")  # cpu only through the interpreter (TRITON_INTERPRET=1)
+    ops = {"squared": linreg_step, "cross_entropy": softmax_step}
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
@@ -178,12 +180,4 @@ class _TritonForm(FusedStepForm):
         return None
 
 
-class TritonLinReg(_TritonForm):
-    weight_name, label_dtype, op = "w", torch.float32, staticmethod(linreg_step)
-
-
-class TritonSoftmax(_TritonForm):
-    weight_name, label_dtype, op = "W", torch.int64, staticmethod(softmax_step)
-
-
-FORMS = {"linreg": TritonLinReg, "softmax": TritonSoftmax}
+FORM = TritonForm

@@ -1,8 +1,9 @@
-"""The ``vectorized`` form: d2l's from-scratch code (3.2 and 3.6) on torch tensors with autograd.
+"""The ``vectorized`` form: d2l's from-scratch code (3.2, 3.6 and 4.2) on torch tensors with autograd.
 
-``linreg``/``squared_loss``/``sgd`` and ``softmax``/``cross_entropy``/``sgd`` as the book writes them,
-except that softmax subtracts the row max and the loss is taken as a log-softmax, so logits in the
-thousands give no NaN or inf (the book's naive ``exp(O) / sum`` overflows there).
+``linreg``/``squared_loss``/``sgd``, ``softmax``/``cross_entropy``/``sgd`` and the MLP's ``relu`` + ``net`` as
+the book writes them, layer by layer from the spec, except that softmax subtracts the row max and the loss
+is taken as a log-softmax, so logits in the thousands give no NaN or inf (the book's naive
+``exp(O) / sum`` overflows there).
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def sgd(params, lr, batch_size):
             param.grad.zero_()
 
 
+def relu(X):
+    """d2l 4.2's ``relu``: ``max(X, 0)``."""
+    return torch.max(X, torch.zeros_like(X))
+
+
 def log_softmax(O):
     shifted = O - O.max(dim=1, keepdim=True).values
     return shifted - torch.log(torch.exp(shifted).sum(dim=1, keepdim=True))
@@ -32,38 +38,42 @@ def squared_loss(y_hat, y):
     return (y_hat - y.reshape(y_hat.shape)) ** 2 / 2
 
 
-class _VectorizedForm:
+LOSSES = {"squared": squared_loss, "cross_entropy": cross_entropy}
+
+
+class VectorizedForm:
     devices = ("cpu", "cuda")
     tolerance = FP32
 
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
         self.lr, self.device = lr, torch.device(device)
-        self.weight = params[self.weight_name].to(self.device, torch.float32).requires_grad_()
-        self.b = params["b"].to(self.device, torch.float32).requires_grad_()
+        self.params = {name: params[name].to(self.device, torch.float32).requires_grad_() for name in self.spec.names}
+
+    def loss(self, O: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example losses, the book's ``squared_loss`` or ``cross_entropy`` as the spec says."""
+        return LOSSES[self.spec.loss](O, y)
+
+    def net(self, X: torch.Tensor) -> torch.Tensor:
+        H = flat(X)
+        for i, layer in enumerate(self.spec.layers):
+            if i and self.spec.activation == "relu":
+                H = relu(H)
+            H = H @ self.params[layer.weight] + self.params[layer.bias]
+        return H
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return flat(X).to(self.device) @ self.weight + self.b
+            return self.net(X.to(self.device))
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        X, y = flat(X).to(self.device), y.to(self.device)
-        losses = self.loss(flat(X) @ self.weight + self.b, y)
+        X, y = X.to(self.device), y.to(self.device)
+        losses = self.loss(self.net(X), y)
         losses.sum().backward()
-        sgd([self.weight, self.b], self.lr, X.shape[0])
+        sgd(self.params.values(), self.lr, X.shape[0])
         return losses.detach().mean()
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.weight.detach().cpu().clone(), "b": self.b.detach().cpu().clone()}
+        return {name: p.detach().cpu().clone() for name, p in self.params.items()}
 
 
-class VectorizedLinReg(_VectorizedForm):
-    weight_name = "w"
-    loss = staticmethod(squared_loss)
-
-
-class VectorizedSoftmax(_VectorizedForm):
-    weight_name = "W"
-    loss = staticmethod(cross_entropy)
-
-
-FORMS = {"linreg": VectorizedLinReg, "softmax": VectorizedSoftmax}
+FORM = VectorizedForm

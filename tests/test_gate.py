@@ -13,13 +13,13 @@ import impls
 from bench import cases, check, cli
 from bench.cases import batch_case, gate_cases, run_oracle
 from bench.check import check_form
-from impls.common import init_params
+from impls.models import MODELS, init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
 
 def gate_inputs(model, steps=cases.DEFAULT_STEPS):
     """(batches, params, reference) of the model's default ``batch B`` case."""
-    trial = batch_case(model, impls.common.MODELS[model].batch_size, steps).trials[0]
+    trial = batch_case(model, MODELS[model].batch_size, steps).trials[0]
     return trial.batches, trial.params, trial.reference
 
 
@@ -109,8 +109,7 @@ def test_gate_rejects_nan():
 
 
 def test_compiled_form_does_not_recompile_on_partial_batch_or_new_lr():
-    from impls.compiled import CompiledLinReg
-
+    CompiledLinReg = impls.form_class("linreg", "compiled")
     X, y = torch.randn(23, 2), torch.randn(23, 1)
     form = CompiledLinReg(init_params("linreg"), 0.03, "cpu")
     form.step(X[:10], y[:10])
@@ -124,15 +123,15 @@ def test_compiled_form_does_not_recompile_on_partial_batch_or_new_lr():
 
 ANY_ORDER = """
 import json, torch
-from impls.common import batch_loss
 from impls.compiled import CompiledStep
+from impls.models import MODELS
 out = {}
 for order in ([1, 9, 37, 1, 2, 256], [9, 9, 1, 9, 37, 1]):
-    step, w, b, lr = CompiledStep("softmax"), torch.zeros(10, 784), torch.zeros(10), torch.tensor(0.1)
+    step, w, b, lr = CompiledStep(MODELS["softmax"]), torch.zeros(10, 784), torch.zeros(10), torch.tensor(0.1)
     for n in order:  # the weight in nn.Linear's (k, d) layout, updated in place by the step
         X, y = torch.rand(n, 784), torch.randint(0, 10, (n,))
-        want = batch_loss("softmax", X @ w.t() + b, y)
-        loss = step(w, b, lr, X, y)
+        want = MODELS["softmax"].batch_loss(X @ w.t() + b, y)
+        loss = step((w, b), lr, X, y)
         assert torch.allclose(loss, want, rtol=1e-5, atol=1e-6), (n, float(loss), float(want))
     out[str(order)] = step.log
 print(json.dumps(out))
@@ -174,8 +173,7 @@ def test_softmax_is_stable_for_logits_in_the_thousands(form):
 
 
 def test_compiled_form_compiles_per_thread_count_without_a_false_recompile_error():
-    from impls.compiled import CompiledLinReg
-
+    CompiledLinReg = impls.form_class("linreg", "compiled")
     X, y = torch.randn(10, 2), torch.randn(10, 1)
     threads = torch.get_num_threads()
     try:
@@ -202,7 +200,7 @@ class NaiveSoftmax(impls.form_class("softmax", "vectorized")):
 
 class PredictWithoutBias(impls.form_class("linreg", "compiled")):
     def predict(self, X):
-        return X.to(self.device) @ self.weight.t()
+        return X.to(self.device) @ self.params[0].t()
 
 
 class DropsRowsPast16(impls.form_class("softmax", "module")):
@@ -218,7 +216,7 @@ class CompiledOnce(impls.form_class("linreg", "compiled")):
         from impls.compiled import CompiledStep
 
         super().__init__(params, lr, device)
-        self.compiled = _COMPILED_ONCE.setdefault("step", CompiledStep("linreg", max_compiles=1))
+        self.compiled = _COMPILED_ONCE.setdefault("step", CompiledStep(MODELS["linreg"], max_compiles=1))
 
 
 _COMPILED_ONCE = {}
@@ -226,7 +224,7 @@ _COMPILED_ONCE = {}
 
 def linbench_check(monkeypatch, name, model, cls, *args):
     """`linbench check` in this process with ``cls`` registered as form ``name``: (exit status, output)."""
-    module = types.SimpleNamespace(FORMS={model: cls})
+    module = types.SimpleNamespace(FORM=cls)
     monkeypatch.setitem(sys.modules, f"planted_{name}", module)
     monkeypatch.setitem(impls.FORM_MODULES, name, f"planted_{name}")
     out = io.StringIO()

@@ -18,7 +18,9 @@ from bench.cases import run_oracle
 from bench.check import check_form
 from bench.data import cache_dir
 from impls import cuda_kernels, triton_kernels
-from impls.common import FP32, init_params, synthetic_linreg
+from impls.common import FP32
+from impls.models import init_params
+from impls.models.linreg import synthetic_data as synthetic_linreg
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -103,7 +105,7 @@ def test_unavailable_names_a_gpu_the_build_cannot_serve(monkeypatch, user_archs,
         monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", user_archs)
     else:
         monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
-    assert cuda_kernels.CudaSoftmax.unavailable("cuda") == want
+    assert cuda_kernels.CudaForm.unavailable("cuda") == want
 
 
 @pytest.mark.parametrize("nvcc_release, torch_cuda, want", [
@@ -264,7 +266,7 @@ import impls
 from bench.cases import run_oracle
 from bench.check import check_form
 from impls import triton_kernels
-from impls.common import init_params
+from impls.models import init_params
 from tests.test_kernels import op_args, small_batches
 out = {}
 for model, sizes in {"linreg": [10, 10, 10, 10, 3], "softmax": [16, 16, 7]}.items():

@@ -11,7 +11,8 @@ import torch
 
 import impls
 from impls import native
-from impls.common import FP32, check_step_args, init_params
+from impls.common import FP32, check_step_args
+from impls.models import init_params
 from tests.test_kernels import SPOILS, op_args, small_batches, spoil
 
 ROOT = Path(__file__).resolve().parents[1]

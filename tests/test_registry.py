@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import impls
-from impls.common import FP32, MODELS, init_params
+from impls.common import FP32
+from impls.models import MODELS, FashionMNIST, init_params
 from impls.contract import Form, contract_errors
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
@@ -11,11 +12,14 @@ from tests.conftest import ALL_CELLS, skip_if_unavailable
 def test_every_model_has_every_form_or_a_reasoned_exemption():
     for model in MODELS:
         for form in impls.FORM_MODULES:
-            if (model, form) in impls.EXEMPTIONS:
-                assert len(impls.EXEMPTIONS[(model, form)]) > 10, "an exemption needs a reason"
+            reason = impls.unsupported(model, form)
+            if reason:
+                assert len(reason) > 20 and reason == impls.unavailable(model, form, "cpu", here=False)
             else:
-                assert model in impls._module(form).FORMS, f"{form} lacks {model}"
-    assert set(impls.EXEMPTIONS) <= {(m, f) for m in MODELS for f in impls.FORM_MODULES}
+                assert impls.form_class(model, form).spec is MODELS[model]
+    mlp = {form: impls.unsupported("mlp", form) for form in impls.FORM_MODULES}
+    assert [f for f, reason in mlp.items() if not reason] >= ["loop", "vectorized", "module", "compiled"]
+    assert all(impls.unsupported(m, f) is None for m in ("linreg", "softmax") for f in impls.FORM_MODULES)
 
 
 @pytest.mark.parametrize("model,form,device", ALL_CELLS)
@@ -28,12 +32,12 @@ def test_contract(model, form, device):
     before = {k: v.clone() for k, v in params.items()}
     f = cls(params, MODELS[model].lr, device)
     assert isinstance(f, Form)
-    n = 8
-    X = torch.rand(n, 2) if model == "linreg" else torch.rand(n, 1, 28, 28)
-    y = torch.rand(n, 1) if model == "linreg" else torch.randint(0, 10, (n,))
+    n, spec = 8, MODELS[model]
+    X = torch.rand(n, 1, 28, 28) if isinstance(spec.data, FashionMNIST) else torch.rand(n, spec.widths[0])
+    y = torch.randint(0, spec.classes, (n,)) if spec.classes else torch.rand(n, 1)
     loss = f.step(X, y)
     assert torch.as_tensor(loss).dim() == 0
-    assert f.predict(X).shape == (n, MODELS[model].n_outputs)
+    assert f.predict(X).shape == (n, spec.widths[-1])
     state = f.state()
     assert state.keys() == params.keys()
     for k, v in state.items():

@@ -182,7 +182,7 @@ def test_empty_run_still_gives_a_readable_page(tmp_path):
     assert "no cell was timed in this run" in page and "no CUDA device on this machine" in page
     assert "Not shown: roofline: no timed cell" in page
     assert "no softmax speedups: its baseline cell" in page
-    assert "no softmax form was timed in this run" in page
+    assert "no form of a classifier was timed in this run" in page
 
 
 def test_run_with_no_rows_and_an_incomplete_run_say_so(tmp_path):
@@ -410,5 +410,5 @@ def test_report_of_a_real_run_with_curves(tmp_path):
 
 @pytest.mark.usefixtures("real_data")
 def test_loop_form_is_not_trained_for_curves():
-    curves, predictions, skipped = train_curves(["loop"], epochs=10)
+    curves, predictions, skipped = train_curves("softmax", ["loop"], epochs=10)
     assert curves.empty and predictions.empty and "too slow" in skipped["loop"]

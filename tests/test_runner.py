@@ -103,7 +103,7 @@ class Wrong(impls.form_class("linreg", "vectorized")):
 def test_the_gate_blocks_a_wrong_form_from_the_clock(tmp_path, monkeypatch):
     import types
 
-    monkeypatch.setitem(sys.modules, "planted_form", types.SimpleNamespace(FORMS={"linreg": Wrong}))
+    monkeypatch.setitem(sys.modules, "planted_form", types.SimpleNamespace(FORM=Wrong))
     monkeypatch.setitem(impls.FORM_MODULES, "planted", "planted_form")
     config = runner.RunConfig(grid=[dict(model=["linreg"], form=["planted", "vectorized"], device=["cpu"],
                                          loader=["resident"], workers=[0], batch_size=[10])],
@@ -221,7 +221,7 @@ def test_compiled_cells_at_ragged_batch_sizes_run_and_compiles_are_logged_per_fo
 class CompiledNothing(impls.form_class("linreg", "compiled")):
     """The compiled form with torch.compile taken out: the same step, run eagerly, and nothing in its log."""
     def step(self, X, y):
-        return self.compiled._step(self.weight, self.b, self.lr, X.reshape(len(X), -1), y.reshape(-1, 1))
+        return self.compiled._step(self.params, self.lr, X.reshape(len(X), -1), y.reshape(-1, 1))
 
     def compile_log(self):
         return []
@@ -232,7 +232,7 @@ def test_a_compiling_form_that_runs_eagerly_is_flagged(tmp_path, monkeypatch, re
 
     from bench.summary import compact
 
-    monkeypatch.setitem(sys.modules, "planted_eager", types.SimpleNamespace(FORMS={"linreg": CompiledNothing}))
+    monkeypatch.setitem(sys.modules, "planted_eager", types.SimpleNamespace(FORM=CompiledNothing))
     monkeypatch.setitem(impls.FORM_MODULES, "uncompiled", "planted_eager")
     config = runner.RunConfig(grid=[dict(model=["linreg"], form=["compiled", "uncompiled", "module"], device=["cpu"],
                                          loader=["resident"], workers=[0], batch_size=[10])],

@@ -4,7 +4,8 @@ import torch
 
 import impls
 from bench.data import load_split
-from impls.common import MODELS, TRUE_B, TRUE_W, init_params
+from impls.models import MODELS, init_params
+from impls.models.linreg import TRUE_B, TRUE_W
 from tests.conftest import skip_if_unavailable
 
 

@@ -8,12 +8,13 @@ import math
 
 import pandas as pd
 
-from bench.grid import AXES, BASELINES, expand
+from bench.grid import AXES, baselines, expand
+from impls.models import MODELS
 
 
 def baseline_rows(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     base = frame[frame["status"] == "ok"]
-    for axis, value in BASELINES[model].items():
+    for axis, value in baselines()[model].items():
         base = base[base[axis] == value]
     return base
 
@@ -38,7 +39,7 @@ def _same_machine(rows: pd.DataFrame, base: pd.Series) -> pd.Index:
 def _baselines(frame: pd.DataFrame):
     """(each group's row index, its baseline row) for the groups of :func:`add_speedup` that have one."""
     for model in frame["model"].unique():
-        free = [a for a in AXES if a not in BASELINES[model]]
+        free = [a for a in AXES if a not in baselines()[model]]
         mine = frame["model"] == model
         for _, group in frame[mine].groupby(free, sort=False, dropna=False):
             base = baseline_rows(group, model)
@@ -124,20 +125,24 @@ def headlines(frame: pd.DataFrame) -> list[str]:
                      f"epoch {best['epoch_s']:.3g} s, "
                      + (f"{_speedup_text(best)} the seeds' pipeline, " if pd.notna(best["speedup"]) else "")
                      + f"{100 * best['epoch_roofline_frac']:.2g}% of the roofline")
-    base = BASELINES["softmax"]  # the seeds' loader against the data resident on the device
-    loaders = ok[(ok["model"] == "softmax") & (ok["device"] == base["device"])
-                 & (ok["batch_size"] == base["batch_size"])]
-    seeds = loaders[(loaders["loader"] == base["loader"]) & (loaders["workers"] == base["workers"])]["loader_epoch_s"]
-    res = loaders[loaders["loader"] == "resident"]["loader_epoch_s"]
-    if len(seeds) and len(res):
-        lines.append(f"softmax loader epoch on {base['device']}: resident {res.min():.3g} s vs {base['loader']} with "
-                     f"{base['workers']} workers {seeds.min():.3g} s ({seeds.min() / res.min():,.0f}x)")
+    for model in ok["model"].unique():  # the seeds' loader against the data resident on the device
+        base = baselines().get(model)
+        if not base or base["loader"] == "resident" or base["workers"] == 0:
+            continue
+        loaders = ok[(ok["model"] == model) & (ok["device"] == base["device"])
+                     & (ok["batch_size"] == base["batch_size"])]
+        seeds = loaders[(loaders["loader"] == base["loader"]) & (loaders["workers"] == base["workers"])]
+        res = loaders[loaders["loader"] == "resident"]["loader_epoch_s"]
+        if len(seeds) and len(res):
+            lines.append(f"{model} loader epoch on {base['device']}: resident {res.min():.3g} s vs {base['loader']} "
+                         f"with {base['workers']} workers {seeds['loader_epoch_s'].min():.3g} s "
+                         f"({seeds['loader_epoch_s'].min() / res.min():,.0f}x)")
     if note := cross_machine_note(frame):
         lines.append(note)
     for model in frame["model"].unique():
         if not len(baseline_rows(frame, model)):
             lines.append(f"no {model} speedups: its baseline cell ("
-                         + ", ".join(f"{k}={v}" for k, v in BASELINES[model].items()) + ") is not in this run")
+                         + ", ".join(f"{k}={v}" for k, v in baselines()[model].items()) + ") is not in this run")
     return lines
 
 
@@ -162,7 +167,17 @@ def expected_cells(meta: dict) -> int | None:
 
 
 def curves_summary(curves: pd.DataFrame) -> pd.DataFrame:
-    """The last epoch of each form's training curve."""
-    last = curves.sort_values("epoch").groupby(["form", "device"], sort=False).tail(1)
+    """The last epoch of each form's training curve, per model (with the book's test accuracy where it gives one)."""
+    last = curves.sort_values("epoch").groupby(["model", "form", "device"], sort=False).tail(1)
+    book = {m: MODELS[m].book_accuracy for m in last["model"].unique() if m in MODELS}
+    last = last.assign(book_test_acc=last["model"].map(book))
     return last.rename(columns={"epoch": "epochs", "seconds": "train_s"})[
-        ["form", "device", "epochs", "train_loss", "train_acc", "test_acc", "train_s"]]
+        ["model", "form", "device", "epochs", "train_loss", "train_acc", "test_acc", "book_test_acc", "train_s"]]
+
+
+def with_model(frame: pd.DataFrame | None, results: pd.DataFrame) -> pd.DataFrame | None:
+    """Curves or predictions with their ``model`` column: a run from before it had one trained its one classifier."""
+    if frame is None or "model" in frame.columns:
+        return frame
+    classifiers = [m for m in results["model"].unique() if m in MODELS and MODELS[m].classes]
+    return frame.assign(model=classifiers[0] if len(classifiers) == 1 else "?")

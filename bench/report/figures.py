@@ -18,9 +18,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import UserError  # noqa: E402
-from bench.grid import TRAIN_EXAMPLES  # noqa: E402
+from bench.grid import train_examples  # noqa: E402
 from bench.store import PREDICTIONS  # noqa: E402
-from impls.common import MODELS, step_cost  # noqa: E402
+from impls.models import MODELS, step_cost  # noqa: E402
 
 BOOK_BATCH = {model: spec.batch_size for model, spec in MODELS.items()}  # the batch size d2l trains each model with
 
@@ -124,7 +124,7 @@ def fig_breakdown(ok: pd.DataFrame, folder: Path):
     parts = {"loader_epoch_s": "loader only", "compute_s": "compute only (steps on device)", "epoch_s": "end to end"}
     for ax, ((model, device), g) in zip(axes, groups):
         g = g.sort_values(["loader", "form"], ascending=False)  # top to bottom: alphabetical
-        g = g.assign(compute_s=g["step_ms"] * math.ceil(TRAIN_EXAMPLES[model] / BOOK_BATCH[model]) / 1e3)
+        g = g.assign(compute_s=g["step_ms"] * math.ceil(train_examples(model) / BOOK_BATCH[model]) / 1e3)
         values = g[list(parts)].to_numpy().ravel()
         limit = cut_at(values)
         y, h = range(len(g)), 0.27
@@ -226,21 +226,21 @@ def fig_compile_memory(ok: pd.DataFrame, folder: Path, compiles: dict | None = N
 
 
 def fig_curves(curves: pd.DataFrame, folder: Path):
-    groups = list(curves.groupby(["form", "device"], sort=False))
+    groups = list(curves.groupby(["model", "form", "device"], sort=False))
     fig, axes = _grid_axes(len(groups), width=4.4, height=3.4, cols=3)
     values = curves[["train_loss", "train_acc", "test_acc"]]
     ylim = (min(0.3, values.min().min() - 0.02), max(0.9, values.max().max() + 0.02))
-    for ax, ((form, device), g) in zip(axes, groups):
+    for ax, ((model, form, device), g) in zip(axes, groups):
         ax.plot(g["epoch"], g["train_loss"], label="train loss")
         ax.plot(g["epoch"], g["train_acc"], ls="--", label="train acc")
         ax.plot(g["epoch"], g["test_acc"], ls="-.", label="test acc")
-        ax.set(xlabel="epoch", ylabel="loss (nats) / accuracy (fraction)", ylim=ylim, title=f"{form} on {device}",
+        ax.set(xlabel="epoch", ylabel="loss (nats) / accuracy (fraction)", ylim=ylim, title=f"{model}: {form} on {device}",
                xlim=(1, max(2, g["epoch"].max())))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    spec = MODELS["softmax"]
-    fig.suptitle(f"softmax regression on Fashion-MNIST, batch {spec.batch_size}, lr {spec.lr:g}", fontsize=10)
+    specs = [MODELS[m] for m in curves["model"].unique() if m in MODELS]
+    fig.suptitle("; ".join(f"{s.name}: {s.summary}, batch {s.batch_size}, lr {s.lr:g}" for s in specs), fontsize=10)
     return _save(fig, folder, "training_curves"), None
 
 
@@ -249,15 +249,20 @@ def fig_predictions(predictions: pd.DataFrame | None, data_dir, folder: Path):
         return None, f"prediction grid: the run has no {PREDICTIONS} (it comes with the training curves)"
     from bench.data import load_split
 
+    firsts = [g[g["form"] == g["form"].iloc[0]] for _, g in predictions.groupby("model", sort=False)]
     try:
-        images = load_split("softmax", False, data_dir).X
-    except UserError as e:
+        images = [load_split(first["model"].iloc[0], False, data_dir).X for first in firsts]
+    except (UserError, KeyError) as e:
         return None, f"prediction grid: test images unavailable ({e})"
-    first = predictions[predictions["form"] == predictions["form"].iloc[0]]
-    fig, axes = plt.subplots(1, len(first), figsize=(1.5 * len(first), 2.1))
-    for ax, r in zip(axes, first.itertuples()):
-        ax.imshow(images[int(r.index), 0].numpy(), cmap="gray")
-        ax.set_title(f"{r.true}\n{r.predicted}", fontsize=8, color="black" if r.true == r.predicted else "red")
-        ax.axis("off")
-    fig.suptitle(f"test images: true label above, {first['form'].iloc[0]}'s prediction below", fontsize=9)
+    cols = max(len(first) for first in firsts)
+    fig, axes = plt.subplots(len(firsts), cols, figsize=(1.5 * cols, 2.3 * len(firsts)), squeeze=False)
+    for row, first, X in zip(axes, firsts, images):
+        for ax in row:
+            ax.axis("off")
+        for ax, r in zip(row, first.itertuples()):
+            ax.imshow(X[int(r.index), 0].numpy(), cmap="gray")
+            ax.set_title(f"{r.true}\n{r.predicted}", fontsize=8, color="black" if r.true == r.predicted else "red")
+        row[0].text(-0.1, 0.5, f"{first['model'].iloc[0]}\n{first['form'].iloc[0]}", transform=row[0].transAxes,
+                    ha="right", va="center", fontsize=8)
+    fig.suptitle("test images: true label above, the first form's prediction below (per model)", fontsize=9)
     return _save(fig, folder, "predictions"), None

@@ -15,9 +15,9 @@ import pandas as pd
 
 from bench import UserError
 from bench.compare import ONLY, compare_runs, environment_differences, summary
-from bench.grid import BASELINES
+from bench.grid import baselines
 from bench.report import figures
-from bench.report.analysis import add_speedup, curves_summary, expected_cells, headline_table, headlines
+from bench.report.analysis import add_speedup, curves_summary, expected_cells, headline_table, headlines, with_model
 from bench.report.history import history_section
 from bench.report.listings import all_cells, environment, not_timed
 from bench.report.render import Data, Page, Section, Table, to_html, to_markdown
@@ -26,6 +26,7 @@ from bench.report.scaling import scaling_section
 from bench.report.signals import counts_of, instructions, with_counts
 from bench.report.sources import combine, read_sources, side_by_side
 from bench.store import CURVES, Run, write_atomic
+from impls.models import MODELS
 
 __all__ = ["Run", "build"]
 
@@ -109,7 +110,7 @@ def headline(run: Run, ok: pd.DataFrame) -> Section:
     if not ok.empty:
         s.table("headline", headline_table(ok))
     s.text("Speedup is over the baseline cell of each model, the seeds' pipeline: " + "; ".join(
-        f"{m}: " + ", ".join(f"{k}={v}" for k, v in b.items() if k != "model") for m, b in BASELINES.items())
+        f"{m}: " + ", ".join(f"{k}={v}" for k, v in b.items() if k != "model") for m, b in baselines().items())
         + ". roofline_pct: the roofline time of an epoch over its measured time.")
     counts = run.results["status"].value_counts()
     s.text("Cells: " + (", ".join(f"{n} {status}" for status, n in counts.items()) or "none") + ".")
@@ -223,27 +224,29 @@ def equal_results(run: Run) -> Section:
 def curves_missing(run: Run) -> str:
     """Why the run has no training curves, in words."""
     epochs = run.meta.get("config", {}).get("curves_epochs")
-    ok = run.results[(run.results["status"] == "ok") & (run.results["model"] == "softmax")]
+    ok = run.results[(run.results["status"] == "ok")
+                     & run.results["model"].map(lambda m: m in MODELS and bool(MODELS[m].classes))]
     if epochs == 0:
         return "training curves: the run was made with --no-curves"
     if ok.empty:
-        return "training curves: no softmax form was timed in this run, so none was trained"
+        return "training curves: no form of a classifier was timed in this run, so none was trained"
     if not run.meta.get("complete", True):
         return "training curves: the run stopped before its curves phase (finish it with linbench run --resume)"
     return f"training curves: {CURVES} is missing from the run folder"
 
 
 def training(run: Run, out: Path) -> Section:
-    s = Section("Training curves: softmax regression")
-    if run.curves is not None and not run.curves.empty:
-        s.figure(figures.fig_curves(run.curves, out),
-                 "train loss, train accuracy and test accuracy per epoch, per form")
-        s.table("training", curves_summary(run.curves))
+    s = Section("Training curves")
+    curves = with_model(run.curves, run.results)
+    if curves is not None and not curves.empty:
+        s.figure(figures.fig_curves(curves, out),
+                 "train loss, train accuracy and test accuracy per epoch, per model and form")
+        s.table("training", curves_summary(curves))
     else:
         s.not_shown(curves_missing(run))
     if skipped := run.meta.get("curves_skipped", {}):
         s.text("Not trained: " + "; ".join(f"{form}: {reason}" for form, reason in skipped.items()))
-    s.figure(figures.fig_predictions(run.predictions, run.meta.get("config", {}).get("data_dir"), out),
+    s.figure(figures.fig_predictions(with_model(run.predictions, run.results), run.meta.get("config", {}).get("data_dir"), out),
              "test images with true and predicted labels")
     return s
 
