@@ -7,6 +7,7 @@ import os
 import sys
 
 import impls
+from impls.models import ModelError
 from bench import UserError
 from bench.folder import os_error
 from bench.tables import show
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe is met here, not at exit
         return status
-    except (UserError, impls.UnknownName) as e:
+    except (UserError, impls.UnknownName, ModelError) as e:
         print(f"linbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ FRONT_END_THREADS = [1]
 
 ALL_FORMS = [f for f in impls.FORM_MODULES if f != "ddp"]  # one process each; ddp has its own sub-grid
 DEFAULT_GRID = [
-    # every form of both models on in-memory loaders, at the book's batch sizes
+    # every form of the chapter-3 models on in-memory loaders, at the book's batch sizes
     dict(model=["linreg"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident", "tensor", "torchvision"],
          workers=[0], batch_size=[10]),
     dict(model=["softmax"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident", "tensor"], workers=[0],
@@ -22,6 +22,9 @@ DEFAULT_GRID = [
     # throughput against batch size
     dict(model=["softmax"], form=["vectorized", "module", "compiled"], device=["cpu", "cuda"], loader=["resident"],
          workers=[0], batch_size=[64, 1024, 4096]),
+    # the d2l 4.2 MLP: every form at the book's batch size, and the seeds' pipeline (its baseline cell)
+    dict(model=["mlp"], form=ALL_FORMS, device=["cpu", "cuda"], loader=["resident"], workers=[0], batch_size=[256]),
+    dict(model=["mlp"], form=["module"], device=["cpu", "cuda"], loader=["torchvision"], workers=[4], batch_size=[256]),
     # data-parallel scaling: one rank and two, one thread each (2 cores), NCCL where there are 2 GPUs
     dict(model=["softmax"], form=["ddp"], device=["cpu", "cuda"], loader=["resident"], workers=[0], batch_size=[256],
          threads=[1], world_size=[1, 2]),

@@ -1,5 +1,9 @@
 """The ``native`` form: d2l ch. 3's whole SGD step as one C++ call on the CPU (impls/native_step.cpp).
 
+For a model of more than one layer (the MLP of d2l 4.2) the call is ``stack_form_step``: the forward GEMMs, ReLU,
+log-softmax, the backward GEMMs and the in-place updates as ATen calls from C++ (no autograd graph, no optimizer,
+no Python between the ops). What follows is the one-layer step.
+
 Where it comes from: the fused step of the ``cuda`` form (impls/fused_step.cu), written for the CPU
 against ATen. The objective and update are the scratch ones of d2l 3.2/3.6 (linreg mean
 ``(y_hat - y)**2 / 2``, softmax mean stable cross-entropy; ``param -= lr * grad``), in fp32. What it
@@ -143,21 +147,41 @@ def softmax_step(W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, y: torch.Ten
 
 
 class NativeForm(FusedStepForm):
-    """The ``native`` form: a model's whole SGD step as one C++ call (native_step.cpp)."""
+    """The ``native`` form: a model's whole SGD step as one C++ call (native_step.cpp): the fused ops for a model of
+    one dense layer, the stack step (ATen calls, no autograd) for more layers (the MLP)."""
     devices = ("cpu",)
     ops = {"squared": linreg_step, "cross_entropy": softmax_step}
     form_steps = {"squared": "linreg_form_step", "cross_entropy": "softmax_form_step"}
 
+    @classmethod
+    def unsupported(cls, spec) -> str | None:
+        return None  # one dense layer: the fused ops; any other stack: stack_form_step
+
     def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
+        self.fused = FusedStepForm.unsupported.__func__(type(self), self.spec) is None
+        if not self.fused:
+            self.device, self.lr = torch.device(device), torch.tensor(float(lr))
+            self.params = [params[name].to(torch.float32, copy=True).contiguous() for name in self.spec.names]
+            self._stack = extension().stack_form_step
+            return
         super().__init__(params, lr, device)
         self.weight = self.weight.t().contiguous().t()  # (d, k), column-major: see native_step.cpp
         self.scratch = torch.empty(0)  # O and dO of softmax, kept from step to step
         self._step = getattr(extension(), self.form_steps[self.spec.loss])
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return self._stack(self.params, X, y, self.lr, self.spec.activation == "relu", bool(self.spec.classes))
         return self._step(self.weight, self.b, X, y, self.lr, self.scratch)
 
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return self.spec.forward(dict(zip(self.spec.names, self.params)), X.to(torch.float32))[1]
+        return super().predict(X)
+
     def state(self) -> dict[str, torch.Tensor]:
+        if not self.fused:
+            return {name: p.clone() for name, p in zip(self.spec.names, self.params)}
         return {self.weight_name: self.weight.clone(memory_format=torch.contiguous_format),
                 self.spec.names[1]: self.b.clone()}
 

@@ -1,4 +1,5 @@
-// Fused fp32 SGD steps of d2l ch. 3 on the CPU, for the `native` form (impls/native.py).
+// Fused fp32 SGD steps of d2l ch. 3 on the CPU, for the `native` form (impls/native.py); and, for models of more
+// than one layer (the MLP of d2l 4.2), the step of a stack of dense layers as ATen calls (stack_form_step, below).
 //
 // One call per step, below autograd (no graph, no version counters), no Python between the ops:
 // linreg_step: plain loops over the rows (d is 2): residual r = X w + b - y, loss mean(r^2)/2,
@@ -23,6 +24,7 @@
 #include <cmath>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -181,6 +183,75 @@ at::Tensor softmax_form_step(at::Tensor W, at::Tensor b, const at::Tensor& X, co
   return softmax_step(std::move(W), std::move(b), rows, labels, lr, std::move(scratch));
 }
 
+// A stack of dense layers (the d2l 4.2 MLP: 784 -> 256 -> 10 with ReLU between), one SGD step as ATen calls: the
+// forward GEMMs (at::addmm), ReLU, log_softmax and the loss; dO = (softmax - onehot) / n (or the residual / n of a
+// squared loss); then layer by layer from the top the weight gradient (one GEMM), the bias gradient (a column
+// sum), the gradient into the layer below (one GEMM, masked where the ReLU was off) and the in-place update
+// W -= lr * gW, b -= lr * gb. No autograd graph, no optimizer, no Python between the ops. params: W0, b0, W1, b1,
+// ... (W (in, out), float32, contiguous); X a loader's batch (flattened here); y int64 labels (classes) or float
+// targets. Labels outside 0..k-1 are refused before anything is updated.
+at::Tensor stack_form_step(std::vector<at::Tensor> params, const at::Tensor& X, const at::Tensor& y,
+                           const at::Tensor& lr, bool relu, bool classes) {
+  constexpr const char* op = "linbench_native::stack_step";
+  TORCH_CHECK_VALUE(!params.empty() && params.size() % 2 == 0, op, ": params must be W, b pairs, got ",
+                    params.size(), " tensors");
+  const auto [rows, target] = as_op_args(X, y, classes ? at::kLong : at::kFloat);
+  const size_t layers = params.size() / 2;
+  TORCH_CHECK_VALUE(rows.dim() == 2 && rows.size(0) >= 1 && rows.device().is_cpu(), op,
+                    ": X must be (n, d) on the CPU with n >= 1, got ", shape(rows));
+  TORCH_CHECK_VALUE(rows.scalar_type() == at::kFloat && target.dim() == 1 && target.size(0) == rows.size(0), op,
+                    ": X must be float32 with one label or target per row, got ", shape(rows), " and ", shape(target));
+  int64_t width = rows.size(1);
+  for (size_t l = 0; l < layers; ++l) {
+    const at::Tensor &W = params[2 * l], &b = params[2 * l + 1];
+    TORCH_CHECK_VALUE(W.dim() == 2 && W.size(0) == width && b.dim() == 1 && b.size(0) == W.size(1), op, ": layer ",
+                      l, " must be W (", width, ", k) and b (k,), got ", shape(W), " and ", shape(b));
+    TORCH_CHECK_VALUE(W.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && W.is_contiguous() &&
+                      b.is_contiguous() && W.device().is_cpu() && b.device().is_cpu(), op, ": layer ", l,
+                      " must be contiguous float32 on the CPU");
+    width = W.size(1);
+  }
+  TORCH_CHECK_VALUE(lr.numel() == 1, op, ": lr must have one element, got ", shape(lr));
+  if (classes) {
+    const int64_t* label = target.data_ptr<int64_t>();
+    const auto [lo, hi] = std::minmax_element(label, label + target.size(0));
+    TORCH_CHECK_VALUE(*lo >= 0 && *hi < width, op, ": labels must be in 0..", width - 1, ", got ", *lo, "..", *hi);
+  }
+  const int64_t n = rows.size(0);
+  const float step = lr.item<float>();
+  std::vector<at::Tensor> inputs;
+  at::Tensor H = rows;
+  for (size_t l = 0; l < layers; ++l) {
+    if (l && relu) H = at::relu(H);
+    inputs.push_back(H);
+    H = at::addmm(params[2 * l + 1], H, params[2 * l]);
+  }
+  at::Tensor loss, d;
+  if (classes) {
+    const at::Tensor logp = at::log_softmax(H, 1);
+    const at::Tensor labels = target.view({-1, 1});
+    loss = -logp.gather(1, labels).mean();
+    d = logp.exp_();
+    d.scatter_add_(1, labels, at::full({n, 1}, -1.0f, d.options()));
+  } else {
+    d = H - target.view({n, -1});
+    loss = d.square().sum().div_(2.0 * n);
+  }
+  d.div_(static_cast<double>(n));
+  for (size_t l = layers; l-- > 0;) {
+    at::Tensor& W = params[2 * l];
+    const at::Tensor gW = inputs[l].t().mm(d);
+    const at::Tensor gb = d.sum(0);
+    if (l) {
+      d = d.mm(W.t());
+      if (relu) d.mul_(inputs[l] > 0);
+    }
+    W.sub_(gW, step);
+    params[2 * l + 1].sub_(gb, step);
+  }
+  return loss;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linreg_step", &linreg_step, "fused linreg SGD step (updates w, b in place; returns the mean loss)",
         pybind11::arg("w"), pybind11::arg("b"), pybind11::arg("X"), pybind11::arg("y"), pybind11::arg("lr"));
@@ -191,4 +262,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("scratch") = pybind11::none());
   m.def("linreg_form_step", &linreg_form_step, "the native form's linreg step: a loader's batch, then linreg_step");
   m.def("softmax_form_step", &softmax_form_step, "the native form's softmax step: a loader's batch, then softmax_step");
+  m.def("stack_form_step", &stack_form_step, "the native form's step of a stack of dense layers (updates params in "
+        "place; returns the mean loss)", pybind11::arg("params"), pybind11::arg("X"), pybind11::arg("y"),
+        pybind11::arg("lr"), pybind11::arg("relu"), pybind11::arg("classes"));
 }

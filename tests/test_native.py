@@ -135,3 +135,11 @@ def test_without_a_compiler_the_form_is_skipped_with_the_reason(tmp_path):
     assert lines[0] == reason
     for model in ("linreg", "softmax"):
         assert f"SKIPPED {model}/native/cpu: {reason}" in lines
+
+
+def test_the_stack_step_refuses_a_label_past_the_last_layer_before_updating(ext):
+    form = impls.build("mlp", "native", init_params("mlp"), 0.1, "cpu")
+    before = form.state()
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.9, got 0\.\.10"):
+        form.step(torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 10, 2]))
+    assert all(torch.equal(before[k], v) for k, v in form.state().items())
