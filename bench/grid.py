@@ -236,7 +236,7 @@ def sample_cap(cell: Cell) -> int | None:
     return cap if cap is not None and cap < train_examples(cell.model) else None
 
 
-def example_label(form: str | None = None) -> str:
-    """A cell label to show in help and errors: the default grid's first cell (of ``form`` when given)."""
-    cells = expand(DEFAULT_GRID, {"form": [form]} if form else None)
+def example_label(ranks: bool = False) -> str:
+    """A cell label to show in help and errors: the default grid's first cell of one process (``ranks``: of more)."""
+    cells = [c for c in expand(DEFAULT_GRID) if (c.world_size > 1) == ranks]
     return cells[0].label() if cells else "MODEL/FORM/DEVICE/LOADER/wN/bN"

@@ -225,7 +225,7 @@ def cmd_profile(args) -> int:
     if args.best and not args.run:
         raise UserError("--best picks the best cells of a run: give --run RUN_DIR")
     if not args.cells and not args.best:
-        raise UserError(f"give one or more CELL labels (e.g. {example_label('vectorized')}), or --run RUN_DIR --best")
+        raise UserError(f"give one or more CELL labels (e.g. {example_label()}), or --run RUN_DIR --best")
     lock, peaks = None, {}
     if args.run:
         from bench.store import read_meta
@@ -279,7 +279,7 @@ def add_parser(subparsers):
     """The ``profile`` subcommand on ``subparsers`` (argparse's), running :func:`cmd_profile`."""
     p = subparsers.add_parser("profile", help="torch.profiler view of cells' training steps: top operators, the "
                               "share outside any operator, the roofline time")
-    p.add_argument("cells", nargs="*", metavar="CELL", help=f"cell labels, e.g. {example_label('vectorized')}")
+    p.add_argument("cells", nargs="*", metavar="CELL", help=f"cell labels, e.g. {example_label()}")
     p.add_argument("--steps", type=int, default=20, help="profiled steps per cell (default 20)")
     p.add_argument("--run", metavar="RUN_DIR", help="write into this run's profiles/ (its peaks give the roofline); "
                    "the report then shows them")

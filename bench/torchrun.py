@@ -92,7 +92,7 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("ranks", help="one distributed cell (ddp) timed by the ranks torchrun started (one node or "
                                      "several); rank 0 writes the run folder")
-    p.add_argument("cell", help=f"the cell's label, its k the ranks torchrun starts (e.g. {example_label('ddp')})")
+    p.add_argument("cell", help=f"the cell's label, its k the ranks torchrun starts (e.g. {example_label(ranks=True)})")
     p.add_argument("--out", default="results", help="folder for run folders (default: results)")
     p.add_argument("--steps", type=int, default=50, help="full batches per gate case at most (default: 50)")
     p.add_argument("--data-dir", default=None)
