@@ -16,18 +16,9 @@ from functools import cache
 
 from impls.models import MODELS, ModelSpec
 
-# form name -> module defining FORMS = {model: class}; order is the order every tool shows.
-FORM_MODULES: dict[str, str] = {
-    "loop": "impls.loop",
-    "vectorized": "impls.vectorized",
-    "module": "impls.module",
-    "compiled": "impls.compiled",
-    "native": "impls.native",
-    "cuda": "impls.cuda_kernels",
-    "cuda_graph": "impls.cuda_graphs",
-    "triton": "impls.triton_kernels",
-    "ddp": "impls.ddp",
-}
+# form name -> the module defining its FORM: impls.<form>; the order is the order every tool shows.
+FORM_MODULES: dict[str, str] = {form: f"impls.{form}" for form in (
+    "loop", "vectorized", "module", "compiled", "native", "cuda", "cuda_graph", "triton", "ddp")}
 
 DEVICES = ("cpu", "cuda")
 

@@ -1,4 +1,4 @@
-// Fused fp32 SGD steps of d2l ch. 3 on one CUDA stream, for the `cuda` form (impls/cuda_kernels.py).
+// Fused fp32 SGD steps of d2l ch. 3 on one CUDA stream, for the `cuda` form (impls/cuda.py).
 //
 // linreg_step: 1 launch, one block: residuals, loss, gradient and the update of w and b.
 // softmax_step: 2 launches. softmax_grad: one block per row: logits X@W+b, stable softmax, the row's

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from impls.common import FusedStepForm, quiet
-from impls.cuda_kernels import _cpp_extension, extensions_dir
+from impls.cuda import _cpp_extension, extensions_dir
 
 SOURCE = Path(__file__).with_name("native_step.cpp")
 NAME = "linbench_native_step"

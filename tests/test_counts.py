@@ -84,7 +84,7 @@ def test_counts_go_into_the_run_and_its_report(tmp_path, monkeypatch, counted, c
     from bench.report.page import Run, build
 
     rows = [dict(CELL.as_dict(), status="ok", reason="", **counted["first"]),
-            dict(parse_label("softmax/cuda_kernels/cuda/resident/w0/b256/t1").as_dict(), status="skipped",
+            dict(parse_label("softmax/cuda/cuda/resident/w0/b256/t1").as_dict(), status="skipped",
                  reason="instructions are counted on the CPU only")]
     monkeypatch.setattr("bench.counts.count_cells", lambda cells, *a, **k: rows)
     assert main(["counts", "--models", "linreg", "--forms", "vectorized", "--batch-sizes", "10",

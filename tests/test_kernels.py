@@ -17,7 +17,7 @@ import impls
 from bench.cases import run_oracle
 from bench.check import check_form
 from bench.data import cache_dir
-from impls import cuda_kernels, triton_kernels
+from impls import cuda as cuda_kernels, triton as triton_kernels
 from impls.common import FP32
 from impls.models import init_params
 from impls.models.linreg import synthetic_data as synthetic_linreg
@@ -155,7 +155,7 @@ def test_the_extension_cache_is_beside_the_data_cache(monkeypatch, tmp_path):
 WHEEL_BUILD = """
 import json, torch.utils.cpp_extension
 torch.utils.cpp_extension.load = lambda **kwargs: kwargs["build_directory"]  # where it would build
-from impls import cuda_kernels
+from impls import cuda as cuda_kernels
 print(json.dumps({"module": cuda_kernels.__file__, "build": cuda_kernels.extension()}))
 """
 
@@ -265,7 +265,7 @@ import torch
 import impls
 from bench.cases import run_oracle
 from bench.check import check_form
-from impls import triton_kernels
+from impls import triton as triton_kernels
 from impls.models import init_params
 from tests.test_kernels import op_args, small_batches
 out = {}

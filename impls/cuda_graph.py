@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from impls.common import flat
-from impls.cuda_kernels import CudaForm
+from impls.cuda import CudaForm
 
 
 @dataclass
