@@ -1,7 +1,7 @@
 """``linbench ab REV_A REV_B``: two revisions timed interleaved on this machine, and the verdict per cell.
 
 Each revision is a git worktree under ``.linbench/ab/<sha>`` (a clean one is reused), timed by worker
-processes of its own (bench/worker.py, run by this environment's python with cwd and PYTHONPATH = the
+processes of its own (bench/ab_worker.py, run by this environment's python with cwd and PYTHONPATH = the
 worktree: each side runs its own code), a fresh pair every round. Per round every cell is timed A B B A,
 so load and drift hit both sides alike. The verdicts (bench.compare's rule) judge one value per slot, the
 median of its samples. ``results/ab-<a>-<b>-<time>/`` holds both run folders (``A``, ``B``, the slots'
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from bench import UserError
-from bench.worker import PROTOCOL, Worker
+from bench.ab_worker import PROTOCOL, WORKER_MODULES, Worker
 
 SLOT = {"seconds": 0.0, "step_seconds": 0.0}  # a slot: --repeats epochs and loader passes, 5 step passes
 ROUNDS, REPEATS = 3, 1
@@ -41,8 +41,9 @@ def resolve(repo: Path, rev: str) -> str:
     if proc.returncode or not proc.stdout.strip():
         raise UserError(f"{rev!r} is not a revision of {repo}")
     sha = proc.stdout.strip()
-    if subprocess.run(["git", "cat-file", "-e", f"{sha}:bench/worker.py"], cwd=repo, capture_output=True).returncode:
-        raise UserError(f"{rev} ({sha[:12]}) predates bench/worker.py: linbench ab cannot time it")
+    if not any(subprocess.run(["git", "cat-file", "-e", f"{sha}:bench/{name}.py"], cwd=repo,
+                              capture_output=True).returncode == 0 for name in WORKER_MODULES):
+        raise UserError(f"{rev} ({sha[:12]}) predates bench/ab_worker.py: linbench ab cannot time it")
     return sha
 
 
@@ -144,7 +145,7 @@ def warn_if_busy(threads) -> None:
     """Cells at more than one torch thread share the cores with whatever keeps the machine busy: said."""
     import torch
 
-    from bench.load import DISTURBED, machine_load
+    from bench.machine_load import DISTURBED, machine_load
 
     others, most = machine_load()["others"], max(threads or [torch.get_num_threads()])
     if others > DISTURBED and most > 1:
@@ -169,7 +170,7 @@ def summarize(folder: Path, args, shas: dict, failing: list[str], notes: list[st
     from bench.compare import compare_runs, environment_differences, summary
     from bench.store import Run, write_atomic
     from bench.tables import show
-    from bench.worker import slot_medians
+    from bench.ab_worker import slot_medians
 
     a, b = Run(folder / "A"), Run(folder / "B")
     frame = compare_runs(slot_medians(a), slot_medians(b), args.min_effect, args.alpha)

@@ -18,23 +18,6 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def _names(text: str) -> list[str]:
-    """Comma-separated names, each once; an empty list is a mistake (leave the flag out for the default)."""
-    names = list(dict.fromkeys(name for part in text.split(",") for name in part.split() if name))
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r} (leave the flag out for "
-                                         "the default)")
-    return names
-
-
-def _add_selection(p, devices_default="cpu"):
-    p.add_argument("--models", type=_names, default=None, help="comma-separated models (default: all)")
-    p.add_argument("--forms", type=_names, default=None, help="comma-separated forms (default: all)")
-    p.add_argument("--devices", type=_names, default=_names(devices_default),
-                   help=f"comma-separated devices (default: {devices_default})")
-    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (or LINBENCH_DATA)")
-
-
 def require_devices(devices) -> list[str]:
     """The device names, checked: unknown names and a CUDA request without a GPU are user errors."""
     devices = impls.check_names("device", devices, impls.DEVICES)
@@ -51,11 +34,10 @@ def cmd_check(args) -> int:
     from bench.check import run_check
     if args.steps <= 0:
         raise UserError(f"--steps must be positive, got {args.steps}")
-    if args.batch_sizes:
-        from bench.grid import validate
+    from bench.grid import validate
 
-        validate({"model": args.models, "batch_size": args.batch_sizes})
-    results = run_check(args.models, args.forms, require_devices(args.devices), steps=args.steps,
+    validate({"model": args.models, "form": args.forms, "batch_size": args.batch_sizes})
+    results = run_check(args.models, args.forms, require_devices(args.devices or ["cpu"]), steps=args.steps,
                         data_dir=args.data_dir, batch_sizes=args.batch_sizes)
     rows = [r.as_dict() for r in results]
     if args.format == "json":
@@ -71,14 +53,6 @@ def cmd_check(args) -> int:
         print("tol_used: the worst |got - oracle| / (atol + rtol |oracle|) over losses, parameters and "
               "predict(); a case passes at <= 1")
     return 1 if any(r.status == "fail" for r in results) else 0
-
-
-def _ints(text: str) -> list[int]:
-    names = _names(text)
-    try:
-        return list(dict.fromkeys(int(v) for v in names))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _run_settings(args, axes):
@@ -211,18 +185,19 @@ def make_parser() -> argparse.ArgumentParser:
     from bench.compare import add_parser as add_compare
     from bench.counts import add_parser as add_counts
     from bench.grid import add_axis_flags
-    from bench.history import add_parser as add_history
+    from bench.change_points import add_parser as add_history
     from bench.merge import add_parser as add_merge
     from bench.profile import add_parser as add_profile
     from bench.torchrun import add_parser as add_ranks
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("check", help="the equal-results gate against the fp64 oracle")
-    _add_selection(p)
+    p = sub.add_parser("check", help="the equal-results gate against the fp64 oracle",
+                       description="The equal-results gate against the fp64 oracle. By default every model and "
+                       "form, on cpu, at the batch sizes the default grid times each at.")
+    add_axis_flags(p, only=("model", "form", "device", "batch_size"), says="what to check")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (or LINBENCH_DATA)")
     p.add_argument("--steps", type=int, default=50, help="full batches per case at most (default: 50)")
-    p.add_argument("--batch-sizes", type=_ints, default=None,
-                   help="comma-separated batch sizes (default: those the default grid times each form at)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("run", help="the benchmark grid (the main job); results under --out")

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bench import load, timer
+from bench import machine_load, timer
 
 
 class _Ranks(timer.Collective):
@@ -46,7 +46,7 @@ def join(threads: int, device: str, local_rank: int, tree_root: int, **init) -> 
     torch.set_num_threads(threads)
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(local_rank)
-    load.count_as_mine(tree_root)  # the other ranks are this cell's work, not a disturbance
+    machine_load.count_as_mine(tree_root)  # the other ranks are this cell's work, not a disturbance
     start = time.perf_counter()
     dist.init_process_group(backend(), **init)
     dist.barrier()

@@ -94,11 +94,13 @@ AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
 
 
-def add_axis_flags(parser, **options) -> None:
-    """One flag per axis on ``parser``; each replaces that axis in every sub-grid (``linbench run``, ``ab``)."""
+def add_axis_flags(parser, only: tuple[str, ...] | None = None, says: str = "replaces the grid's axis",
+                   **options) -> None:
+    """One flag per axis on ``parser`` (``only``: those axes); each replaces that axis in every sub-grid
+    (``linbench run``, ``ab``, ``counts``), or selects what ``linbench check`` checks (``says``: how, in the help)."""
     for axis in AXIS_TABLE:
-        parser.add_argument(axis.flag, dest=axis.dest, type=axis.values, help=f"{axis.help} (replaces the grid's "
-                            "axis)", **options)
+        if only is None or axis.name in only:
+            parser.add_argument(axis.flag, dest=axis.dest, type=axis.values, help=f"{axis.help} ({says})", **options)
 
 
 def axis_overrides(args) -> dict:

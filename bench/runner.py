@@ -24,7 +24,7 @@ from bench import shard as sharding
 from bench.cases import gate_cases
 from bench.cell import CellBench, Settings
 from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, train_examples, validate
-from bench.load import DISTURBED, machine_load
+from bench.machine_load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks
 from bench.store import CURVES, GATE, SCHEMA, Store, empty_row
 from bench.summary import wrapped

@@ -7,7 +7,7 @@ Two ways, both reported as :class:`Stats` (median, IQR, the median's 95% interva
   :class:`Until` rule is met (a count, or the median known to +-3% within a time budget);
 - :func:`time_autorange` for short blocks (a few training steps): ``torch.utils.benchmark.Timer``'s
   ``blocked_autorange`` with the process's thread count (the Timer's default is one thread).
-A block others disturbed (bench/load.py) is measured again a bounded number of times.
+A block others disturbed (bench/machine_load.py) is measured again a bounded number of times.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.load import REMEASURES, LoadMeter
+from bench.machine_load import REMEASURES, LoadMeter
 from bench.stats import median_ci, relative_halfwidth
 from impls.common import quiet
 

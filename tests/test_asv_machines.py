@@ -13,7 +13,7 @@ import pytest
 
 from bench.cli import main
 from bench.grid import AXES, front_end_cells, parse_label
-from bench.history import find_changes
+from bench.change_points import find_changes
 from bench.report import sources
 from bench.store import Run
 from tests.test_report import ok_row, write_run

@@ -18,7 +18,7 @@ import pytest
 
 from bench.store import Run
 from bench.timer import Stats
-from bench.worker import pooled
+from bench.ab_worker import pooled
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",
@@ -83,7 +83,7 @@ def test_bad_revisions_and_a_dirty_worktree_are_one_line_errors(clone, tmp_path,
         (tree / "README.md").write_text("edited\n")
 
     for args, message, before in [(["nosuchrev", "HEAD"], "is not a revision", None),
-                                  ([first, "HEAD"], "predates bench/worker.py", None),
+                                  ([first, "HEAD"], "predates bench/ab_worker.py", None),
                                   (["HEAD", "HEAD", "--rounds", "0"], "--rounds", None),
                                   (["HEAD", "HEAD", "--forms", "fortran"], "fortran", None),
                                   (["HEAD", "HEAD"], "has local changes", dirty)]:

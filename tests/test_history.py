@@ -13,7 +13,7 @@ import pytest
 
 from bench import UserError
 from bench.cli import main
-from bench.history import MIN_POINTS, change_points, find_changes, noise
+from bench.change_points import MIN_POINTS, change_points, find_changes, noise
 from bench.report.history import MOST, history_section
 from tests.test_asv import asv_config
 

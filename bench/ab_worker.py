@@ -1,5 +1,5 @@
 """The two halves of ``linbench ab``'s worker protocol: the worker, a process that times one cell per command
-in its own revision's code (``python -m bench.worker``, cwd and PYTHONPATH = that revision's worktree), and
+in its own revision's code (``python -m bench.ab_worker``, cwd and PYTHONPATH = that revision's worktree), and
 :class:`Worker`, the orchestrator's handle on one (bench/ab.py starts a fresh pair every round).
 
 Protocol: one JSON object per line on stdin, one answer per line on stdout (anything else the process
@@ -36,6 +36,7 @@ from pathlib import Path
 from bench import UserError
 
 PROTOCOL = 1
+WORKER_MODULES = ("ab_worker", "worker")  # the worker's module in a revision: its name now, and before
 METRICS = ("epoch", "step", "loader_epoch")
 
 
@@ -129,7 +130,7 @@ class Side:
     def gate(self, cells: list, config) -> list[dict]:
         """The device peaks, the load at the start and the gate; a row for each cell not to be timed."""
         from bench.grid import skip_reason
-        from bench.load import machine_load
+        from bench.machine_load import machine_load
         from bench.meta import probe_peaks
 
         skips = {c.label(): skip_reason(c) for c in cells}
@@ -192,7 +193,8 @@ class Worker:
         self.side, self.log = side, log
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
         with open(log, "a") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], cwd=tree, env=env, text=True,
+            module = next((f"bench.{m}" for m in WORKER_MODULES if (tree / "bench" / f"{m}.py").exists()), "bench.ab_worker")
+            self.proc = subprocess.Popen([sys.executable, "-m", module], cwd=tree, env=env, text=True,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=1)
 
     def ask(self, **msg) -> dict:
