@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.grid import TRAIN_EXAMPLES
+from bench.grid import train_examples
 
 REPO = Path(__file__).resolve().parent.parent
 STEP = "test_step and linreg-vectorized-cpu-resident"
@@ -41,11 +41,11 @@ def test_benchmarks_run_save_and_compare(tmp_path):
 
     epoch = found["test_epoch[linreg-vectorized-cpu-resident-w0-b10-t1]"]
     assert epoch["extra_info"]["epoch_s"] == pytest.approx(epoch["stats"]["median"])  # a whole epoch
-    assert epoch["extra_info"]["samples"] == TRAIN_EXAMPLES["linreg"]
+    assert epoch["extra_info"]["samples"] == train_examples("linreg")
 
     # the capped pure-Python form
     loop = found["test_capped_pass[softmax-loop-cpu-resident-w0-b256-t1]"]
-    scale = TRAIN_EXAMPLES["softmax"] / loop["extra_info"]["samples"]
+    scale = train_examples("softmax") / loop["extra_info"]["samples"]
     assert scale > 10 and loop["extra_info"]["epoch_scale"] == pytest.approx(scale)
     assert loop["extra_info"]["epoch_s"] == pytest.approx(loop["stats"]["median"] * scale)
     assert loop["group"] == "capped pass softmax cpu b256"  # never ranked among whole epochs
