@@ -167,10 +167,11 @@ def differences(cells: dict) -> tuple[list[str], list[str]]:
 
 def summarize(folder: Path, args, shas: dict, failing: list[str], notes: list[str]) -> int:
     """compare.csv, the table, what differs, the A/A calibration and the report; the exit status."""
-    from bench.compare import compare_runs, environment_differences, summary
-    from bench.store import Run, write_atomic
-    from bench.tables import show
     from bench.ab_worker import slot_medians
+    from bench.compare import compare_runs, environment_differences, summary
+    from bench.run_folder import Run
+    from bench.store import write_atomic
+    from bench.tables import show
 
     a, b = Run(folder / "A"), Run(folder / "B")
     frame = compare_runs(slot_medians(a), slot_medians(b), args.min_effect, args.alpha)

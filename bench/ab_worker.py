@@ -193,7 +193,8 @@ class Worker:
         self.side, self.log = side, log
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
         with open(log, "a") as err:
-            module = next((f"bench.{m}" for m in WORKER_MODULES if (tree / "bench" / f"{m}.py").exists()), "bench.ab_worker")
+            module = next((f"bench.{m}" for m in WORKER_MODULES if (tree / "bench" / f"{m}.py").exists()),
+                          "bench.ab_worker")
             self.proc = subprocess.Popen([sys.executable, "-m", module], cwd=tree, env=env, text=True,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=1)
 

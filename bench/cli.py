@@ -7,10 +7,10 @@ import os
 import sys
 
 import impls
-from impls.models import ModelError
 from bench import UserError
 from bench.folder import os_error
 from bench.tables import show
+from impls.models import ModelError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,8 +69,8 @@ def cmd_run(args) -> int:
 
     from bench import runner
     from bench.grid import AXIS_TABLE, axis_overrides
-    from bench.report.analysis import headlines
-    from bench.store import RESULTS
+    from bench.report.analysis import derived, headlines
+    from bench.run_folder import RESULTS
 
     if args.resume:
         given = [flag for flag, value, default in _run_settings(args, AXIS_TABLE) if value != default]
@@ -100,6 +100,7 @@ def cmd_run(args) -> int:
         return 130
     from bench.summary import compact, wide, width, wrapped
 
+    frame = derived(frame, store.samples_frame())
     for line in wide(frame) if args.wide else compact(frame, width()):
         print(line)
     for line in headlines(frame):
@@ -182,10 +183,10 @@ def cmd_data(args) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     from bench.ab import add_parser as add_ab
+    from bench.change_points import add_parser as add_history
     from bench.compare import add_parser as add_compare
     from bench.counts import add_parser as add_counts
     from bench.grid import add_axis_flags
-    from bench.change_points import add_parser as add_history
     from bench.merge import add_parser as add_merge
     from bench.profile import add_parser as add_profile
     from bench.torchrun import add_parser as add_ranks

@@ -18,7 +18,8 @@ import pandas as pd
 
 from bench import UserError
 from bench.grid import AXES, label_of
-from bench.store import Run, write_atomic
+from bench.run_folder import Run
+from bench.store import write_atomic
 from bench.tables import fmt, show
 
 # metric of samples.csv -> its results column, the column's unit in seconds, and its count column

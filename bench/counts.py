@@ -11,40 +11,14 @@ import sys
 from pathlib import Path
 
 from bench import UserError
-from bench.callgrind import COUNT_COLUMNS, count_cells, one_thread, valgrind_missing
+from bench.callgrind import count_cells, one_thread, valgrind_missing
 from bench.grid import AXES, Cell
-
-COUNTS = "counts.csv"  # in a run folder: one row per counted cell
-
-
-def counts_frame(rows: list[dict]):
-    """Rows as counts.csv's table: every axis (threads 1), status, reason, :data:`COUNT_COLUMNS`."""
-    import pandas as pd
-
-    return pd.DataFrame(rows).reindex(columns=[*AXES, "status", "reason", *COUNT_COLUMNS])
-
-
-def read_counts(folder: Path):
-    """A run folder's counts.csv (None when it has none), checked: one-line errors for a damaged file."""
-    import pandas as pd
-
-    path = Path(folder) / COUNTS
-    if not path.exists():
-        return None
-    try:
-        frame = pd.read_csv(path, keep_default_na=True)
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise UserError(f"{path}: not a linbench counts file ({e.__class__.__name__})") from None
-    expected = counts_frame([]).columns
-    if missing := [c for c in expected if c not in frame.columns]:
-        raise UserError(f"{path}: lacks columns {', '.join(missing)}")
-    frame["instr_per_step"] = pd.to_numeric(frame["instr_per_step"], errors="coerce")
-    return frame
+from bench.run_folder import COUNTS, counts_frame, read_counts
 
 
 def _cells_of_run(folder: Path) -> list[Cell]:
     """The CPU cells a run timed, each once at one thread (loader and workers kept: they give the batches)."""
-    from bench.store import read_results
+    from bench.run_folder import read_results
 
     frame = read_results(folder)
     frame = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")]
@@ -54,7 +28,8 @@ def _cells_of_run(folder: Path) -> list[Cell]:
 def _target(args):
     """(run folder, its lock or None, the cells): ``--run``'s folder and CPU cells, or a new folder."""
     from bench.grid import DEFAULT_GRID, axis_overrides, expand, validate
-    from bench.store import SCHEMA, Lock, Store, read_meta
+    from bench.run_folder import SCHEMA, read_meta
+    from bench.store import Lock, Store
 
     overrides = axis_overrides(args)
     if overrides["threads"] not in (None, [1]):

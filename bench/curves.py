@@ -47,7 +47,8 @@ def train_curves(model: str, forms, device: str = "cpu", epochs: int = 10, seed:
             if tick:
                 tick()
         predicted = instance.predict(X_test[:PREDICTIONS]).argmax(1).tolist()
-        predictions += [dict(model=model, form=form, device=device, index=i, true=LABELS[int(y_test[i])], predicted=LABELS[p])
+        predictions += [dict(model=model, form=form, device=device, index=i, true=LABELS[int(y_test[i])],
+                             predicted=LABELS[p])
                         for i, p in enumerate(predicted)]
     return pd.DataFrame(rows), pd.DataFrame(predictions), skipped
 
@@ -55,7 +56,7 @@ def train_curves(model: str, forms, device: str = "cpu", epochs: int = 10, seed:
 def record_curves(store, epochs: int, seed: int, data_dir, say, bar) -> None:
     """The curves and predictions of every classifier's forms a run timed, per model and device, into its folder
     (``say``: a stage line; ``bar(total, desc, unit)``: a progress bar)."""
-    from bench.store import CURVES, PREDICTIONS
+    from bench.run_folder import CURVES, PREDICTIONS
 
     ok = [r for r in store.rows.values() if r["status"] == "ok" and MODELS[r["model"]].classes]
     curves, predictions, skipped = [], [], {}

@@ -1,6 +1,7 @@
-"""The embedded defaults, as data: the default and ``--quick`` grids (unions of small product grids, each a dict of axis -> values, chosen to run in a few minutes
-on a 2-core CPU machine). The only place in ``bench/`` that names forms; an axis a sub-grid does not
-name takes the axis's default (``bench.grid.AXIS_TABLE``).
+"""The embedded defaults, as data: the default and ``--quick`` grids (unions of small product grids, each a
+dict of axis -> values, chosen to run in a few minutes on a 2-core CPU machine). The only place in ``bench/``
+that names forms and models; an axis a sub-grid does not name takes the axis's default
+(``bench.grid.AXIS_TABLE``).
 """
 import impls
 

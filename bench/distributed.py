@@ -171,18 +171,3 @@ def check_cases(model: str, form: str, device: str, cases, worlds) -> list:
         except RuntimeError as e:
             results.append(check.CheckResult(model, form, device, "fail", f"{world} ranks: {e}", case=f"{world} ranks"))
     return results
-
-
-# -- results -------------------------------------------------------------------------------------
-def add_scaling(frame):
-    """``scaling_eff`` of each distributed row: its samples/s over K times that of the same cell with one
-    rank (same machine where rows name one), throughput_K / (K x throughput_1); NaN without that cell."""
-    from bench.grid import AXES
-
-    frame["scaling_eff"] = float("nan")
-    ranked = frame[(frame["status"] == "ok") & frame["allreduce_frac"].notna()]
-    keys = [a for a in AXES if a != "world_size"] + (["machine"] if "machine" in frame.columns else [])
-    one = ranked[ranked["world_size"] == 1].drop_duplicates(keys).set_index(keys)["samples_per_s"].rename("one")
-    base = ranked.join(one, on=keys)["one"]
-    frame.loc[ranked.index, "scaling_eff"] = ranked["samples_per_s"] / (ranked["world_size"] * base)
-    return frame

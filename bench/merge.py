@@ -29,7 +29,8 @@ import pandas as pd
 from bench import UserError
 from bench.folder import os_error, umask
 from bench.grid import AXES, label_of
-from bench.store import CURVES, GATE, PREDICTIONS, SCHEMA, Run, Store, meta_json, read_samples, row_key
+from bench.run_folder import CURVES, GATE, PREDICTIONS, SCHEMA, Run, read_samples
+from bench.store import Store, meta_json, row_key
 
 IGNORED = ("data_dir",)  # config keys that may differ between machines: where the data is, not what is measured
 
@@ -239,12 +240,12 @@ def merge(folders: list, out) -> Store:
 
 
 def cmd_merge(args) -> int:
-    from bench.report.analysis import headlines, machines
-    from bench.store import RESULTS
+    from bench.report.analysis import derived, headlines, machines
+    from bench.run_folder import RESULTS
     from bench.summary import compact
 
     store = merge(args.runs, args.out)
-    frame = store.frame()
+    frame = derived(store.frame(), store.samples_frame())
     for line in compact(frame, shutil.get_terminal_size((100, 24)).columns):
         print(line)
     for line in headlines(frame):

@@ -38,11 +38,10 @@ from pathlib import Path
 
 from bench import UserError
 from bench.grid import example_label
+from bench.run_folder import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE
+from bench.summary import short
 
-PROFILES, OPS, SUMMARY, TRACE = "profiles", "ops.csv", "summary.json", "trace.json"
 STEP = "step"
-OP_COLUMNS = ["op", "kind", "calls_per_step", "self_cpu_us", "self_cpu_share", "cpu_total_us", "self_device_us",
-              "device_share"]
 _OPERATOR = re.compile(r"^(?!autograd::|torch::)\w+::\w+$|^(graph_\d+_)?cpp_fused_|^triton_")
 
 
@@ -149,28 +148,10 @@ def folder_name(label: str) -> str:
     return label.replace("/", "_")
 
 
-def read_profiles(folder: Path) -> list[dict]:
-    """Every profile under ``folder``'s ``profiles/``, as :func:`profile_cell` returns them (``[]`` without any);
-    a damaged one is a one-line error."""
-    import pandas as pd
-
-    found = []
-    for sub in sorted(p for p in (Path(folder) / PROFILES).glob("*") if (p / SUMMARY).exists()):
-        try:
-            summary = json.loads((sub / SUMMARY).read_text())
-            ops = pd.read_csv(sub / OPS, keep_default_na=True)
-        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise UserError(f"{sub}: not a linbench profile ({e.__class__.__name__}); profile the cell again") from None
-        if missing := [c for c in OP_COLUMNS if c not in ops.columns]:
-            raise UserError(f"{sub / OPS}: lacks columns {', '.join(missing)}")
-        found.append({"summary": {k: math.nan if v is None else v for k, v in summary.items()}, "ops": ops})
-    return found
-
-
 def best_cells(folder: Path) -> list:
     """The run's ok cell with the highest ``samples_per_s`` of each form, per model."""
     from bench.grid import AXES, Cell, parse_label
-    from bench.store import read_results
+    from bench.run_folder import read_results
 
     frame = read_results(folder)
     frame = frame[(frame["status"] == "ok") & frame["samples_per_s"].notna()]
@@ -200,11 +181,6 @@ def _cells(args) -> list:
     return cells
 
 
-def short(name: str, width: int = 48) -> str:
-    """An operator's name cut to ``width`` characters (a compiled kernel's name lists every op it fused)."""
-    return name if len(name) <= width else name[:width - 1] + "…"
-
-
 def line(s: dict) -> str:
     """The one-line verdict of a profile's summary."""
     roofline = (f"roofline time {s['roofline_us']:.3g} us (the step is {s['x_roofline']:,.0f}x it)"
@@ -228,7 +204,7 @@ def cmd_profile(args) -> int:
         raise UserError(f"give one or more CELL labels (e.g. {example_label()}), or --run RUN_DIR --best")
     lock, peaks = None, {}
     if args.run:
-        from bench.store import read_meta
+        from bench.run_folder import read_meta
 
         folder = Path(args.run)
         if not folder.is_dir():

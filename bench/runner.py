@@ -26,7 +26,8 @@ from bench.cell import CellBench, Settings
 from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, train_examples, validate
 from bench.machine_load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks
-from bench.store import CURVES, GATE, SCHEMA, Store, empty_row
+from bench.run_folder import CURVES, GATE, SCHEMA
+from bench.store import Store, empty_row
 from bench.summary import wrapped
 from impls.models import MODELS, step_cost
 

@@ -78,3 +78,8 @@ def width() -> int:
 def wrapped(line: str, columns: int | None = None) -> list[str]:
     """A line of prose within ``columns`` (default: :func:`width`), its continuations indented by two spaces."""
     return textwrap.wrap(line, columns or width(), subsequent_indent="  ", break_on_hyphens=False) or [""]
+
+
+def short(name: str, width: int = 48) -> str:
+    """A name cut to ``width`` characters (a compiled kernel's name lists every op it fused)."""
+    return name if len(name) <= width else name[:width - 1] + "…"

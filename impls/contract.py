@@ -1,8 +1,8 @@
 """The contract of a form, in code: what every form class states and does, and the optional hooks.
 
 A form is a class, its module's ``FORM``, written against a model's spec; the registry binds it to each
-model (``cls.spec``, an :class:`impls.models.ModelSpec`). :class:`Form` is the protocol every tool relies on; :func:`contract_errors` says how a class falls short of it (the
-registry's tests run it on every form).
+model (``cls.spec``, an :class:`impls.models.ModelSpec`). :class:`Form` is the protocol every tool relies
+on; :func:`contract_errors` says how a class falls short of it (the registry's tests run it on every form).
 """
 from __future__ import annotations
 

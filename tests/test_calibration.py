@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.store import Run
-from bench.timer import Stats
 from bench.ab_worker import pooled
+from bench.run_folder import Run
+from bench.timer import Stats
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",

@@ -10,7 +10,8 @@ import pytest
 
 from bench.cli import _Parser
 from bench.compare import add_parser, compare_runs, environment_differences
-from bench.store import COLUMNS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run, Store
+from bench.run_folder import COLUMNS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run
+from bench.store import Store
 
 CELL = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256, threads=2)
 

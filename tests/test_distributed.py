@@ -12,6 +12,9 @@ import impls
 from bench import check, cli, distributed, grid
 from bench.cases import gate_cases
 from bench.grid import Cell, expand, parse_label, skip_reason
+from bench.report.analysis import derived
+from bench.report.scaling import add_scaling
+from bench.run_folder import Run
 
 
 def linbench_main(capsys, *args) -> tuple[int, str, str]:
@@ -92,7 +95,7 @@ def test_add_scaling_divides_by_k_times_one_rank():
                      allreduce_frac=0.1))
     rows.append(dict(ddp_cell(form="module", world_size=1).as_dict(), status="ok", samples_per_s=1.0,
                      allreduce_frac=math.nan))
-    eff = distributed.add_scaling(pd.DataFrame(rows))["scaling_eff"].tolist()
+    eff = add_scaling(pd.DataFrame(rows))["scaling_eff"].tolist()
     assert eff[:2] == [1.0, 0.75] and math.isnan(eff[2]) and math.isnan(eff[3])  # no one-rank cell; not distributed
 
 
@@ -103,14 +106,15 @@ def test_run_times_one_and_two_ranks_with_scaling_and_allreduce_share(tmp_path, 
                                    "--no-progress", "--out", str(tmp_path))
     assert code == 0, err
     folder = next(p for p in tmp_path.iterdir() if p.is_dir())
-    rows = {int(r["world_size"]): r for r in csv.DictReader(open(folder / "results.csv"))}
+    run = Run(folder)
+    rows = {int(r["world_size"]): r for r in derived(run.results, run.samples).to_dict("records")}
     assert set(rows) == {1, 2} and all(r["status"] == "ok" for r in rows.values()), rows
     one, two = rows[1], rows[2]
     assert float(one["scaling_eff"]) == 1.0
     assert float(two["scaling_eff"]) == pytest.approx(float(two["samples_per_s"]) / (2 * float(one["samples_per_s"])))
     assert float(two["samples_per_s_per_rank"]) == pytest.approx(float(two["samples_per_s"]) / 2)
     for r in rows.values():
-        assert 0 <= float(r["allreduce_frac"]) <= 1 and float(r["setup_s"]) > 0 and r["threads"] == "1"
+        assert 0 <= float(r["allreduce_frac"]) <= 1 and float(r["setup_s"]) > 0 and r["threads"] == 1
         assert "rank(s) x 1 thread(s)" in r["reason"]
     gate = list(csv.DictReader(open(folder / "gate.csv")))
     assert {g["case"].rsplit(", ", 1)[1] for g in gate} == {"1 ranks", "2 ranks"}

@@ -26,7 +26,8 @@ from bench.data import DEBIAN_DIR, fashion_mnist_available
 from bench.folder import LOCK, Lock
 from bench.grid import AXES
 from bench.report.analysis import headlines
-from bench.store import META, RESULTS, SAMPLES, SCHEMA, Store, read_meta
+from bench.run_folder import META, RESULTS, SAMPLES, SCHEMA, read_meta
+from bench.store import Store
 
 TINY = ["--models", "linreg", "--forms", "vectorized", "--devices", "cpu", "--loaders", "resident", "--workers", "0",
         "--no-curves", "--no-report", "--repeats", "1", "--no-progress"]

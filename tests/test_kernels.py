@@ -17,7 +17,8 @@ import impls
 from bench.cases import run_oracle
 from bench.check import check_form
 from bench.data import cache_dir
-from impls import cuda as cuda_kernels, triton as triton_kernels
+from impls import cuda as cuda_kernels
+from impls import triton as triton_kernels
 from impls.common import FP32
 from impls.models import init_params
 from impls.models.linreg import synthetic_data as synthetic_linreg

@@ -7,7 +7,6 @@ against autograd, its cost.
 """
 import csv
 import io
-import json
 import subprocess
 import sys
 import tokenize
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import impls
 from impls.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +40,8 @@ SPEC = ModelSpec(name="twolayer", summary="two linear layers on synthetic data (
 
 
 def linbench(tmp_path, *args) -> subprocess.CompletedProcess:
-    """``linbench ARGS`` in a fresh process that knows the toy model (its spec module on the path, in LINBENCH_MODELS)."""
+    """``linbench ARGS`` in a fresh process that knows the toy model (its spec module on the path, named in
+    LINBENCH_MODELS)."""
     (tmp_path / "toy_model.py").write_text(TOY)
     env = {**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{tmp_path}", "LINBENCH_MODELS": "toy_model"}
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=tmp_path, env=env, capture_output=True,
@@ -118,7 +117,8 @@ def test_no_model_is_named_in_the_harness_outside_docstrings_and_the_default_gri
             after = next((t for t in tokens[i + 1:] if t.type not in skip), None)
             docstring = (tok.type == tokenize.STRING and after is not None and after.type == tokenize.NEWLINE
                          and (before is None or before.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)))
-            if tok.type in (tokenize.NAME, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)) and not docstring:
+            text = (tokenize.NAME, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING))
+            if tok.type in text and not docstring:
                 words = set(tok.string.replace("/", " ").replace("\"", " ").replace("'", " ").split())
                 found += [f"{path.relative_to(ROOT)}:{tok.start[0]}: {w}" for w in words & names]
     assert found == []

@@ -13,7 +13,8 @@ import torch
 
 from bench.cli import main
 from bench.grid import parse_label
-from bench.profile import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE, profile_cell, read_profiles
+from bench.profile import profile_cell
+from bench.run_folder import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE, read_profiles
 
 TOLERANCE = 0.02  # operators + outside against the step: equal by construction, but for events overhanging a parent
 
@@ -73,7 +74,7 @@ def run_folder(tmp_path_factory):
 def test_best_of_a_run_and_its_report_section(run_folder, tmp_path, capsys):
     from bench.report.render import Figure, Table
     from bench.report.roofline_why import why_section
-    from bench.store import Run
+    from bench.run_folder import Run
 
     before = why_section(Run(run_folder), tmp_path)  # no profiles/ yet: the section says how to make them
     assert before.missing and f"linbench profile --run {run_folder} --best" in before.missing[0]

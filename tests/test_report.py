@@ -16,7 +16,8 @@ from bench.data import LABELS
 from bench.grid import AXES
 from bench.report import figures, shot, sources
 from bench.report import page as report
-from bench.store import COLUMNS, CURVES, PREDICTIONS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run, Store
+from bench.run_folder import COLUMNS, CURVES, PREDICTIONS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run
+from bench.store import Store
 
 CHROMIUM = shot.chromium()
 

@@ -16,7 +16,7 @@ from bench import UserError, grid, runner
 from bench.defaults import ALL_FORMS
 from bench.grid import Cell
 from bench.loaders import make_loader
-from bench.store import GATE, RESULTS, read_meta, read_results
+from bench.run_folder import GATE, RESULTS, read_meta, read_results
 from bench.timer import time_autorange, time_repeats
 
 

@@ -3,7 +3,7 @@ import math
 
 import pandas as pd
 
-from bench.store import COLUMNS
+from bench.run_folder import COLUMNS
 from bench.summary import compact, wide
 
 

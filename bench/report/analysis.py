@@ -9,6 +9,7 @@ import math
 import pandas as pd
 
 from bench.grid import AXES, baselines, expand
+from bench.report.scaling import add_scaling
 from impls.models import MODELS
 
 
@@ -61,6 +62,12 @@ def add_speedup(frame: pd.DataFrame, samples: pd.DataFrame | None = None, cross_
             for i, lo_hi in _speedup_intervals(frame.loc[rows], base, samples).items():
                 frame.loc[i, ["speedup_lo", "speedup_hi"]] = lo_hi
     return frame
+
+
+def derived(frame: pd.DataFrame, samples: pd.DataFrame | None = None, cross_machine: bool = False) -> pd.DataFrame:
+    """The columns a run's raw rows give rise to: ``speedup`` (and its interval) over the model's baseline cell
+    (:func:`add_speedup`) and the distributed rows' ``scaling_eff`` (:func:`bench.report.scaling.add_scaling`)."""
+    return add_scaling(add_speedup(frame.copy(), samples, cross_machine))
 
 
 def cross_machine_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import UserError  # noqa: E402
 from bench.grid import train_examples  # noqa: E402
-from bench.store import PREDICTIONS  # noqa: E402
+from bench.run_folder import PREDICTIONS
 from impls.models import MODELS, step_cost  # noqa: E402
 
 BOOK_BATCH = {model: spec.batch_size for model, spec in MODELS.items()}  # the batch size d2l trains each model with
@@ -234,7 +234,8 @@ def fig_curves(curves: pd.DataFrame, folder: Path):
         ax.plot(g["epoch"], g["train_loss"], label="train loss")
         ax.plot(g["epoch"], g["train_acc"], ls="--", label="train acc")
         ax.plot(g["epoch"], g["test_acc"], ls="-.", label="test acc")
-        ax.set(xlabel="epoch", ylabel="loss (nats) / accuracy (fraction)", ylim=ylim, title=f"{model}: {form} on {device}",
+        ax.set(xlabel="epoch", ylabel="loss (nats) / accuracy (fraction)", ylim=ylim,
+               title=f"{model}: {form} on {device}",
                xlim=(1, max(2, g["epoch"].max())))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

@@ -17,7 +17,7 @@ from bench import UserError
 from bench.compare import ONLY, compare_runs, environment_differences, summary
 from bench.grid import baselines
 from bench.report import figures
-from bench.report.analysis import add_speedup, curves_summary, expected_cells, headline_table, headlines, with_model
+from bench.report.analysis import curves_summary, derived, expected_cells, headline_table, headlines, with_model
 from bench.report.history import history_section
 from bench.report.listings import all_cells, environment, not_timed
 from bench.report.render import Data, Page, Section, Table, to_html, to_markdown
@@ -25,7 +25,8 @@ from bench.report.roofline_why import why_section
 from bench.report.scaling import scaling_section
 from bench.report.signals import counts_of, instructions, with_counts
 from bench.report.sources import combine, read_sources, side_by_side
-from bench.store import CURVES, Run, write_atomic
+from bench.run_folder import CURVES, Run
+from bench.store import write_atomic
 from impls.models import MODELS
 
 __all__ = ["Run", "build"]
@@ -42,8 +43,8 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
     if not runs:
         raise UserError("no results to report: give a run folder")
     run, out = runs[-1], Path(out)
-    if cross_machine:
-        run.results = add_speedup(run.results.copy(), run.samples, cross_machine=True)
+    for r in runs:
+        r.results = derived(r.results, r.samples, cross_machine=cross_machine and r is run)
     sources = read_sources(run, asv_dir, pytest_jsons)
     _clear(out)
     ok = run.results[run.results["status"] == "ok"]
@@ -246,7 +247,8 @@ def training(run: Run, out: Path) -> Section:
         s.not_shown(curves_missing(run))
     if skipped := run.meta.get("curves_skipped", {}):
         s.text("Not trained: " + "; ".join(f"{form}: {reason}" for form, reason in skipped.items()))
-    s.figure(figures.fig_predictions(with_model(run.predictions, run.results), run.meta.get("config", {}).get("data_dir"), out),
+    data_dir = run.meta.get("config", {}).get("data_dir")
+    s.figure(figures.fig_predictions(with_model(run.predictions, run.results), data_dir, out),
              "test images with true and predicted labels")
     return s
 

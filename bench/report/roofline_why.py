@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench.grid import AXES
-from bench.profile import PROFILES, read_profiles, short
 from bench.report.render import Section
+from bench.run_folder import PROFILES, read_profiles
+from bench.summary import short
 
 # the BLAS calls (in place too: the native form's update); not matmul, a composite of these
 GEMM = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv"}

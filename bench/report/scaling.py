@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.grid import AXES
 from bench.report.render import Section
 
 COLUMNS = ["model", "form", "device", "loader", "batch_size", "threads", "world_size", "samples_per_s",
@@ -63,3 +64,15 @@ def scaling_section(ok: pd.DataFrame, out: Path) -> Section | None:
     s.table("scaling", rows[[c for c in COLUMNS if c in rows.columns]])
     s.figure(fig_scaling(rows, out), "throughput against the number of ranks, with the ideal line")
     return s
+
+
+def add_scaling(frame):
+    """``scaling_eff`` of each distributed row: its samples/s over K times that of the same cell with one
+    rank (same machine where rows name one), throughput_K / (K x throughput_1); NaN without that cell."""
+    frame["scaling_eff"] = float("nan")
+    ranked = frame[(frame["status"] == "ok") & frame["allreduce_frac"].notna()]
+    keys = [a for a in AXES if a != "world_size"] + (["machine"] if "machine" in frame.columns else [])
+    one = ranked[ranked["world_size"] == 1].drop_duplicates(keys).set_index(keys)["samples_per_s"].rename("one")
+    base = ranked.join(one, on=keys)["one"]
+    frame.loc[ranked.index, "scaling_eff"] = ranked["samples_per_s"] / (ranked["world_size"] * base)
+    return frame

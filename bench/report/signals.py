@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.counts import read_counts
 from bench.grid import AXES
 from bench.report.render import Section
+from bench.run_folder import read_counts
 
 JOIN = [a for a in AXES if a != "threads"]
 SHOWN = ["model", "form", "device", "loader", "workers", "batch_size", "status", "instr_per_step", "instr_per_sample",

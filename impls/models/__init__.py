@@ -178,7 +178,8 @@ class ModelSpec:
         inputs, _ = self.forward(params, X)
         scale = 1000.0 / float(inputs[-1].norm(dim=1).mean())  # weights of this std give logits of std ~1000
         g = torch.Generator().manual_seed(seed + 1)
-        spread = {**params, last.weight: torch.randn(params[last.weight].shape, generator=g, dtype=torch.float64) * scale}
+        weight = torch.randn(params[last.weight].shape, generator=g, dtype=torch.float64) * scale
+        spread = {**params, last.weight: weight}
         zero = {**params, last.weight: torch.zeros_like(params[last.weight])}
         return {"logits +-1000": spread,
                 "all logits +1000": {**zero, last.bias: torch.full_like(params[last.bias], 1000.0)},
