@@ -19,7 +19,7 @@ CELL = parse_label("linreg/vectorized/cpu/resident/w0/b10/t1")
 PLANT = """
     from impls import vectorized
 
-    _step = vectorized._VectorizedForm.step
+    _step = vectorized.VectorizedForm.step
 
 
     def step(self, X, y):
@@ -29,7 +29,7 @@ PLANT = """
         return _step(self, X, y)
 
 
-    vectorized._VectorizedForm.step = step
+    vectorized.VectorizedForm.step = step
 """
 
 pytestmark = pytest.mark.skipif(callgrind.valgrind_missing() is not None,
