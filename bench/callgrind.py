@@ -28,6 +28,22 @@ from bench.grid import Cell, parse_label, skip_reason
 COUNT_COLUMNS = ["instr_per_step", "instr_spread", "count_steps", "count_s", "top_functions"]
 TOOLS = ("valgrind", "callgrind_annotate")
 ROOT = Path(__file__).resolve().parent.parent  # the folder that holds bench/ and impls/
+START_ENV = "LINBENCH_CALLGRIND_START"  # the counted process switches callgrind's instrumentation on with this library
+START_SOURCE = """#include "callgrind.h"
+void linbench_start_instrumentation(void) { CALLGRIND_START_INSTRUMENTATION; }
+"""
+# torch's Timer starts valgrind with --instr-atstart=yes: the interpreter's and torch's start-up instrumented, a
+# minute of a count's two. This valgrind, first on the counted process's PATH, starts it with instrumentation off;
+# prepared_step switches it on once the step is warm, before the first counted block.
+VALGRIND_SHIM = """#!/bin/sh
+# linbench: valgrind with callgrind's instrumentation off at the start (switched on before counting)
+for arg do
+    shift
+    [ "$arg" = --instr-atstart=yes ] && arg=--instr-atstart=no
+    set -- "$@" "$arg"
+done
+exec {valgrind} "$@"
+"""
 # valgrind 3.19 runs no AVX-512: torch's kernels, and the code a compiled form generates, use AVX2 when counted
 ISA, MARCH = "avx2", "x86-64-v3"
 
@@ -63,7 +79,47 @@ def prepared_step(label: str, seed: int = 0, data_dir: str | None = None):
     bench.warm()
     batches = itertools.cycle(bench.device_batches())
     bench.close()
+    if os.environ.get(START_ENV):  # instrumentation from here on (outside valgrind: does nothing)
+        import ctypes
+
+        ctypes.CDLL(os.environ[START_ENV]).linbench_start_instrumentation()
     return lambda: bench.form.step(*next(batches))
+
+
+def late_start() -> Path | None:
+    """A folder with the start-instrumentation library and the valgrind that starts without it, built once
+    (a C compiler and callgrind.h, torch's copy, needed); None where it cannot be built: then a count
+    instruments the start-up too, the same figure, slower."""
+    import hashlib
+    import tempfile
+
+    import torch
+
+    from bench.data import cache_dir
+
+    valgrind, cc = shutil.which("valgrind"), shutil.which("cc") or shutil.which("gcc")
+    headers = Path(torch.__file__).parent / "utils" / "benchmark" / "utils" / "valgrind_wrapper"  # callgrind.h
+    if not (valgrind and cc):
+        return None
+    key = hashlib.sha256(f"{START_SOURCE}{VALGRIND_SHIM}{valgrind}".encode()).hexdigest()[:12]
+    folder = cache_dir() / f"callgrind-{key}"
+    if (folder / "start.so").exists() and (folder / "valgrind").exists():
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            (Path(tmp) / "start.c").write_text(START_SOURCE)
+            done = subprocess.run([cc, "-shared", "-fPIC", "-O1", f"-I{headers}",
+                                   "-o", f"{tmp}/start.so", f"{tmp}/start.c"], capture_output=True)
+            if done.returncode:
+                return None
+            (Path(tmp) / "valgrind").write_text(VALGRIND_SHIM.format(valgrind=valgrind))
+            (Path(tmp) / "valgrind").chmod(0o755)
+            for name in ("valgrind", "start.so"):  # start.so last: the folder is ready once it is there
+                os.replace(Path(tmp) / name, folder / name)
+    except OSError:
+        return None
+    return folder
 
 
 _entered = 0  # child_environment's depth: the pool's threads share the one it sets
@@ -80,7 +136,11 @@ def child_environment():
         yield
         return
     saved, _entered = dict(os.environ), 1
-    os.environ.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{saved.get('PATH', '')}",
+    late = late_start()
+    if late:
+        os.environ.update({START_ENV: str(late / "start.so")})
+    os.environ.update(PATH=os.pathsep.join(str(p) for p in (late, Path(sys.executable).parent, saved.get("PATH"))
+                                           if p),
                       PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), saved.get("PYTHONPATH")) if p),
                       PYTHONHASHSEED="0", OMP_NUM_THREADS="1", ATEN_CPU_CAPABILITY=ISA,
                       TORCHINDUCTOR_CACHE_DIR=str(Path.home() / ".cache" / "linbench" / f"inductor-{MARCH}"))

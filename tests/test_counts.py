@@ -1,7 +1,7 @@
 """Instructions per step (``linbench counts``, ``bench.callgrind``): two counts of one cell agree to +-0.5% with
 another process keeping a core busy; a planted extra step, one in every 16, moves the count by exactly that step's
 share (17/16); the command writes ``counts.csv`` into a run and the report shows it; without valgrind, one line.
-Cell: linreg ``vectorized`` at batch 10 (its data made, not loaded, under valgrind: a count takes a minute or two;
+Cell: linreg ``vectorized`` at batch 10 (its data made, not loaded, under valgrind: a count takes about half a minute;
 the three run at once)."""
 import textwrap
 import time
