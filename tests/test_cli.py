@@ -6,6 +6,8 @@ import sys
 import pytest
 import torch
 
+from tests.conftest import cli_main
+
 
 def linbench(*args):
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=300)
@@ -27,11 +29,16 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("args", BAD, ids=" ".join)
-def test_bad_input_is_one_line_and_exit_2(args):
-    out = linbench(*args)
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("linbench: error:")
-    assert "Traceback" not in out.stderr
+def test_bad_input_is_one_line_and_exit_2(args, capsys):
+    """Through ``main`` in this process; the first one also through the command, in a process of its own."""
+    if args == BAD[0]:
+        out = linbench(*args)
+        code, err = out.returncode, out.stderr
+    else:
+        code, err = cli_main(args, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("linbench: error:")
+    assert "Traceback" not in err
 
 
 def test_check_json(real_data):

@@ -13,6 +13,7 @@ import torch
 
 import impls
 from bench import UserError, grid, runner
+from tests.conftest import cli_main
 from bench.defaults import ALL_FORMS
 from bench.grid import Cell
 from bench.loaders import make_loader
@@ -198,10 +199,16 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("args", BAD_RUNS, ids=" ".join)
-def test_bad_run_input_is_one_line_and_exit_2(args, tmp_path):
-    proc = linbench("run", *args, cwd=tmp_path)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, err
+def test_bad_run_input_is_one_line_and_exit_2(args, tmp_path, monkeypatch, capsys):
+    """Through ``main`` in this process; the first one also through the command, in a process of its own."""
+    monkeypatch.chdir(tmp_path)
+    if args == BAD_RUNS[0]:
+        proc = linbench("run", *args, cwd=tmp_path)
+        _, err = proc.communicate(timeout=120)
+        code = proc.returncode
+    else:
+        code, err = cli_main(["run", *args], capsys)
+    assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("linbench: error:") and "Traceback" not in err
 
 
