@@ -13,13 +13,13 @@ import torch
 
 import impls
 from bench import UserError, grid, runner
-from tests.conftest import cli_main
 from bench.defaults import ALL_FORMS
 from bench.grid import Cell
 from bench.loaders import make_loader
 from bench.report.analysis import derived
 from bench.run_folder import GATE, RESULTS, read_meta, read_results, read_samples
 from bench.timer import time_autorange, time_repeats
+from tests.conftest import cli_main
 
 
 def cell(**kw):
