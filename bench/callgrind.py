@@ -98,9 +98,9 @@ def late_start() -> Path | None:
     from bench.data import cache_dir
 
     valgrind, cc = shutil.which("valgrind"), shutil.which("cc") or shutil.which("gcc")
-    headers = Path(torch.__file__).parent / "utils" / "benchmark" / "utils" / "valgrind_wrapper"  # callgrind.h
     if not (valgrind and cc):
         return None
+    headers = Path(torch.__file__).parent / "utils" / "benchmark" / "utils" / "valgrind_wrapper"  # callgrind.h
     key = hashlib.sha256(f"{START_SOURCE}{VALGRIND_SHIM}{valgrind}".encode()).hexdigest()[:12]
     folder = cache_dir() / f"callgrind-{key}"
     if (folder / "start.so").exists() and (folder / "valgrind").exists():

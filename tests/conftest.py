@@ -54,13 +54,11 @@ def skip_if_unavailable(model, form, device):
 ALL_CELLS = [pytest.param(m, f, d, id=f"{m}-{f}-{d}") for m, f in impls.entries() for d in impls.DEVICES]
 
 
-def cli_main(argv, capsys):
-    """(exit code, stderr) of ``linbench argv`` run through ``bench.cli.main`` in this process."""
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    """``linbench`` in this process: (exit status, stderr)."""
     from bench.cli import main
 
     capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    rc = main(list(args))
+    return rc, capsys.readouterr().err

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import cli_main
+from tests.conftest import run_cli
 
 
 def linbench(*args):
@@ -35,7 +35,7 @@ def test_bad_input_is_one_line_and_exit_2(args, capsys):
         out = linbench(*args)
         code, err = out.returncode, out.stderr
     else:
-        code, err = cli_main(args, capsys)
+        code, err = run_cli(capsys, *args)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("linbench: error:")
     assert "Traceback" not in err

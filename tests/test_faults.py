@@ -28,6 +28,7 @@ from bench.grid import AXES
 from bench.report.analysis import derived, headlines
 from bench.run_folder import META, RESULTS, SAMPLES, SCHEMA, read_meta
 from bench.store import Store
+from tests.conftest import run_cli
 
 TINY = ["--models", "linreg", "--forms", "vectorized", "--devices", "cpu", "--loaders", "resident", "--workers", "0",
         "--no-curves", "--no-report", "--repeats", "1", "--no-progress"]
@@ -37,13 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def run_cli(capsys, *args) -> tuple[int, str]:
-    """``linbench`` in this process: (exit status, stderr)."""
-    capsys.readouterr()
-    rc = cli.main(list(args))
-    return rc, capsys.readouterr().err
-
-
 def spawn(*args, cwd, env=None, **kw) -> subprocess.Popen:
     env = {**(env or os.environ), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -19,7 +19,7 @@ from bench.loaders import make_loader
 from bench.report.analysis import derived
 from bench.run_folder import GATE, RESULTS, read_meta, read_results, read_samples
 from bench.timer import time_autorange, time_repeats
-from tests.conftest import cli_main
+from tests.conftest import run_cli
 
 
 def cell(**kw):
@@ -207,7 +207,7 @@ def test_bad_run_input_is_one_line_and_exit_2(args, tmp_path, monkeypatch, capsy
         _, err = proc.communicate(timeout=120)
         code = proc.returncode
     else:
-        code, err = cli_main(["run", *args], capsys)
+        code, err = run_cli(capsys, "run", *args)
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("linbench: error:") and "Traceback" not in err
 
