@@ -18,6 +18,7 @@ from functools import lru_cache
 import torch
 
 from bench.data import load_split
+from bench.loaders import EpochData
 from impls.common import Tolerance
 from impls.models import MODELS, init_params
 from impls.oracle import Oracle
@@ -178,12 +179,43 @@ def compare(name: str, got: torch.Tensor, want: torch.Tensor, tol: Tolerance) ->
     return float(err.max()) if err.numel() else 0.0, float(used.max()) if used.numel() else 0.0, diff
 
 
-def judge(instance, trial: Trial, tol: Tolerance) -> tuple[dict, list, list]:
+def epoch_runs(batches) -> list[list]:
+    """``batches`` cut into epochs as a resident loader makes them: equal batches, the last one maybe smaller."""
+    runs: list[list] = []
+    for batch in batches:
+        run = runs[-1] if runs else None
+        if run and len(batch[1]) <= len(run[0][1]) and all(len(b[1]) == len(run[0][1]) for b in run):
+            run.append(batch)
+        else:
+            runs.append([batch])
+    return runs
+
+
+def as_epoch(batches, device) -> EpochData:
+    """One run of batches as the resident loader's epoch: the rows stored shuffled (so the order is a real
+    gather), as uint8 with divisor 255 where every value is a whole 255th (Fashion-MNIST's pixels)."""
+    X, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(len(y)))
+    pixels = (X * 255).round()
+    divisor = 255.0 if X.dtype == torch.float32 and torch.equal(pixels / 255, X) and bool(
+        ((pixels >= 0) & (pixels <= 255)).all()) else 1.0
+    stored, labels = torch.empty_like(pixels if divisor == 255.0 else X), torch.empty_like(y)
+    stored[order], labels[order] = (pixels if divisor == 255.0 else X), y
+    stored = stored.to(torch.uint8) if divisor == 255.0 else stored
+    return EpochData(stored.to(device), labels.to(device), order.to(device), len(batches[0][1]), divisor)
+
+
+def judge(instance, trial: Trial, tol: Tolerance, epochs_on=None) -> tuple[dict, list, list]:
     """``instance`` (a fresh form, from the trial's parameters) stepped through the trial and compared with the
-    oracle's answer: the largest error per kind (loss, param, predict), every ``tol_used``, the diffs."""
+    oracle's answer: the largest error per kind (loss, param, predict), every ``tol_used``, the diffs.
+    ``epochs_on``: a device; the batches go to the form's ``train_epoch`` hook there, as resident epochs."""
     prefix = f"{trial.name}: " if trial.name else ""
-    losses = torch.stack([torch.as_tensor(instance.step(X, y), dtype=torch.float64).detach().cpu()
-                          for X, y in trial.batches])
+    if epochs_on is not None:
+        losses = torch.cat([instance.train_epoch(as_epoch(run, epochs_on)).detach().to("cpu", torch.float64)
+                            for run in epoch_runs(trial.batches)])
+    else:
+        losses = torch.stack([torch.as_tensor(instance.step(X, y), dtype=torch.float64).detach().cpu()
+                              for X, y in trial.batches])
     state, ref = instance.state(), trial.reference
     comparisons = [("loss", "loss", losses, ref.losses)]
     worst, used, diffs = {"loss": [], "param": [], "predict": []}, [], []

@@ -9,6 +9,8 @@
 
 A pass covers one epoch, or the cell's sample cap (``grid.sample_cap``: the pure-Python form, and
 DataLoader passes under ``--quick``); the epoch is then extrapolated here, once, for every caller.
+A form with the ``train_epoch`` hook takes the resident loader's epoch whole (:attr:`CellBench.owns_epoch`);
+its step-by-step path is what :meth:`CellBench.step_ms` and the other loaders time.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 
 import impls
 from bench.grid import Cell, sample_cap, train_examples
-from bench.loaders import close_loader, make_loader
+from bench.loaders import Resident, close_loader, make_loader
 from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
 from bench.timer import Stats, Until, slowest, time_repeats
 from impls.models import MODELS, init_params
@@ -93,6 +95,9 @@ class CellBench:
         self.form = impls.build(cell.model, cell.form, init_params(cell.model, settings.seed),
                                 MODELS[cell.model].lr, cell.device)
         self.samples = 0  # samples the last pass covered
+        # the form trains a whole resident epoch at once (its own loop over the batches, its own kernels)
+        self.owns_epoch = (callable(getattr(self.form, "train_epoch", None)) and isinstance(self.loader, Resident)
+                           and not self.cap)
 
     def close(self) -> None:
         """End the loader's worker processes (the runner calls it in a ``finally``)."""
@@ -110,6 +115,10 @@ class CellBench:
 
     def train_pass(self) -> None:
         """End to end: load and step through one pass; ``samples`` counts what it covered."""
+        if self.owns_epoch:
+            self.form.train_epoch(self.loader.next_epoch())
+            self.samples = self.total
+            return
         self.samples = 0
         for X, y in self.batches():
             self.form.step(X, y)
@@ -121,9 +130,24 @@ class CellBench:
             self.samples += len(y)
 
     def warm(self) -> None:
-        """A few steps untimed: compilation, allocator and caches warm, workers started."""
-        for _, (X, y) in zip(range(self.settings.warm_steps), self.batches()):
-            self.form.step(X, y)
+        """Untimed: a few steps, then one on the epoch's ragged last batch (a form that compiles or captures
+        per batch size does so here, not in a timed epoch), or one whole epoch for a form that owns it;
+        compilation, allocator and caches warm, workers started, the next epochs' orders made."""
+        self.prepare(self.settings.most + 1)
+        if self.owns_epoch:
+            self.form.train_epoch(self.loader.next_epoch())
+            return
+        batch = None
+        for _, batch in zip(range(self.settings.warm_steps), self.batches()):
+            self.form.step(*batch)
+        ragged = self.total % self.cell.batch_size
+        if batch is not None and ragged and not self.cap:
+            self.form.step(batch[0][:ragged], batch[1][:ragged])
+
+    def prepare(self, epochs: int) -> None:
+        """The loader's orders for the next ``epochs`` epochs, made ahead where it can (the resident loader)."""
+        if isinstance(self.loader, Resident):
+            self.loader.prepare(epochs)
 
     def device_batches(self, count: int | None = None) -> list:
         """The first ``count`` batches of a pass, already on the device (for compute-only timing)."""
@@ -141,12 +165,16 @@ class CellBench:
     # -- the three measurements ----------------------------------------------------------------
     def epoch_s(self, repeats: int | None = None, warmup: int = 0) -> Stats:
         """Seconds per epoch, end to end (call :meth:`warm` first), extrapolated from a capped pass."""
-        stats = time_repeats(self.train_pass, self.settings.until(repeats), self.dev, warmup=warmup)
+        until = self.settings.until(repeats)
+        self.prepare(until.most + warmup)
+        stats = time_repeats(self.train_pass, until, self.dev, warmup=warmup)
         return stats.scaled(self.epoch_scale)
 
     def loader_epoch_s(self, repeats: int | None = None) -> Stats:
         """Seconds per epoch of the loader alone (one untimed pass first), extrapolated likewise."""
-        stats = time_repeats(self.loader_pass, self.settings.until(repeats), self.dev, warmup=1)
+        until = self.settings.until(repeats)
+        self.prepare(until.most + 1)
+        stats = time_repeats(self.loader_pass, until, self.dev, warmup=1)
         return stats.scaled(self.epoch_scale)
 
     def timings(self) -> Timed:

@@ -10,7 +10,8 @@ oracle's answer for it):
 
 In every trial the loss of each step, the final parameters and ``predict()`` on the first and the
 last batch must match the oracle elementwise, ``|got - want| <= atol + rtol * |want|``, within the
-tolerance the form's class states. ``tol_used`` is the worst ``|got - want| / (atol + rtol |want|)``
+tolerance the form's class states; a form with the ``train_epoch`` hook is judged a second time through it,
+each run of equal batches one resident epoch (:func:`bench.cases.epoch_runs`). ``tol_used`` is the worst ``|got - want| / (atol + rtol |want|)``
 (a case passes when it is <= 1). A form that fails any case is named with its worst element, and
 is never timed.
 """
@@ -57,18 +58,21 @@ def check_case(model: str, form: str, device: str, case: Case, cls=None) -> Chec
                          steps=sum(len(t.batches) for t in case.trials))
     worst = {"loss": [], "param": [], "predict": []}
     used, diffs = [], []
+    # a form that can own an epoch is judged both ways: step by step, and through train_epoch
+    paths = [("", None)] + ([("train_epoch: ", device)] if callable(getattr(cls, "train_epoch", None)) else [])
     for trial in case.trials:
-        try:
-            w, u, d = judge(cls(trial.params, MODELS[model].lr, device), trial, tol)
-        except Exception as e:  # noqa: BLE001 - a crashing form fails the gate, with its error as the reason
-            prefix = f"{trial.name}: " if trial.name else ""
-            result.status = "fail"
-            result.reason = f"{case.name}: {prefix}{e.__class__.__name__}: {e}".splitlines()[0]
-            return result
-        for kind in worst:
-            worst[kind] += w[kind]
-        used += u
-        diffs += d
+        for path, epochs_on in paths:
+            try:
+                w, u, d = judge(cls(trial.params, MODELS[model].lr, device), trial, tol, epochs_on)
+            except Exception as e:  # noqa: BLE001 - a crashing form fails the gate, with its error as the reason
+                prefix = f"{trial.name}: " if trial.name else ""
+                result.status = "fail"
+                result.reason = f"{case.name}: {path}{prefix}{e.__class__.__name__}: {e}".splitlines()[0]
+                return result
+            for kind in worst:
+                worst[kind] += w[kind]
+            used += u
+            diffs += [path + diff for diff in d]
     result.loss_max_abs, result.param_max_abs, result.predict_max_abs = (
         max(worst[k], default=math.nan) for k in ("loss", "param", "predict"))
     result.tol_used = max(used, default=math.nan)

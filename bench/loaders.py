@@ -4,10 +4,16 @@
   (per-sample PIL -> tensor); for synthetic data the seeds' ``load_array`` (``TensorDataset`` + ``DataLoader``);
 - ``tensor``: the whole set as tensors, ``TensorDataset`` + ``DataLoader`` that fetches a whole batch
   per index list (a ``BatchSampler`` as the sampler), so nothing is collated one item at a time;
-- ``resident``: the whole set already on the device (uint8 images), shuffled index batches, no DataLoader.
-All three draw the epoch's order from one seeded permutation (:class:`EpochPermutation`).
+- ``resident``: the whole set already on the device (uint8 images), shuffled index batches, no DataLoader;
+  each epoch is also one :class:`EpochData` (the split, the epoch's order, its batch size), which a form
+  with the ``train_epoch`` hook takes whole.
+All three draw the epoch's order from one seeded permutation (:class:`EpochPermutation`); the resident
+loader makes its orders ahead (:meth:`Resident.prepare`), so a timed epoch does not draw one.
 """
 from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, TensorDataset
@@ -25,8 +31,10 @@ class EpochPermutation(Sampler[int]):
     def __init__(self, n: int, seed: int = 0):
         self.n, self.seed, self.epoch = n, seed, 0
 
-    def order(self) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+    def order(self, epoch: int | None = None) -> torch.Tensor:
+        """The order of ``epoch`` (default: the next one)."""
+        epoch = self.epoch if epoch is None else epoch
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
 
     def __iter__(self):
         order = self.order()
@@ -37,6 +45,28 @@ class EpochPermutation(Sampler[int]):
         return self.n
 
 
+@dataclass
+class EpochData:
+    """One epoch of a split resident on the device: batch ``i`` is rows ``order[i*B:(i+1)*B]`` of ``X``
+    and ``y`` (the last one ragged), its pixels divided by ``divisor`` (255 for uint8 images, as ``ToTensor``
+    scales them; 1 for float rows)."""
+    X: torch.Tensor
+    y: torch.Tensor
+    order: torch.Tensor  # int64, on X's device
+    batch_size: int
+    divisor: float
+
+    @property
+    def steps(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def batches(self):
+        """The epoch as (X, y) batches, gathered and scaled as a step form takes them."""
+        for idx in self.order.split(self.batch_size):
+            X = self.X.index_select(0, idx)
+            yield (X.to(torch.float32).div_(self.divisor) if X.dtype == torch.uint8 else X), self.y.index_select(0, idx)
+
+
 class Resident:
     """The whole split on ``device`` as stored (Fashion-MNIST as uint8, a quarter of the float bytes);
     each epoch yields shuffled index batches, pixels scaled to [0, 1] per batch as ``ToTensor`` does."""
@@ -44,13 +74,22 @@ class Resident:
     def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, device, seed: int = 0):
         self.X, self.y = X.to(device), y.to(device)
         self.batch_size, self.sampler = batch_size, EpochPermutation(len(y), seed)
+        self.divisor = 255.0 if X.dtype == torch.uint8 else 1.0
+        self.ready: deque[torch.Tensor] = deque()  # the orders of the next epochs, on the device
+
+    def prepare(self, epochs: int) -> None:
+        """Make the orders of the next ``epochs`` epochs now (off the timed path), on the device."""
+        while len(self.ready) < epochs:
+            self.ready.append(self.sampler.order(self.sampler.epoch + len(self.ready)).to(self.X.device))
+
+    def next_epoch(self) -> EpochData:
+        """The next epoch whole (its order made now unless :meth:`prepare` made it already)."""
+        order = self.ready.popleft() if self.ready else self.sampler.order().to(self.X.device)
+        self.sampler.epoch += 1
+        return EpochData(self.X, self.y, order, self.batch_size, self.divisor)
 
     def __iter__(self):
-        order = self.sampler.order().to(self.X.device)
-        self.sampler.epoch += 1
-        for idx in order.split(self.batch_size):
-            X = self.X.index_select(0, idx)
-            yield (X.to(torch.float32).div_(255) if X.dtype == torch.uint8 else X), self.y.index_select(0, idx)
+        return self.next_epoch().batches()
 
     def __len__(self):
         return -(-len(self.y) // self.batch_size)

@@ -85,24 +85,28 @@ class FusedStepForm:
         return {self.weight_name: self.weight.cpu().clone(), self.spec.names[1]: self.b.cpu().clone()}
 
 
-def check_step_args(op: str, weight, b, X, y, lr, label_dtype: torch.dtype) -> None:
+def check_step_args(op: str, weight, b, X, y, lr, label_dtype: torch.dtype, idx=None) -> None:
     """Raise a one-line ValueError naming ``op`` unless ``op(weight, b, X, y, lr)`` can run as a fused step.
 
     The checks of the ``cuda`` form's CPU reference and of the ``triton`` wrappers (fused_step.cu makes the
     same ones). Every tensor is contiguous on X's device; ``X`` (n, d) with n >= 1, ``weight`` (d, k), ``b`` (k,)
     and ``lr`` (one element) are float32; ``y`` (n,) is ``label_dtype`` (float32 targets or int64 class
     labels). Class labels must lie in 0..k-1; that is checked only on the CPU, where it costs no sync.
+    With ``idx`` (a gather step: the batch is rows ``idx`` of X), X is (N, d) float32 or uint8, y (N,), and
+    ``idx`` (n,) int64 with n >= 1, its values in 0..N-1 (checked on the CPU only).
     """
     def need(ok: bool, why: str) -> None:
         if not ok:
             raise ValueError(f"{op}: {why}")
 
     w = "W" if label_dtype == torch.int64 else "w"  # the weight's name in the op's signature
-    need(X.dim() == 2 and X.shape[0] >= 1, f"X must be (n, d) with n >= 1, got {tuple(X.shape)}")
-    for name, t, dtype in ((w, weight, torch.float32), ("b", b, torch.float32), ("X", X, torch.float32),
-                           ("y", y, label_dtype), ("lr", lr, torch.float32)):
+    need(X.dim() == 2 and (idx is not None or X.shape[0] >= 1), f"X must be (n, d) with n >= 1, got {tuple(X.shape)}")
+    x_types = (torch.float32, torch.uint8) if idx is not None else (torch.float32,)
+    for name, t, dtypes in ((w, weight, (torch.float32,)), ("b", b, (torch.float32,)), ("X", X, x_types),
+                            ("y", y, (label_dtype,)), ("lr", lr, (torch.float32,)),
+                            *([("idx", idx, (torch.int64,))] if idx is not None else [])):
         need(t.device == X.device, f"{name} is on {t.device} but X is on {X.device}")
-        need(t.dtype == dtype, f"{name} must be {dtype}, got {t.dtype}")
+        need(t.dtype in dtypes, f"{name} must be {' or '.join(map(str, dtypes))}, got {t.dtype}")
         need(t.is_contiguous(), f"{name} must be contiguous")
     n, d = X.shape
     need(weight.dim() == 2 and weight.shape[0] == d, f"{w} must be ({d}, k) for X {tuple(X.shape)}, "
@@ -111,6 +115,12 @@ def check_step_args(op: str, weight, b, X, y, lr, label_dtype: torch.dtype) -> N
     need(b.shape == (k,), f"b must be ({k},), got {tuple(b.shape)}")
     need(y.shape == (n,), f"y must be ({n},), got {tuple(y.shape)}")
     need(lr.numel() == 1, f"lr must have one element, got {tuple(lr.shape)}")
+    if idx is not None:
+        need(idx.dim() == 1 and len(idx) >= 1, f"idx must be (n,) with n >= 1, got {tuple(idx.shape)}")
+        if X.device.type == "cpu":
+            lo, hi = (int(v) for v in idx.aminmax())
+            need(0 <= lo and hi < n, f"idx must be in 0..{n - 1}, got {lo}..{hi}")
+            y = y.index_select(0, idx)
     if label_dtype == torch.int64 and X.device.type == "cpu":
         lo, hi = (int(v) for v in y.aminmax())
         need(0 <= lo and hi < k, f"labels must be in 0..{k - 1}, got {lo}..{hi}")

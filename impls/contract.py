@@ -44,6 +44,10 @@ HOOKS = {
                    "eagerly)",
     "sample_cap": "int: samples a timed pass covers, the epoch extrapolated (a form too slow for whole epochs)",
     "distributed": "True: one rank of a torch.distributed group of K (the world_size axis); others run K = 1 only",
+    "train_epoch": "method (bench.loaders.EpochData) -> the steps' losses (steps,), on the device, unsynced: one "
+                   "whole epoch of the resident loader (the split on the device, the epoch's order, its batch "
+                   "size), step after step as step() would take them; CellBench times it in place of the "
+                   "loader and step() (a form that fuses the gather, or the epoch), the gate checks it too",
 }
 
 
@@ -59,7 +63,7 @@ def contract_errors(cls) -> list[str]:
     for hook in ("unavailable", "unsupported"):
         if hasattr(cls, hook) and not callable(getattr(cls, hook)):
             errors.append(f"{hook} must be callable")
-    for hook in ("compile_log", "eager_steps"):
+    for hook in ("compile_log", "eager_steps", "train_epoch"):
         if hasattr(cls, hook) and not callable(getattr(cls, hook)):
             errors.append(f"{hook} must be a method")
     cap = getattr(cls, "sample_cap", None)

@@ -7,7 +7,12 @@ custom ops ``linbench::linreg_step`` / ``linbench::softmax_step``: they update t
 and return the loss; lr is a device tensor, so nothing syncs. Each op also has a CPU reference in
 plain torch (same semantics, same argument checks) and a fake implementation for torch.compile and
 ``opcheck``. On the GPU a class label outside 0..k-1 is not checked on the host (that would sync
-every step): the kernel makes that row's loss, and so the step's loss, NaN.
+every step): the kernel makes that row's loss and gradient NaN, so the step's loss and the weights show it.
+
+On the resident loader's epochs (the ``train_epoch`` hook) a step is ``linbench::<model>_gather_step``: the
+batch's rows are gathered by index from the split on the device (uint8 pixels divided by 255 inside the
+kernel), so no loader kernel runs between steps. ``linbench::<model>_epoch`` runs a whole epoch in one launch
+(the ``cuda_epoch`` form).
 
 The extension is built on first use with ``torch.utils.cpp_extension.load`` for the compute
 capabilities of the visible GPUs plus PTX of the newest (``TORCH_CUDA_ARCH_LIST`` overrides;
@@ -26,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from impls.common import FusedStepForm, check_step_args, quiet
+from impls.common import FusedStepForm, check_step_args, flat, quiet
 
 SOURCE = Path(__file__).with_name("fused_step.cu")
 DEFAULT_ARCH_LIST = "8.0+PTX"  # only for a build without a GPU: sm_80 code, PTX for every newer GPU
@@ -248,19 +253,92 @@ def _(W, b, X, y, lr):
 @linreg_step.register_fake
 @softmax_step.register_fake
 def _(weight, b, X, y, lr):
-    return X.new_empty(())
+    return X.new_empty((), dtype=torch.float32)
+
+
+def _gathered(X: Tensor, idx: Tensor, divisor: float) -> Tensor:
+    """Rows ``idx`` of ``X`` in float32, divided by ``divisor`` (as the kernels read them)."""
+    return X.index_select(0, idx).to(torch.float32).div_(divisor)
+
+
+def _steps(order: Tensor, batch_size: int) -> int:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return -(-order.shape[0] // batch_size)
+
+
+def _epoch_ops(model: str, step, label_dtype: torch.dtype):
+    """``linbench::<model>_gather_step`` (the step on rows ``idx`` of X, gathered and divided by ``divisor`` in the
+    kernel) and ``linbench::<model>_epoch`` (those steps over ``order`` cut into batches, one launch): CPU
+    references in plain torch, CUDA kernels from fused_step.cu, fake implementations for torch.compile."""
+    weight = "W" if label_dtype == torch.int64 else "w"
+
+    @torch.library.custom_op(f"linbench::{model}_gather_step", mutates_args=("weight", "b"), device_types="cpu")
+    def gather_step(weight: Tensor, b: Tensor, X: Tensor, y: Tensor, idx: Tensor, divisor: float, lr: Tensor) -> Tensor:
+        check_step_args(f"linbench::{model}_gather_step", weight, b, X, y, lr, label_dtype, idx)
+        return step(weight, b, _gathered(X, idx, divisor), y.index_select(0, idx), lr)
+
+    @torch.library.custom_op(f"linbench::{model}_epoch", mutates_args=("weight", "b"), device_types="cpu")
+    def epoch(weight: Tensor, b: Tensor, X: Tensor, y: Tensor, order: Tensor, batch_size: int, divisor: float,
+              lr: Tensor) -> Tensor:
+        _steps(order, batch_size)
+        check_step_args(f"linbench::{model}_epoch", weight, b, X, y, lr, label_dtype, order)
+        return torch.stack([step(weight, b, _gathered(X, idx, divisor), y.index_select(0, idx), lr)
+                            for idx in order.split(batch_size)])
+
+    @gather_step.register_kernel("cuda")
+    def _(weight, b, X, y, idx, divisor, lr):
+        check_step_args(f"linbench::{model}_gather_step", weight, b, X, y, lr, label_dtype, idx)
+        return getattr(extension(), f"{model}_gather_step")(weight, b, X, y, idx, divisor, lr)
+
+    @epoch.register_kernel("cuda")
+    def _(weight, b, X, y, order, batch_size, divisor, lr):
+        _steps(order, batch_size)
+        check_step_args(f"linbench::{model}_epoch", weight, b, X, y, lr, label_dtype, order)
+        return getattr(extension(), f"{model}_epoch")(weight, b, X, y, order, batch_size, divisor, lr)
+
+    @gather_step.register_fake
+    def _(weight, b, X, y, idx, divisor, lr):
+        return weight.new_empty(())
+
+    @epoch.register_fake
+    def _(weight, b, X, y, order, batch_size, divisor, lr):
+        return weight.new_empty((_steps(order, batch_size),))
+
+    gather_step.__doc__ = f"{step.__doc__.split(';')[0]} on rows ``idx`` of X (divided by ``divisor``); {weight} and b in place."
+    epoch.__doc__ = f"{model} steps over ``order`` in batches of ``batch_size``; returns each step's loss (steps,)."
+    return gather_step, epoch
+
+
+linreg_gather_step, linreg_epoch = _epoch_ops("linreg", linreg_step, torch.float32)
+softmax_gather_step, softmax_epoch = _epoch_ops("softmax", softmax_step, torch.int64)
 
 
 class CudaForm(FusedStepForm):
-    """The ``cuda`` form: a model's whole SGD step as the hand-written kernels of fused_step.cu."""
+    """The ``cuda`` form: a model's whole SGD step as the hand-written kernels of fused_step.cu; on the resident
+    loader's epochs, the step that gathers its rows (uint8 pixels scaled in the kernel): 2 launches a step."""
     devices = ("cuda",)
     ops = {"squared": linreg_step, "cross_entropy": softmax_step}
+    gather_ops = {"squared": linreg_gather_step, "cross_entropy": softmax_gather_step}
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
         if reason := toolkit_missing():
             return reason
         return arch_problem(chosen_arch_list(), gpus(), nvcc_info(nvcc())[1])
+
+    def epoch_args(self, data) -> tuple[Tensor, Tensor]:
+        """The resident split as the ops take it: X (N, d) as stored, y (N,) in the op's dtype (views, no copy)."""
+        return flat(data.X), data.y.reshape(-1).to(self.label_dtype)
+
+    def epoch_steps(self, weight: Tensor, b: Tensor, data) -> Tensor:
+        """The epoch's gather steps on ``weight`` and ``b``; each step's loss, stacked."""
+        X, y = self.epoch_args(data)
+        op = self.gather_ops[self.spec.loss]
+        return torch.stack([op(weight, b, X, y, idx, data.divisor, self.lr) for idx in data.order.split(data.batch_size)])
+
+    def train_epoch(self, data) -> Tensor:
+        return self.epoch_steps(self.weight, self.b, data)
 
 
 FORM = CudaForm
