@@ -31,6 +31,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def triton_version() -> str | None:
+    """Triton's version (the ``triton`` form's compiler), or None where it is not installed."""
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
 def environment() -> dict:
     """Everything a result needs to be compared honestly: versions, machine, threads, commit."""
     import torchvision
@@ -44,6 +53,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "cuda": torch.version.cuda,
+        "triton": triton_version(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -206,7 +206,7 @@ __device__ void softmax_update_tile(int tile, const Batch<T>& batch, const float
     const int ff = threadIdx.x % FEATS, j = threadIdx.x / FEATS, ii = tile * FEATS + ff;
     float sum = 0.f;
     for (int l = 0; l < LANES; ++l) sum += part[l][ff][j];
-    if (ii < batch.d) W[(size_t)ii * k + j] -= rate * sum;
+    if (ii < batch.d) W[(size_t)ii * k + j] = __ldcg(W + (size_t)ii * k + j) - rate * sum;
   }
   __syncthreads();
 }
@@ -223,7 +223,7 @@ __device__ void softmax_update_bias(const float* dO, const float* row_loss, floa
   }
   block_sum(acc);
   if (threadIdx.x == 0) {
-    for (int j = 0; j < k; ++j) b[j] -= rate * acc[j];
+    for (int j = 0; j < k; ++j) b[j] = __ldcg(b + j) - rate * acc[j];
     *loss = acc[MAX_OUT] / n;
   }
   __syncthreads();

@@ -9,7 +9,8 @@ block of features, program 0 also updating ``b`` and writing the loss). Matrix p
 The wrappers check their arguments as the ``cuda`` form's ops do (:func:`impls.common.check_step_args`)
 and launch under the tensors' device. The batch size ``n`` is not specialised on (``do_not_specialize``),
 so a ragged last batch does not compile a kernel of its own. On the GPU a class label outside 0..k-1
-is not checked on the host (that would sync): it makes its row's loss, and so the step's loss, NaN.
+is not checked on the host (that would sync): it makes its row's loss and gradient, and so the step's loss
+and the weights, NaN.
 
 It runs on CUDA tensors; with ``TRITON_INTERPRET=1`` set before triton is imported, the same kernels
 run on CPU tensors through Triton's interpreter (slow: for checking, not for timing).
@@ -100,6 +101,7 @@ def _softmax_grad(X_ptr, W_ptr, b_ptr, y_ptr, dO_ptr, row_loss_ptr, n, d, k,
     row_loss = top + tl.log(total) - tl.sum(tl.where(hot, O, 0.0), axis=1)
     tl.store(row_loss_ptr + rows, tl.where((y >= 0) & (y < k), row_loss, float("nan")), mask=rmask)
     dO = (e / total[:, None] - hot.to(tl.float32)) / n
+    dO = tl.where(((y >= 0) & (y < k))[:, None], dO, float("nan"))  # a bad label's gradient shows in W and b
     tl.store(dO_ptr + rows[:, None] * k + cls[None, :], dO, mask=rmask[:, None] & kmask[None, :])
 
 

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: what the GPU side of linbench does there, in one folder.
 #   scripts/gpu-check.sh [OUT_DIR] [STAGES]
-# STAGES (comma-separated, default all): env, tests, check, run, grid, profile. Each stage's output
+# STAGES (comma-separated, default all): env, tests, check, run, grid, profile, recheck. Each stage's output
 # goes to OUT_DIR/<stage>.log and its exit status to OUT_DIR/status.tsv; a failing stage does not stop
 # the next. `run` is the default grid on cpu and cuda with its report, under OUT_DIR/results and
 # OUT_DIR/reports; `grid` the GPU grid (both models, every form on cuda, batch 64 to 4096, resident and
-# tensor loaders) with its report; `profile` the profiler view of the best cell of each form of it. PYTHON picks the interpreter (default .venv/bin/python, else python3).
+# tensor loaders) with its report; `profile` the profiler view of the best cell of each form of it; `recheck`
+# the gate again, after everything else ran on the GPU. `env` records the commit (and whether the tree is
+# dirty: a reference report comes from a clean commit), the driver, CUDA, torch and Triton versions.
+# PYTHON picks the interpreter (default .venv/bin/python, else python3).
 # LINBENCH_GRID_ARGS adds flags to `linbench run` (e.g. "--quick"); GPU_GRID_ARGS replaces the `grid` stage's
 # axis flags. Called again with the same OUT_DIR (one stage at a time, under `timeout`, say), it appends
 # to OUT_DIR/status.tsv.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results/gpu-check-$(date -u +%Y%m%d-%H%M%S)}
-stages=${2:-env,tests,check,run,grid,profile}
+stages=${2:-env,tests,check,run,grid,profile,recheck}
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -34,10 +37,17 @@ stage() {  # stage NAME COMMAND...: run it, log it, record its exit status and t
 }
 
 env_stage() {
+    echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+        echo "tree: dirty (uncommitted changes: a reference report should come from a clean commit)"
+    else
+        echo "tree: clean"
+    fi
     nvidia-smi || echo "nvidia-smi: not found"
     command -v nvcc >/dev/null && nvcc --version | tail -n 2
     "$PYTHON" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda,
     'available', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+    "$PYTHON" -c "from bench.meta import triton_version; print('triton', triton_version())"
     linbench env && linbench list
 }
 
@@ -76,6 +86,7 @@ stage check linbench check --devices cuda
 stage run run_stage
 stage grid grid_stage
 stage profile profile_stage
+stage recheck linbench check --devices cuda
 echo "== status ($out/status.tsv)"
 cat "$out/status.tsv"
 ! grep -qP '\t[1-9][0-9]*\t' "$out/status.tsv"

@@ -54,7 +54,7 @@ def test_cuda_source_compiles_and_links():
         pytest.skip(reason)
     ext = cuda_kernels.extension()  # the first build takes minutes; later runs load the cache
     assert Path(ext.__file__).is_relative_to(cuda_kernels.build_dir(cuda_kernels.chosen_arch_list()))
-    assert callable(ext.linreg_step) and callable(ext.softmax_step)
+    assert all(callable(getattr(ext, f"{model}_{op}")) for model in STEPS for op in ("step", "gather_step", "epoch"))
 
 
 # -- the CUDA build: arch list, toolkit, cache ----------------------------------------------------
@@ -277,6 +277,7 @@ for model, sizes in {"linreg": [10, 10, 10, 10, 3], "softmax": [16, 16, 7]}.item
 args = op_args("softmax", 8, "cpu")
 args[3][[2, 5]] = torch.tensor([10, -1])
 out["bad_label_loss"] = triton_kernels._softmax_launch(*args).item()  # the kernels, past the host's check
+out["bad_label_weights_nan"] = bool(args[0].isnan().any())
 print(json.dumps(out))
 """
 
@@ -302,6 +303,7 @@ def test_triton_form_passes_the_gate_under_the_interpreter(interpreted, model):
 
 def test_triton_kernels_make_out_of_range_labels_nan(interpreted):
     assert math.isnan(interpreted["bad_label_loss"])
+    assert interpreted["bad_label_weights_nan"]  # not a silent update: the weights show it
 
 
 def triton_cache_keys(kernel, launches, **jit_options):
@@ -351,12 +353,14 @@ def test_triton_on_cpu_says_how_to_run_it():
     assert reason and "TRITON_INTERPRET=1" in reason
 
 
+@pytest.mark.parametrize("form", ["cuda", "cuda_epoch"])
 @pytest.mark.parametrize("model", STEPS)
-def test_cpu_reference_of_the_custom_op_passes_the_gate(model):
-    # The cuda form on CPU tensors runs the ops' CPU reference: the semantics the kernels must match.
+def test_cpu_reference_of_the_custom_op_passes_the_gate(model, form):
+    # The cuda forms on CPU tensors run the ops' CPU reference: the semantics the kernels must match (step by
+    # step, and through train_epoch: the gather step, or the whole epoch).
     batches = small_batches(model, [10, 10, 3] if model == "linreg" else [16, 16, 7])
     params = init_params(model)
-    result = check_form(model, "cuda", "cpu", batches, params, run_oracle(model, batches, params))
+    result = check_form(model, form, "cpu", batches, params, run_oracle(model, batches, params))
     assert result.status == "pass", result.reason
 
 
@@ -408,6 +412,7 @@ def test_out_of_range_labels_give_a_nan_loss_on_the_gpu(form):
     args = op_args("softmax", 8, "cuda")
     args[3][[2, 5]] = torch.tensor([10, -1], device="cuda")
     assert torch.isnan(OPS[form]["softmax"](*args)).item()
+    assert torch.isnan(args[0]).any().item()  # the weights show it too
 
 
 @needs_gpu
