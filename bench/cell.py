@@ -189,8 +189,12 @@ class CellBench:
         cuda_peak = torch.cuda.max_memory_allocated(self.dev) / 2**20 if self.dev.type == "cuda" else math.nan
         resident = self.device_batches()
         step = self.step_ms(resident)
-        return Timed(e2e, step, samples, sum(len(y) for _, y in resident) / len(resident), peak_rss,
-                     peak_rss - rss_start, cuda_peak)
+        timed = Timed(e2e, step, samples, sum(len(y) for _, y in resident) / len(resident), peak_rss,
+                      peak_rss - rss_start, cuda_peak, extra={"whole_epoch": self.owns_epoch})
+        if self.owns_epoch:
+            timed.extra["notes"] = ["whole epochs through the form's train_epoch: no loader pass in epoch_s "
+                                    "(loader_epoch_s is the loader's own)"]
+        return timed
 
     def step_ms(self, batches=None) -> Stats:
         """Milliseconds per training step on ``batches`` already on the device (default: the first

@@ -10,10 +10,10 @@ oracle's answer for it):
 
 In every trial the loss of each step, the final parameters and ``predict()`` on the first and the
 last batch must match the oracle elementwise, ``|got - want| <= atol + rtol * |want|``, within the
-tolerance the form's class states; a form with the ``train_epoch`` hook is judged a second time through it,
-each run of equal batches one resident epoch (:func:`bench.cases.epoch_runs`). ``tol_used`` is the worst ``|got - want| / (atol + rtol |want|)``
-(a case passes when it is <= 1). A form that fails any case is named with its worst element, and
-is never timed.
+tolerance the form's class states; a form with the ``train_epoch`` hook is judged a second time through
+it, each run of equal batches one resident epoch (:func:`bench.cases.epoch_runs`). ``tol_used`` is the
+worst ``|got - want| / (atol + rtol |want|)`` (a case passes when it is <= 1). A form that fails any case
+is named with its worst element, and is never timed.
 """
 from __future__ import annotations
 

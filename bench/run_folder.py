@@ -37,20 +37,22 @@ COLUMNS = list(dict.fromkeys([
     "samples", "samples_per_s", "epoch_s", "epoch_s_lo", "epoch_s_hi", "epoch_s_iqr", "n", "noisy",
     "step_ms", "step_ms_lo", "step_ms_hi", "step_ms_iqr", "step_n", "loader_epoch_s", "loader_epoch_s_iqr",
     "loader_n", "load", "disturbed",
-    "compile_s", "eager", "peak_rss_mb", "rss_growth_mb", "cuda_peak_mb", "gflops", "gbps", "roofline_frac",
-    "epoch_roofline_frac", "threads",
+    "compile_s", "eager", "whole_epoch", "peak_rss_mb", "rss_growth_mb", "cuda_peak_mb", "gflops", "gbps",
+    "roofline_frac", "epoch_roofline_frac", "threads",
     "samples_per_s_per_rank", "allreduce_frac", "setup_s",  # distributed cells (ddp)
     "machine",  # the host that timed the cell, in a merged run (linbench merge); empty in a run of one machine
 ]))
 # columns an older run folder may lack (read back as NaN): the axes, status and reason are required
 LATER_COLUMNS = ("epoch_s_lo", "epoch_s_hi", "step_ms_lo", "step_ms_hi", "load", "disturbed", "rss_growth_mb",
-                 "samples_per_s_per_rank", "allreduce_frac", "setup_s", "machine", "eager")
+                 "samples_per_s_per_rank", "allreduce_frac", "setup_s", "machine", "eager",
+                 "whole_epoch")
 DONE = ("ok", "skipped", "failed-equivalence", "error")
 # what an "ok" row cannot lack: a row cut short after its status is not a finished cell
 MEASURED = ("samples", "samples_per_s", "epoch_s", "n", "step_ms", "loader_epoch_s")
 OP_COLUMNS = ["op", "kind", "calls_per_step", "self_cpu_us", "self_cpu_share", "cpu_total_us", "self_device_us",
               "device_share"]
-NUMERIC = [c for c in COLUMNS if c not in ("status", "reason", "noisy", "disturbed", "eager", "machine")
+FLAGS = ("noisy", "disturbed", "eager", "whole_epoch")  # True/False columns
+NUMERIC = [c for c in COLUMNS if c not in ("status", "reason", "machine", *FLAGS)
            and not (c in AXIS and AXIS[c].parse is str)]
 
 

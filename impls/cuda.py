@@ -305,7 +305,8 @@ def _epoch_ops(model: str, step, label_dtype: torch.dtype):
     def _(weight, b, X, y, order, batch_size, divisor, lr):
         return weight.new_empty((_steps(order, batch_size),))
 
-    gather_step.__doc__ = f"{step.__doc__.split(';')[0]} on rows ``idx`` of X (divided by ``divisor``); {weight} and b in place."
+    gather_step.__doc__ = (f"{step.__doc__.split(';')[0]} on rows ``idx`` of X (divided by ``divisor``); "
+                           f"{weight} and b in place.")
     epoch.__doc__ = f"{model} steps over ``order`` in batches of ``batch_size``; returns each step's loss (steps,)."
     return gather_step, epoch
 
@@ -335,7 +336,8 @@ class CudaForm(FusedStepForm):
         """The epoch's gather steps on ``weight`` and ``b``; each step's loss, stacked."""
         X, y = self.epoch_args(data)
         op = self.gather_ops[self.spec.loss]
-        return torch.stack([op(weight, b, X, y, idx, data.divisor, self.lr) for idx in data.order.split(data.batch_size)])
+        return torch.stack([op(weight, b, X, y, idx, data.divisor, self.lr)
+                            for idx in data.order.split(data.batch_size)])
 
     def train_epoch(self, data) -> Tensor:
         return self.epoch_steps(self.weight, self.b, data)

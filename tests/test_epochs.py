@@ -26,7 +26,7 @@ def test_resident_epochs_keep_the_samplers_orders_made_ahead_or_not():
     ahead.prepare(2)
     assert len(ahead.ready) == 2
     sampler = EpochPermutation(25, seed=3)
-    for epoch in range(4):
+    for _ in range(4):
         want = list(sampler)  # the DataLoader kinds' order of this epoch
         got_ahead, got_now = list(ahead), [b for b in now.next_epoch().batches()]
         for got in (got_ahead, got_now):
@@ -161,7 +161,8 @@ def test_an_epoch_on_the_gpu_matches_the_cpu_reference(model, form):
         data.batch_size = batch_size
         got = instance.train_epoch(data)
         torch.testing.assert_close(got.cpu(), want, rtol=FP32.rtol, atol=FP32.atol,
-                                   msg=lambda m: f"{form} {model} rows={rows} b={batch_size}: {m}")
+                                   msg=lambda m, rows=rows, batch_size=batch_size: f"{form} {model} rows={rows} "
+                                                                                   f"b={batch_size}: {m}")
         for name, value in instance.state().items():
             torch.testing.assert_close(value, (weight if name != "b" else b), rtol=FP32.rtol, atol=FP32.atol)
 

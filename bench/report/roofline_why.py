@@ -69,13 +69,15 @@ def reading(s: dict, ops: pd.DataFrame, loader_share: float = math.nan) -> str:
 
 
 def _loader_shares(run, summaries: list[dict]) -> list[float]:
-    """The loader's share of the epoch (loader_epoch_s / epoch_s) of each profiled cell the run timed."""
+    """The loader's share of the epoch (loader_epoch_s / epoch_s) of each profiled cell the run timed (NaN for a
+    form that trains whole epochs: its epoch runs no loader pass)."""
     ok = run.results[run.results["status"] == "ok"]
     index = {tuple(str(r[a]) for a in AXES): r for r in ok.to_dict("records")}
     shares = []
     for s in summaries:
         row = index.get(tuple(str(s[a]) for a in AXES))
-        shares.append(row["loader_epoch_s"] / row["epoch_s"] if row and row["epoch_s"] > 0 else math.nan)
+        whole = row and str(row.get("whole_epoch")) == "True"  # the form's own epoch: no loader pass in it
+        shares.append(row["loader_epoch_s"] / row["epoch_s"] if row and row["epoch_s"] > 0 and not whole else math.nan)
     return shares
 
 
