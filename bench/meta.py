@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+import impls
 from bench.timer import sync, time_autorange
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,15 +32,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def triton_version() -> str | None:
-    """Triton's version (the ``triton`` form's compiler), or None where it is not installed."""
-    try:
-        import triton
-    except ImportError:
-        return None
-    return triton.__version__
-
-
 def environment() -> dict:
     """Everything a result needs to be compared honestly: versions, machine, threads, commit."""
     import torchvision
@@ -53,7 +45,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "cuda": torch.version.cuda,
-        "triton": triton_version(),
+        **impls.compiler_versions(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -109,3 +109,13 @@ def entries(models=None, forms=None):
 def build(model: str, form: str, params, lr: float, device: str = "cpu"):
     """An instance of ``form`` for ``model`` from ``params`` on ``device``."""
     return form_class(model, form)(params, lr, device)
+
+
+def compiler_versions() -> dict:
+    """The versions of the compilers forms rely on beyond torch (None where one is not installed): a run's
+    metadata records them, since a kernel's speed is theirs too."""
+    try:
+        import triton
+    except ImportError:
+        return {"triton": None}
+    return {"triton": triton.__version__}

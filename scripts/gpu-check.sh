@@ -47,7 +47,7 @@ env_stage() {
     command -v nvcc >/dev/null && nvcc --version | tail -n 2
     "$PYTHON" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda,
     'available', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
-    "$PYTHON" -c "from bench.meta import triton_version; print('triton', triton_version())"
+    "$PYTHON" -c "import impls; print(impls.compiler_versions())"
     linbench env && linbench list
 }
 
