@@ -200,12 +200,12 @@ def extension():
         raise RuntimeError(f"cannot create {build} ({e.strerror}): set LINBENCH_EXTENSIONS_DIR to a writable "
                            "folder") from None
     # the build alone sees the arch list and the toolkit's root; its "no CUDA runtime" warning on a
-    # machine without a GPU is nothing to act on
+    # machine without a GPU is nothing to act on; nvcc builds the list's targets in parallel (--threads 0)
     home, cpp_extension.CUDA_HOME = cpp_extension.CUDA_HOME, cuda_home()
     try:
         with quiet(), environ("TORCH_CUDA_ARCH_LIST", archs), environ("CUDA_HOME", cpp_extension.CUDA_HOME):
             return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
-                                      extra_cuda_cflags=["-O3"], verbose=False)
+                                      extra_cuda_cflags=["-O3", "--threads", "0"], verbose=False)
     finally:
         cpp_extension.CUDA_HOME = home
 
