@@ -184,7 +184,7 @@ def epoch_runs(batches) -> list[list]:
     runs: list[list] = []
     for batch in batches:
         run = runs[-1] if runs else None
-        if run and len(batch[1]) <= len(run[0][1]) and all(len(b[1]) == len(run[0][1]) for b in run):
+        if run and len(batch[1]) <= len(run[0][1]) == len(run[-1][1]):  # the run has no ragged batch yet
             run.append(batch)
         else:
             runs.append([batch])
@@ -197,11 +197,10 @@ def as_epoch(batches, device) -> EpochData:
     X, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(len(y)))
     pixels = (X * 255).round()
-    divisor = 255.0 if X.dtype == torch.float32 and torch.equal(pixels / 255, X) and bool(
-        ((pixels >= 0) & (pixels <= 255)).all()) else 1.0
-    stored, labels = torch.empty_like(pixels if divisor == 255.0 else X), torch.empty_like(y)
-    stored[order], labels[order] = (pixels if divisor == 255.0 else X), y
-    stored = stored.to(torch.uint8) if divisor == 255.0 else stored
+    whole = X.dtype == torch.float32 and torch.equal(pixels / 255, X) and bool(((pixels >= 0) & (pixels <= 255)).all())
+    values, divisor = (pixels.to(torch.uint8), 255.0) if whole else (X, 1.0)
+    stored, labels = torch.empty_like(values), torch.empty_like(y)
+    stored[order], labels[order] = values, y
     return EpochData(stored.to(device), labels.to(device), order.to(device), len(batches[0][1]), divisor)
 
 

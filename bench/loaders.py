@@ -56,10 +56,6 @@ class EpochData:
     batch_size: int
     divisor: float
 
-    @property
-    def steps(self) -> int:
-        return -(-len(self.order) // self.batch_size)
-
     def batches(self):
         """The epoch as (X, y) batches, gathered and scaled as a step form takes them."""
         for idx in self.order.split(self.batch_size):

@@ -283,8 +283,7 @@ def _epoch_ops(model: str, step, label_dtype: torch.dtype):
               lr: Tensor) -> Tensor:
         _steps(order, batch_size)
         check_step_args(f"linbench::{model}_epoch", weight, b, X, y, lr, label_dtype, order)
-        return torch.stack([step(weight, b, _gathered(X, idx, divisor), y.index_select(0, idx), lr)
-                            for idx in order.split(batch_size)])
+        return torch.stack([gather_step(weight, b, X, y, idx, divisor, lr) for idx in order.split(batch_size)])
 
     @gather_step.register_kernel("cuda")
     def _(weight, b, X, y, idx, divisor, lr):

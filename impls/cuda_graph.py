@@ -41,9 +41,9 @@ class _Graphed:
         self.graphs: dict[int, Captured] = {}
         self.epochs: dict[tuple, Captured] = {}
 
-    def captured(self, run, *static: torch.Tensor):
+    def captured(self, run):
         """``run(weight, b)`` captured in a graph, after ``warmup`` runs on copies of the parameters on a side
-        stream (``static``: the tensors it reads, warmed with it); returns (graph, what the captured run returned)."""
+        stream; returns (graph, what the captured run returned)."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
