@@ -182,13 +182,13 @@ def cmd_data(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from bench.ab import add_parser as add_ab
-    from bench.change_points import add_parser as add_history
-    from bench.compare import add_parser as add_compare
     from bench.counts import add_parser as add_counts
     from bench.grid import add_axis_flags
     from bench.merge import add_parser as add_merge
     from bench.profile import add_parser as add_profile
+    from bench.regress.ab import add_parser as add_ab
+    from bench.regress.compare import add_parser as add_compare
+    from bench.regress.history import add_parser as add_history
     from bench.torchrun import add_parser as add_ranks
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")

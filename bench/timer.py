@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.machine_load import REMEASURES, LoadMeter
-from bench.stats import median_ci, relative_halfwidth
+from bench.regress.stats import median_ci, relative_halfwidth
 from impls.common import quiet
 
 with quiet():  # torch.utils.benchmark imports the extension builder, which warns without a GPU

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.ab_worker import pooled
+from bench.regress.ab_worker import pooled
 from bench.run_folder import Run
 from bench.timer import Stats
 
@@ -35,7 +35,7 @@ def git(repo, *args):
 
 
 def ab(repo, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "bench.ab", *args], cwd=repo, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "bench.regress.ab", *args], cwd=repo, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -71,7 +71,7 @@ def test_pooled_row_is_recomputed_from_every_slot():
 
 
 def test_bad_revisions_and_a_dirty_worktree_are_one_line_errors(clone, tmp_path, monkeypatch, capsys):
-    from bench.ab import main
+    from bench.regress.ab import main
 
     monkeypatch.chdir(clone)
     first = git(clone, "rev-list", "--max-parents=0", "HEAD").splitlines()[0]

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from bench.cli import _Parser
-from bench.compare import add_parser, compare_runs, environment_differences
+from bench.regress.compare import add_parser
+from bench.regress.verdicts import compare_runs, environment_differences
 from bench.run_folder import COLUMNS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run
 from bench.store import Store
 

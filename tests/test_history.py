@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from bench import UserError
-from bench.change_points import MIN_POINTS, change_points, find_changes, noise
 from bench.cli import main
+from bench.regress.change_points import MIN_POINTS, change_points, find_changes, noise
 from bench.report.history import MOST, history_section
 from tests.test_asv import asv_config
 

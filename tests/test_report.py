@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from bench import cli, runner
-from bench.compare import compare_runs
 from bench.curves import train_curves
 from bench.data import LABELS
 from bench.grid import AXES
+from bench.regress.verdicts import compare_runs
 from bench.report import figures, shot, sources
 from bench.report import page as report
 from bench.run_folder import COLUMNS, CURVES, PREDICTIONS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run

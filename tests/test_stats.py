@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import mann_whitney, meanings, median_ci, ratio_ci, relative_halfwidth, smallest_p, speedup_ci, verdict
+from bench.regress.stats import (
+    mann_whitney,
+    meanings,
+    median_ci,
+    ratio_ci,
+    relative_halfwidth,
+    smallest_p,
+    speedup_ci,
+    verdict,
+)
 
 TRIALS, N, SIGMA = 200, 20, 0.2
 

@@ -100,7 +100,7 @@ def cross_machine_note(frame: pd.DataFrame) -> str | None:
 
 def _speedup_intervals(rows: pd.DataFrame, base: pd.Series, samples: pd.DataFrame) -> dict:
     """Row index -> (lo, hi) of the speedup, from both cells' epoch samples."""
-    from bench.stats import speedup_ci
+    from bench.regress.stats import speedup_ci
 
     epochs = samples[samples["metric"] == "epoch"]
     by_cell = {k: g["seconds"].to_numpy() for k, g in epochs.groupby(list(AXES), sort=False)}

@@ -1,5 +1,5 @@
 """The report's history section (:func:`history_section`): asv's series over their commits, each change
-point and level drawn, and the table of changes. What is a change is :mod:`bench.change_points`'s to say; the
+point and level drawn, and the table of changes. What is a change is :mod:`bench.regress.change_points`'s to say; the
 figure is drawn with :mod:`bench.report.figures`' matplotlib and saved by its ``_save``.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.change_points import KEY, MIN_POINTS, MIN_STEP, PENALTY, History, find_changes, scale, table_columns
+from bench.regress.change_points import KEY, MIN_POINTS, MIN_STEP, PENALTY, History, find_changes, scale, table_columns
 from bench.report import figures
 from bench.report.render import Section
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.compare import ONLY, compare_runs, environment_differences, summary
 from bench.grid import baselines
+from bench.regress.verdicts import ONLY, compare_runs, environment_differences, summary
 from bench.report import figures
 from bench.report.analysis import curves_summary, derived, expected_cells, headline_table, headlines, with_model
 from bench.report.history import history_section
@@ -131,7 +131,7 @@ VERDICT_CLASS = {"slower": "worse", "faster": "better", ONLY[0]: "skipped", ONLY
 def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) -> Section:
     """Run B against run A: what differs between their environments, then a verdict per cell timed in
     both and metric, from the raw samples (bench/compare.py), slower first."""
-    from bench.stats import meanings
+    from bench.regress.stats import meanings
 
     diff = compare_runs(a, b, min_effect, alpha)
     s = Section(f"Comparison: {b.id} against {a.id}")

@@ -1,5 +1,5 @@
 """Two runs compared: per cell and metric, a verdict on B's times against A's from their raw samples
-(:func:`compare_runs`, the rule in :func:`bench.stats.verdict`), what differs between the two
+(:func:`compare_runs`, the rule in :func:`bench.regress.stats.verdict`), what differs between the two
 environments (:func:`environment_differences`), and the ``linbench compare A B`` subcommand
 (:func:`add_parser`), which exits 1 when any cell is slower.
 
@@ -10,17 +10,13 @@ raw samples were kept (no ``samples.csv``) are compared by their medians only, v
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pandas as pd
 
-from bench import UserError
 from bench.grid import AXES, label_of
 from bench.run_folder import Run
-from bench.store import write_atomic
-from bench.tables import fmt, show
+from bench.tables import fmt
 
 # metric of samples.csv -> its results column, the column's unit in seconds, and its count column
 METRICS = {"epoch": ("epoch_s", 1.0, "n"), "step": ("step_ms", 1e-3, "step_n"),
@@ -70,10 +66,10 @@ def _near(key: tuple, others, keys: list[str]) -> str:
 
 def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) -> pd.DataFrame:
     """One row per cell timed in both runs and metric (epoch, step, loader_epoch): the cell's label and
-    axes, :func:`bench.stats.verdict`'s fields and ``disturbed`` (the load disturbed either run's cell);
+    axes, :func:`bench.regress.stats.verdict`'s fields and ``disturbed`` (the load disturbed either run's cell);
     then one row per cell timed in one run only (verdict ``only in A``/``only in B``, no metric). Rows
     slower first (see :data:`ORDER`). When the runs share no device, ``device_b`` is B's device."""
-    from bench.stats import verdict
+    from bench.regress.stats import verdict
 
     cells_a, cells_b = _cells(a), _cells(b)
     keys = list(AXES)
@@ -172,53 +168,3 @@ def summary(frame: pd.DataFrame) -> str:
     compared = len(frame) - c["only in A"] - c["only in B"]
     return (f"{compared} comparisons: " + ", ".join(f"{c[v]} {v}" for v in ORDER[:4])
             + f" ({c['disturbed']} on disturbed cells); cells {c['only in A']} only in A, {c['only in B']} only in B")
-
-
-def _row_text(r: dict) -> dict:
-    interval = f" [{fmt(r['ratio_lo'])}, {fmt(r['ratio_hi'])}]" if math.isfinite(r["ratio_lo"]) else ""
-    return {**r, "ratio [lo, hi]": fmt(r["ratio"]) + interval, "p": r["p_value"],
-            "disturbed": "yes" if r["disturbed"] else ""}
-
-
-TABLE = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio [lo, hi]", "p", "verdict", "disturbed",
-         "reason"]
-
-
-def cmd_compare(args) -> int:
-    """``linbench compare A B``: what differs, the verdicts, a summary; exit 1 when a cell is slower."""
-    if not 0 <= args.min_effect < 1:
-        raise UserError(f"--min-effect must be at least 0 and below 1, got {args.min_effect}")
-    if not 0 < args.alpha < 1:
-        raise UserError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    a, b = Run(args.a), Run(args.b)
-    frame = compare_runs(a, b, args.min_effect, args.alpha)
-    env = environment_differences(a, b)
-    if args.out:
-        try:
-            write_atomic(Path(args.out), frame.to_csv(index=False))
-        except OSError as e:
-            raise UserError(f"cannot write {args.out}: {e.strerror or e}") from None
-    if args.format == "json":
-        print(json.dumps({"a": a.id, "b": b.id, "environment": env, "counts": counts(frame),
-                          "cells": json.loads(frame.to_json(orient="records"))}, indent=2))
-    else:
-        print(f"A: {a.id} ({a.folder})\nB: {b.id} ({b.folder})")
-        print("\n".join(f"differs: {line}" for line in env) or "environments: no difference recorded")
-        print(show([_row_text(r) for r in frame.to_dict("records")], TABLE))
-        print(summary(frame))
-    return 1 if (frame["verdict"] == "slower").any() else 0
-
-
-def add_parser(subparsers):
-    """The ``compare`` subcommand on ``subparsers`` (argparse's), running :func:`cmd_compare`."""
-    p = subparsers.add_parser("compare", help="per cell, is run B slower, faster or the same as run A? "
-                              "(from raw samples; exit 1 when a cell is slower)")
-    p.add_argument("a", metavar="A", help="the run compared against (e.g. before a change)")
-    p.add_argument("b", metavar="B", help="the run judged (e.g. after it)")
-    p.add_argument("--min-effect", type=float, default=0.05,
-                   help="smallest change of the median time that counts (default: 0.05, 5%%)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the rank test (default: 0.05)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--out", metavar="FILE.csv", help="also write every row (with each verdict's reason) as CSV")
-    p.set_defaults(func=cmd_compare)
-    return p

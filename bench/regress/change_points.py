@@ -25,8 +25,6 @@ import numpy as np
 import pandas as pd
 
 from bench import UserError
-from bench.folder import write_atomic
-from bench.tables import show
 
 MIN_STEP = 0.05  # the smallest change of level reported: |after / before - 1|
 # instruction counts (asv's Instructions) move only when the code does: their changes are reported from 0.5%
@@ -245,36 +243,3 @@ def find_changes(folder, min_step: float = MIN_STEP, penalty: float = PENALTY) -
 def table_columns(changes: pd.DataFrame) -> list[str]:
     """The columns of the table of changes: the environment only where the results have several."""
     return [c for c in CHANGES if c != "date_after" and (c != "env" or changes["env"].nunique() > 1)]
-
-
-def cmd_history(args) -> int:
-    """``linbench history``: the changes of level over asv's commits, one line each, and a summary; exit 0
-    whatever was found (a report, not a gate: ``asv continuous`` and ``linbench compare`` are the gates)."""
-    history = find_changes(args.results, args.min_step, args.penalty)
-    if args.out:
-        write_atomic(Path(args.out), history.changes.to_csv(index=False))
-    if args.format == "json":
-        print(json.dumps({"folder": str(history.folder), "summary": history.summary(), "skipped": history.skipped,
-                          "changes": json.loads(history.changes.to_json(orient="records"))}, indent=2))
-        return 0
-    if len(history.changes):
-        print(show(history.changes.to_dict("records"), table_columns(history.changes)))
-    print(history.summary())
-    return 0
-
-
-def add_parser(subparsers):
-    """The ``history`` subcommand on ``subparsers`` (argparse's), running :func:`cmd_history`."""
-    p = subparsers.add_parser("history", help="change points over asv's results: where a benchmark's level moved, "
-                              "at which commit and by how much (exit 0: a report)")
-    p.add_argument("results", nargs="?", default=".asv/results", metavar="ASV_RESULTS_DIR",
-                   help="asv's results folder (default: .asv/results)")
-    p.add_argument("--min-step", type=float, default=MIN_STEP,
-                   help=f"smallest change of level reported, |after/before - 1| (default: {MIN_STEP}, 5%%)")
-    p.add_argument("--penalty", type=float, default=PENALTY,
-                   help=f"penalty per change, times the noise and log(commits): higher finds fewer (default: "
-                        f"{PENALTY})")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--out", metavar="FILE.csv", help="also write the changes as CSV")
-    p.set_defaults(func=cmd_history)
-    return p

@@ -3,7 +3,7 @@
 Each revision is a git worktree under ``.linbench/ab/<sha>`` (a clean one is reused), timed by worker
 processes of its own (bench/ab_worker.py, run by this environment's python with cwd and PYTHONPATH = the
 worktree: each side runs its own code), a fresh pair every round. Per round every cell is timed A B B A,
-so load and drift hit both sides alike. The verdicts (bench.compare's rule) judge one value per slot, the
+so load and drift hit both sides alike. The verdicts (bench.regress.compare's rule) judge one value per slot, the
 median of its samples. ``results/ab-<a>-<b>-<time>/`` holds both run folders (``A``, ``B``, the slots'
 samples pooled), ``compare.csv``, ``calibration.json`` for an A/A (one revision on both sides), the
 workers' stderr (``A.log``, ``B.log``) and ``report/``. Exit 1 on a ``slower`` verdict or a cell B fails
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from bench import UserError
-from bench.ab_worker import PROTOCOL, WORKER_MODULES, Worker
+from bench.regress.ab_worker import PROTOCOL, WORKER_MODULES, Worker, worker_path
 
 SLOT = {"seconds": 0.0, "step_seconds": 0.0}  # a slot: --repeats epochs and loader passes, 5 step passes
 ROUNDS, REPEATS = 3, 1
@@ -41,7 +41,7 @@ def resolve(repo: Path, rev: str) -> str:
     if proc.returncode or not proc.stdout.strip():
         raise UserError(f"{rev!r} is not a revision of {repo}")
     sha = proc.stdout.strip()
-    if not any(subprocess.run(["git", "cat-file", "-e", f"{sha}:bench/{name}.py"], cwd=repo,
+    if not any(subprocess.run(["git", "cat-file", "-e", f"{sha}:{worker_path(Path(), name)}"], cwd=repo,
                               capture_output=True).returncode == 0 for name in WORKER_MODULES):
         raise UserError(f"{rev} ({sha[:12]}) predates bench/ab_worker.py: linbench ab cannot time it")
     return sha
@@ -167,8 +167,8 @@ def differences(cells: dict) -> tuple[list[str], list[str]]:
 
 def summarize(folder: Path, args, shas: dict, failing: list[str], notes: list[str]) -> int:
     """compare.csv, the table, what differs, the A/A calibration and the report; the exit status."""
-    from bench.ab_worker import slot_medians
-    from bench.compare import compare_runs, environment_differences, summary
+    from bench.regress.ab_worker import slot_medians
+    from bench.regress.verdicts import compare_runs, environment_differences, summary
     from bench.run_folder import Run
     from bench.store import write_atomic
     from bench.tables import show
@@ -240,7 +240,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
-    """``python -m bench.ab REV_A REV_B ...``: the same command without bench/cli.py."""
+    """``python -m bench.regress.ab REV_A REV_B ...``: the same command without bench/cli.py."""
     try:
         parser = _Parser(prog="linbench")
         add_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))

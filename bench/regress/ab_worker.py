@@ -1,5 +1,5 @@
 """The two halves of ``linbench ab``'s worker protocol: the worker, a process that times one cell per command
-in its own revision's code (``python -m bench.ab_worker``, cwd and PYTHONPATH = that revision's worktree), and
+in its own revision's code (``python -m bench.regress.ab_worker``, cwd and PYTHONPATH = that revision's worktree), and
 :class:`Worker`, the orchestrator's handle on one (bench/ab.py starts a fresh pair every round).
 
 Protocol: one JSON object per line on stdin, one answer per line on stdout (anything else the process
@@ -36,8 +36,13 @@ from pathlib import Path
 from bench import UserError
 
 PROTOCOL = 1
-WORKER_MODULES = ("ab_worker", "worker")  # the worker's module in a revision: its name now, and before
+WORKER_MODULES = ("regress.ab_worker", "ab_worker", "worker")  # the worker's module under bench/: now, and before
 METRICS = ("epoch", "step", "loader_epoch")
+
+
+def worker_path(tree: Path, module: str) -> Path:
+    """Where ``module`` (a name of :data:`WORKER_MODULES`) lies in the checkout ``tree``."""
+    return tree / "bench" / f"{module.replace('.', '/')}.py"
 
 
 def pooled(row: dict, samples: dict, slots: int, disturbed: int, load: float) -> dict:
@@ -194,7 +199,7 @@ class Worker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
         with open(log, "a") as err:
             module = next((f"bench.{m}" for m in WORKER_MODULES if (tree / "bench" / f"{m}.py").exists()),
-                          "bench.ab_worker")
+                          "bench.regress.ab_worker")
             self.proc = subprocess.Popen([sys.executable, "-m", module], cwd=tree, env=env, text=True,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=1)
 
