@@ -49,6 +49,7 @@ class Settings:
     step_seconds: float = 0.3
     step_batches: int = 16
     warm_steps: int = 3
+    plant: float = 1.0  # > 1: every step slowed by this factor (:class:`Planted`), a change of known size
 
     @classmethod
     def of(cls, config) -> Settings:
@@ -78,6 +79,33 @@ class Timed:
     extra: dict = field(default_factory=dict)
 
 
+class Planted:
+    """A form whose every step (and whole epoch) takes ``factor`` times as long: after the real work, a busy wait
+    of (factor - 1) x the seconds it took, so B/A is ``factor`` whatever the load (``linbench ab --plant``,
+    the calibration's changes of known size; asv's own tests plant a busy wait the same way)."""
+
+    def __init__(self, form, factor: float, device: torch.device):
+        self._form, self._factor, self._dev = form, factor, device
+        self.step = self._slowed(form.step)
+        if callable(getattr(form, "train_epoch", None)):
+            self.train_epoch = self._slowed(form.train_epoch)
+
+    def _slowed(self, work):
+        def slowed(*args):
+            start = time.perf_counter()
+            out = work(*args)
+            if self._dev.type == "cuda":
+                torch.cuda.synchronize(self._dev)
+            end = time.perf_counter() + (self._factor - 1) * (time.perf_counter() - start)
+            while time.perf_counter() < end:
+                pass
+            return out
+        return slowed
+
+    def __getattr__(self, name):
+        return getattr(self._form, name)
+
+
 class CellBench:
     """One cell made ready to time. Every tool times the same things through it."""
 
@@ -94,6 +122,8 @@ class CellBench:
                                   settings.data_dir)
         self.form = impls.build(cell.model, cell.form, init_params(cell.model, settings.seed),
                                 MODELS[cell.model].lr, cell.device)
+        if settings.plant != 1:
+            self.form = Planted(self.form, settings.plant, self.dev)
         self.samples = 0  # samples the last pass covered
         # the form trains a whole resident epoch at once (its own loop over the batches, its own kernels)
         self.owns_epoch = (callable(getattr(self.form, "train_epoch", None)) and isinstance(self.loader, Resident)

@@ -1,144 +1,153 @@
-"""``linbench ab REV_A REV_B``: two revisions timed interleaved on this machine, and the verdict per cell.
+"""``linbench ab REV_A REV_B``: two revisions timed in paired rounds on this machine, and the verdict per cell.
 
-Each revision is a git worktree under ``.linbench/ab/<sha>`` (a clean one is reused), timed by worker
-processes of its own (bench/ab_worker.py, run by this environment's python with cwd and PYTHONPATH = the
-worktree: each side runs its own code), a fresh pair every round. Per round every cell is timed A B B A,
-so load and drift hit both sides alike. The verdicts (bench.regress.compare's rule) judge one value per slot, the
-median of its samples. ``results/ab-<a>-<b>-<time>/`` holds both run folders (``A``, ``B``, the slots'
-samples pooled), ``compare.csv``, ``calibration.json`` for an A/A (one revision on both sides), the
-workers' stderr (``A.log``, ``B.log``) and ``report/``. Exit 1 on a ``slower`` verdict or a cell B fails
-and A does not.
+Each revision is a git worktree under ``.linbench/ab/<sha>`` (a clean one is reused), timed by worker processes
+of its own (bench/regress/ab_worker.py, run by this environment's python with cwd and PYTHONPATH = the worktree:
+each side runs its own code), a fresh pair every round. Per round every open cell is timed A B B A, so load
+and drift hit both sides alike; rounds are added until every verdict is settled or the cell's budget is spent
+(:mod:`bench.regress.rounds`), and the verdicts judge the per-round ratios together (Holm,
+:func:`bench.regress.stats.decide`). ``results/ab-<a>-<b>-<time>/`` holds both run folders (``A``, ``B``, the
+slots' samples pooled), ``compare.csv``, ``calibration.json`` for an A/A, the workers' stderr (``A.log``,
+``B.log``) and ``report/``. Exit 1 on a ``slower`` verdict or a cell B fails and A does not.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench import UserError
-from bench.regress.ab_worker import PROTOCOL, WORKER_MODULES, Worker, worker_path
+from bench.regress.ab_worker import PROTOCOL, Worker
+from bench.regress.revisions import git, resolve, worktree
 
 SLOT = {"seconds": 0.0, "step_seconds": 0.0}  # a slot: --repeats epochs and loader passes, 5 step passes
-ROUNDS, REPEATS = 3, 1
+ROUNDS, MAX_ROUNDS, REPEATS, BUDGET = 4, 60, 1, 180.0  # rounds at least and at most; seconds per cell
 ORDER = "ABBA"
-SHOWN = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "p_value", "verdict"]
+SHOWN = ["cell", "metric", "rounds", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "level", "verdict"]
 
 
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=120)
-    if proc.returncode:
-        raise UserError(f"git {' '.join(args)}: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}")
-    return proc.stdout.strip()
-
-
-def resolve(repo: Path, rev: str) -> str:
-    """The full commit ``rev`` names, checked to hold the worker that times it."""
-    proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
-                          capture_output=True, text=True, timeout=60)
-    if proc.returncode or not proc.stdout.strip():
-        raise UserError(f"{rev!r} is not a revision of {repo}")
-    sha = proc.stdout.strip()
-    if not any(subprocess.run(["git", "cat-file", "-e", f"{sha}:{worker_path(Path(), name)}"], cwd=repo,
-                              capture_output=True).returncode == 0 for name in WORKER_MODULES):
-        raise UserError(f"{rev} ({sha[:12]}) predates bench/ab_worker.py: linbench ab cannot time it")
-    return sha
-
-
-def worktree(repo: Path, sha: str) -> Path:
-    """``.linbench/ab/<sha>``, checked out at ``sha``: an existing clean one is reused."""
-    path = repo / ".linbench" / "ab" / sha[:12]
-    if path.exists():
-        found = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=path, capture_output=True,
-                               text=True).stdout.split()
-        if found != [str(path), sha]:
-            raise UserError(f"{path} exists but is not a worktree at {sha[:12]}: remove it "
-                            f"(git worktree remove --force {path}; or rm -rf it and git worktree prune)")
-        if _git(path, "status", "--porcelain", "--untracked-files=no"):
-            raise UserError(f"{path} has local changes, so it would not time {sha[:12]}: "
-                            f"git worktree remove --force {path}")
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _git(repo, "worktree", "prune")
-    _git(repo, "worktree", "add", "--detach", str(path), sha)
-    return path
-
-
-def interleave(workers: dict, labels: list[str], r: int, rounds: int, errors: dict[str, str]) -> None:
-    """Round ``r``: every cell timed in the order A B B A; a cell that errors (side: why, into ``errors``) is
-    not timed again."""
-    for i, label in [(i, label) for i, label in enumerate(labels) if label not in errors]:
-        print(f"round {r + 1}/{rounds}, cell {i + 1}/{len(labels)}: {label} {' '.join(ORDER)}", file=sys.stderr)
+def interleave(workers: dict, labels: list[str], r: int, errors: dict[str, str], progress) -> None:
+    """Round ``r``: every cell of ``labels`` timed in the order A B B A, each slot's seconds charged to its cell;
+    a cell that errors (side: why, into ``errors``) is not timed again."""
+    for i, label in enumerate(labels):
+        print(f"round {r + 1}, cell {i + 1}/{len(labels)}: {label} {' '.join(ORDER)}", file=sys.stderr)
         for side in ORDER:
+            start = time.perf_counter()
             reply = workers[side].ask(cmd="measure", cell=label)
+            progress.charge(label, time.perf_counter() - start)
             if reply["status"] != "ok":
                 errors[label] = f"{side}: {reply['reason']}"
                 break
 
 
-def ab(args) -> int:
-    from bench.grid import axis_overrides, validate
-
-    overrides = axis_overrides(args)
-    validate(overrides)
-    if args.rounds < 1 or args.repeats < 1:
-        raise UserError(f"--rounds and --repeats must be >= 1, got {args.rounds} and {args.repeats}")
-    if not (0 < args.min_effect < 1 and 0 < args.alpha < 1):
-        raise UserError(f"--min-effect and --alpha must be between 0 and 1, got {args.min_effect} and {args.alpha}")
-    repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
-    shas = {"A": resolve(repo, args.rev_a), "B": resolve(repo, args.rev_b)}
-    if _git(repo, "status", "--porcelain", "--untracked-files=no"):
-        print("linbench: note: uncommitted changes are not timed: ab times committed revisions", file=sys.stderr)
-    trees = {side: worktree(repo, sha) for side, sha in shas.items()}
-    warn_if_busy(overrides.get("threads"))
-    name, n = f"ab-{shas['A'][:7]}-{shas['B'][:7]}-{dt.datetime.now():%Y%m%d-%H%M%S}", 1
-    while (folder := Path(args.out).resolve() / (name + (f".{n}" if n > 1 else ""))).exists():
+def new_folder(out: str, shas: dict, prefix: str = "ab") -> Path:
+    """``OUT/<prefix>-<a>-<b>-<time>`` (``.2``, ``.3`` ... when taken), made."""
+    name, n = f"{prefix}-{shas['A'][:7]}-{shas['B'][:7]}-{dt.datetime.now():%Y%m%d-%H%M%S}", 1
+    while (folder := Path(out).resolve() / (name + (f".{n}" if n > 1 else ""))).exists():
         n += 1
     try:
         folder.mkdir(parents=True)
     except OSError as e:
-        raise UserError(f"cannot write results under {args.out}: {e.strerror or e}") from None
-    config = {"overrides": overrides, "quick": args.quick, "repeats": args.repeats, "curves": False,
-              "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None}
-    revs = {"A": args.rev_a, "B": args.rev_b}
-    print(f"ab {folder}: A = {args.rev_a} ({shas['A'][:12]}), B = {args.rev_b} ({shas['B'][:12]})", file=sys.stderr)
-    workers, errors, started = {}, {}, {}
+        raise UserError(f"cannot write results under {out}: {e.strerror or e}") from None
+    return folder
+
+
+def ab(args) -> int:
+    from bench.grid import FRONT_END_THREADS, axis_overrides, validate
+
+    overrides = axis_overrides(args)
+    if not overrides.get("threads"):  # one torch thread, as asv's and pytest-benchmark's cells: other counts
+        overrides["threads"] = list(FRONT_END_THREADS)  # are cells of their own, asked for with --threads
+    validate(overrides)
+    check_flags(args)
+    repo = Path(git(Path.cwd(), "rev-parse", "--show-toplevel"))
+    if args.calibrate:
+        from bench.regress.calibration import calibrate_machine
+
+        return calibrate_machine(args, repo, overrides)
+    shas = {"A": resolve(repo, args.rev_a), "B": resolve(repo, args.rev_b)}
+    if git(repo, "status", "--porcelain", "--untracked-files=no"):
+        print("linbench: note: uncommitted changes are not timed: ab times committed revisions", file=sys.stderr)
+    trees = {side: worktree(repo, sha) for side, sha in shas.items()}
+    warn_if_busy(overrides.get("threads"))
+    folder = new_folder(args.out, shas)
     try:
-        for r in range(args.rounds):  # a fresh pair of workers every round: a process's own luck (its memory
-            # layout, say) is then not one side's for the whole comparison
-            workers = {side: Worker(side, trees[side], folder / f"{side}.log") for side in "AB"}
-            if r:
-                for side in "AB":
-                    workers[side].ask(cmd="start", run=started[side]["run"], slot=SLOT)
-            else:
-                started = {side: workers[side].ask(
-                    cmd="start", out=str(folder), run_id=side, config=config, slot=SLOT,
-                    ab={"side": side, "rev": revs[side], "sha": shas[side], "other": shas["B" if side == "A" else "A"],
-                        "rounds": args.rounds, "order": ORDER}) for side in "AB"}
-                for side, reply in started.items():
-                    if reply.get("protocol") != PROTOCOL:
-                        raise UserError(f"{revs[side]} speaks worker protocol {reply.get('protocol')}, not {PROTOCOL}")
-                cells = {side: {c["label"]: c for c in started[side]["cells"]} for side in "AB"}
-                labels = [label for label, c in cells["A"].items()
-                          if c["status"] == "ok" and cells["B"].get(label, {}).get("status") == "ok"]
-                failing, notes = differences(cells)
-                if not labels:
-                    raise UserError("no cell can be timed on both sides"
-                                    + "".join(f" ({w})" for w in (failing + notes)[:1]))
-            interleave(workers, labels, r, args.rounds, errors)
-            for w in workers.values():
-                w.close(complete=r == args.rounds - 1)
+        failing, notes, took = measure(folder, trees, shas, overrides, args)
     except KeyboardInterrupt:
         print(f"linbench: interrupted; what was timed is kept in {folder}", file=sys.stderr)
         return 130
+    return summarize(folder, args, shas, failing, notes, took)
+
+
+def check_flags(args) -> None:
+    if args.rounds < 2 or args.repeats < 1 or args.max_rounds < args.rounds:
+        raise UserError(f"--rounds must be >= 2, --repeats >= 1 and --max-rounds >= --rounds, got {args.rounds}, "
+                        f"{args.repeats} and {args.max_rounds}")
+    if not (0 < args.min_effect < 1 and 0 < args.alpha < 1):
+        raise UserError(f"--min-effect and --alpha must be between 0 and 1, got {args.min_effect} and {args.alpha}")
+    if not args.budget > 0 or not args.plant >= 1:
+        raise UserError(f"--budget must be > 0 and --plant >= 1, got {args.budget} and {args.plant}")
+    if not args.calibrate and not (args.rev_a and args.rev_b):
+        raise UserError("ab needs two revisions, REV_A and REV_B (or --calibrate N)")
+
+
+def measure(folder: Path, trees: dict, shas: dict, overrides: dict, args) -> tuple[list, list, float]:
+    """Rounds of A B B A until every cell is settled or out of budget; (failing, notes, seconds taken)."""
+    from bench.regress.rounds import Progress
+
+    config = {"overrides": overrides, "quick": args.quick, "repeats": args.repeats, "curves": False,
+              "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None}
+    revs = {"A": args.rev_a or shas["A"], "B": args.rev_b or shas["B"]}
+    slots = {"A": SLOT, "B": {**SLOT, "plant": args.plant} if args.plant != 1 else SLOT}
+    print(f"ab {folder}: A = {revs['A']} ({shas['A'][:12]}), B = {revs['B']} ({shas['B'][:12]})"
+          + (f", B's steps planted x{args.plant:g}" if args.plant != 1 else ""), file=sys.stderr)
+    workers, errors, started, labels, progress = {}, {}, {}, [], None
+    failing, notes, begun, r = [], [], time.perf_counter(), 0
+    try:
+        while r == 0 or (todo := progress.open(errors, r, args.rounds, args.max_rounds)):
+            start = time.perf_counter()  # a fresh pair of workers every round: a process's own luck (its memory
+            # layout, say) is then one round's, not one side's for the whole comparison
+            workers = {side: Worker(side, trees[side], folder / f"{side}.log") for side in "AB"}
+            if r:
+                for side in "AB":
+                    workers[side].ask(cmd="start", run=started[side]["run"], slot=slots[side])
+            else:
+                started = {side: workers[side].ask(
+                    cmd="start", out=str(folder), run_id=side, config=config, slot=slots[side],
+                    ab={"side": side, "rev": revs[side], "sha": shas[side], "other": shas["B" if side == "A" else "A"],
+                        "order": ORDER, "plant": args.plant if side == "B" else 1.0}) for side in "AB"}
+                labels, failing, notes = timed_labels(started, revs)
+                progress = Progress(labels, args.budget, args.min_effect, args.alpha)
+                todo = labels
+            for label in todo:  # the workers' start, shared by the cells of the round
+                progress.charge(label, (time.perf_counter() - start) / len(todo))
+            interleave(workers, todo, r, errors, progress)
+            r += 1
+            progress.settle(folder)
+            last = not progress.open(errors, r, args.rounds, args.max_rounds)
+            for w in workers.values():
+                w.close(complete=last)
     finally:
         for w in workers.values():
             w.close()
     for label, why in errors.items():
         (failing if why.startswith("B") else notes).append(f"{label}: error in {why}")
-    return summarize(folder, args, shas, failing, notes)
+    return failing, notes, time.perf_counter() - begun
+
+
+def timed_labels(started: dict, revs: dict) -> tuple[list[str], list[str], list[str]]:
+    """The first workers' answers read: the cells both sides time, the cells B fails, the notes."""
+    for side, reply in started.items():
+        if reply.get("protocol") != PROTOCOL:
+            raise UserError(f"{revs[side]} speaks worker protocol {reply.get('protocol')}, not {PROTOCOL}")
+    cells = {side: {c["label"]: c for c in started[side]["cells"]} for side in "AB"}
+    labels = [label for label, c in cells["A"].items()
+              if c["status"] == "ok" and cells["B"].get(label, {}).get("status") == "ok"]
+    failing, notes = differences(cells)
+    if not labels:
+        raise UserError("no cell can be timed on both sides" + "".join(f" ({w})" for w in (failing + notes)[:1]))
+    return labels, failing, notes
 
 
 def warn_if_busy(threads) -> None:
@@ -165,23 +174,38 @@ def differences(cells: dict) -> tuple[list[str], list[str]]:
     return failing, notes + [f"{label}: only in A" for label in cells["A"] if label not in cells["B"]]
 
 
-def summarize(folder: Path, args, shas: dict, failing: list[str], notes: list[str]) -> int:
-    """compare.csv, the table, what differs, the A/A calibration and the report; the exit status."""
+def judge(folder: Path, args):
+    """compare.csv of an ab folder: every cell and metric judged from its paired rounds (Holm over the run)."""
     from bench.regress.ab_worker import slot_medians
-    from bench.regress.verdicts import compare_runs, environment_differences, summary
+    from bench.regress.rounds import paired_estimate
+    from bench.regress.verdicts import compare_runs
     from bench.run_folder import Run
     from bench.store import write_atomic
-    from bench.tables import show
 
     a, b = Run(folder / "A"), Run(folder / "B")
-    frame = compare_runs(slot_medians(a), slot_medians(b), args.min_effect, args.alpha)
+    frame = compare_runs(slot_medians(a), slot_medians(b), args.min_effect, args.alpha, estimate=paired_estimate)
+    frame.insert(frame.columns.get_loc("n_a"), "rounds", frame["n_a"] // 2)
     write_atomic(folder / "compare.csv", frame.to_csv(index=False))
+    return a, b, frame
+
+
+def summarize(folder: Path, args, shas: dict, failing: list[str], notes: list[str], took: float) -> int:
+    """compare.csv, the table, what differs, the A/A record and the report; the exit status."""
+    from bench.regress.calibration import record_aa
+    from bench.regress.verdicts import environment_differences, summary
+    from bench.tables import show
+
+    a, b, frame = judge(folder, args)
     print(f"A: {args.rev_a} ({shas['A'][:12]}) {a.folder}\nB: {args.rev_b} ({shas['B'][:12]}) {b.folder}")
     print("\n".join(f"differs: {line}" for line in environment_differences(a, b)) or "environments: no difference")
     print(show(frame.to_dict("records"), SHOWN))
-    print(summary(frame) + "; n: slots (each a median of its samples; `linbench compare A B` tests the samples)")
-    if shas["A"] == shas["B"]:
-        print(calibrate(folder, frame, args))
+    for r in frame[frame["verdict"] == "inconclusive"].to_dict("records"):
+        print(f"inconclusive: {r['cell']} {r['metric']}: {r['reason']}")
+    rounds = int(frame["rounds"].max()) if len(frame) else 0
+    print(summary(frame) + f"; {rounds} round(s) at most, {took:.0f} s; ratios from paired rounds (A B B A), "
+          f"errors controlled over the run (Holm, alpha {args.alpha:g})")
+    if shas["A"] == shas["B"] and args.plant == 1:
+        print(record_aa(folder, frame, args, took))
     for line in [*(f"note: {x}" for x in notes), *(f"FAILED {x}" for x in failing)]:
         print(line)
     if not args.no_report:
@@ -195,38 +219,37 @@ def summarize(folder: Path, args, shas: dict, failing: list[str], notes: list[st
     return 1 if failing or (frame["verdict"] == "slower").any() else 0
 
 
-def calibrate(folder: Path, frame, args) -> str:
-    """An A/A's calibration.json (every verdict not ``same`` counted against the rule), and its line."""
-    from bench.store import write_atomic
-
-    done = frame[frame["metric"].astype(str) != ""]
-    by = {v: int((done["verdict"] == v).sum()) for v in ("slower", "faster", "inconclusive", "same")}
-    m, k = len(done), len(done) - by["same"]
-    cal = {"cells": int(done["cell"].nunique()), "comparisons": m, "non_same": k, "false_positive_rate": k / m if m
-           else None, **by, "significant": by["slower"] + by["faster"], "disturbed": int(done["disturbed"].sum()),
-           **{a: getattr(args, a) for a in ("rounds", "repeats", "min_effect", "alpha", "quick")}, "slot": SLOT}
-    write_atomic(folder / "calibration.json", json.dumps(cal, indent=2))
-    return (f"A/A calibration: {k} of {m} comparisons were not `same` ({by['slower']} slower, {by['faster']} faster, "
-            f"{by['inconclusive']} inconclusive): false-positive rate {k}/{m}"
-            + (f" = {k / m:.0%}" if m else "") + f" ({folder / 'calibration.json'})")
-
-
 # -- the command line -----------------------------------------------------------------------------
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """The ``ab`` subcommand on ``subparsers`` (``func``: :func:`ab`, returning the exit status)."""
     from bench.grid import add_axis_flags
 
     p = subparsers.add_parser("ab", help="two revisions timed interleaved (A B B A); exit 1 when B is slower",
-                              description="Two revisions timed interleaved on this machine, and a verdict per cell.")
-    p.add_argument("rev_a", metavar="REV_A", help="the base revision (e.g. main)")
-    p.add_argument("rev_b", metavar="REV_B", help="the revision to judge (e.g. HEAD)")
+                              description="Two revisions timed in paired rounds (A B B A) on this machine, rounds "
+                              "added until every verdict is settled, and a verdict per cell and metric.")
+    p.add_argument("rev_a", metavar="REV_A", nargs="?", help="the base revision (e.g. main)")
+    p.add_argument("rev_b", metavar="REV_B", nargs="?", help="the revision to judge (e.g. HEAD)")
     p.add_argument("--quick", action="store_true", help="the quick grid")
     add_axis_flags(p, metavar="LIST")
     p.add_argument("--repeats", type=int, default=REPEATS,
                    help=f"timed epochs and loader passes per cell and slot (default {REPEATS})")
-    p.add_argument("--rounds", type=int, default=ROUNDS, help=f"A B B A rounds per cell (default {ROUNDS})")
+    p.add_argument("--rounds", type=int, default=ROUNDS,
+                   help=f"A B B A rounds per cell at least, before any is judged settled (default {ROUNDS})")
+    p.add_argument("--max-rounds", type=int, default=MAX_ROUNDS, help=f"rounds at most (default {MAX_ROUNDS})")
+    p.add_argument("--budget", type=float, default=BUDGET,
+                   help=f"seconds per cell: rounds are added until every verdict is settled or this is spent "
+                        f"(default {BUDGET:g})")
     p.add_argument("--min-effect", type=float, default=0.05, help="the smallest change that counts (default 0.05)")
-    p.add_argument("--alpha", type=float, default=0.05, help="the rank test's significance level (default 0.05)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="the chance of any false slower/faster verdict in the run (Holm; default 0.05)")
+    p.add_argument("--plant", type=float, default=1.0, metavar="FACTOR",
+                   help="slow B's every step by FACTOR with a busy wait (a change of known size; default 1: none)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="measure this machine's verdicts instead: N A/A runs and N runs per --plants effect of REV_A "
+                        "(default HEAD) against itself; writes their rates to --report-dir")
+    p.add_argument("--plants", default="1.05,1.1,1.3", help="the effects --calibrate plants (default 1.05,1.1,1.3)")
+    p.add_argument("--report-dir", default=None,
+                   help="where --calibrate writes its report (default reports/calibration-<host>)")
     p.add_argument("--out", default="results", help="folder for the ab folder (default: results)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (or LINBENCH_DATA)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report of the comparison")

@@ -15,11 +15,11 @@ from bench.tables import fmt, show
 
 def _row_text(r: dict) -> dict:
     interval = f" [{fmt(r['ratio_lo'])}, {fmt(r['ratio_hi'])}]" if math.isfinite(r["ratio_lo"]) else ""
-    return {**r, "ratio [lo, hi]": fmt(r["ratio"]) + interval, "p": r["p_value"],
+    return {**r, "ratio [lo, hi]": fmt(r["ratio"]) + interval, "level": r["level"],
             "disturbed": "yes" if r["disturbed"] else ""}
 
 
-TABLE = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio [lo, hi]", "p", "verdict", "disturbed",
+TABLE = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio [lo, hi]", "level", "verdict", "disturbed",
          "reason"]
 
 

@@ -1,15 +1,17 @@
-"""The statistics behind every verdict: intervals of a median, the test and the interval that compare
-two samples of times, and the verdict rule (slower, faster, same, inconclusive) built from them.
+"""The statistics behind every verdict: the interval of a median, the ratio of two times with its interval, and
+the one rule that turns a run's ratios into verdicts (slower, faster, same, inconclusive) with the errors of
+the whole run controlled together.
 
-:func:`median_ci` is the distribution-free interval of a median from order statistics (the binomial
-rule): no assumption about how timings are spread, which on a busy machine they are not (skewed,
-with a long right tail). Two samples are compared the same way: by Mann-Whitney's rank test
-(:func:`mann_whitney`) and by the ratio of their medians with a bootstrap interval (:func:`ratio_ci`).
-:func:`verdict` is the one rule every comparison (``linbench compare``, the report) applies.
+:func:`median_ci` is the distribution-free interval of a median from order statistics (the binomial rule).
+A comparison is an :class:`Estimate` of log(B/A), on the log scale since a slowdown is a factor: from paired
+rounds (:func:`paired`: ``linbench ab``, each round's B/A of slots measured side by side, A B B A) or from two
+independent samples (:func:`unpaired`: ``linbench compare`` of two finished runs). :func:`decide` judges
+every comparison of a run at once (:mod:`bench.regress.verdicts` and ``ab`` call it, the report shows it).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,23 +57,6 @@ def _floats(samples) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def mann_whitney(a, b) -> float:
-    """Two-sided p-value of Mann-Whitney's U test that ``a`` and ``b`` come from one distribution
-    (exact for small samples without ties, else the normal approximation); NaN when a side is empty."""
-    a, b = _floats(a), _floats(b)
-    if not len(a) or not len(b):
-        return math.nan
-    if np.ptp(np.concatenate([a, b])) == 0:
-        return 1.0  # every value equal: nothing tells the two apart
-    return float(_scipy_stats().mannwhitneyu(a, b, alternative="two-sided").pvalue)
-
-
-def smallest_p(n_a: int, n_b: int) -> float:
-    """The smallest two-sided p Mann-Whitney's exact test can give ``n_a`` against ``n_b`` samples
-    (every b above every a): 2 / C(n_a + n_b, n_a). 3 vs 3: 0.1, so p < 0.05 is out of reach."""
-    return min(1.0, 2 / math.comb(n_a + n_b, n_a)) if n_a and n_b else 1.0
-
-
 def _boot_medians(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """The medians of ``n_boot`` resamples (with replacement) of ``x``, drawn in blocks of bounded memory."""
     block = max(1, 2_000_000 // len(x))
@@ -99,68 +84,158 @@ def speedup_ci(base_samples, cell_samples, level: float = LEVEL, n_boot: int = 2
     return ratio_ci(cell_samples, base_samples, level, n_boot, seed)
 
 
-def verdict(a, b, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> dict:
-    """Whether B's times are slower, faster, the same as A's, or inconclusive; with the numbers and why.
+def _t():
+    return _scipy_stats().t
 
-    ratio = median(b) / median(a) of times (> 1: B is slower); [ratio_lo, ratio_hi] its ``1 - alpha``
-    bootstrap interval (:func:`ratio_ci`); p_value Mann-Whitney's two-sided p (:func:`mann_whitney`).
-    The rule, first match wins:
 
-    1. inconclusive when a side has no samples, or too few for the test ever to reach p < alpha
-       (:func:`smallest_p` >= alpha: 3 vs 3 samples can never be told apart at 5%; 4 vs 4 can);
-    2. slower when p < alpha and ratio >= 1 + min_effect: the samples differ (the test) and by enough
-       to matter (the point estimate); faster when p < alpha and ratio <= 1 - min_effect;
-    3. same when the whole interval lies within [1 - min_effect, 1 + min_effect]: any change is
-       shown to be smaller than min_effect (an equivalence test), whatever p says;
-    4. inconclusive otherwise: no difference was shown, and none was ruled out (the interval is wider
-       than +-min_effect), or a difference was shown that is smaller than min_effect.
+@dataclass(frozen=True)
+class Estimate:
+    """log(B/A) of times (> 0: B is slower), its standard error and degrees of freedom (Student's t), and the
+    counts it came from: rounds for a paired estimate, samples a side for an unpaired one."""
+    log_ratio: float
+    se: float
+    df: float
+    n_a: int
+    n_b: int
+    paired: bool = False
 
-    Why the point estimate in 2 and not the interval (``asv compare`` decides the same way: a factor on
-    the point estimates, and a Mann-Whitney test): the rank test alone holds the false positives of
-    identical distributions to alpha, and min_effect on top keeps most tiny real shifts (a busier
-    machine) from being called out. Measured over 2000 comparisons of 20 vs 20 lognormal samples
-    (sigma 0.2, a busy machine): identical runs are called slower 2.3% of the time (faster 2.2%), a
-    1.3x slowdown is caught 97% of the time. Asking the interval to clear 1 + min_effect as well
-    would cut the first to 0.4% but the second to 77%; tests/test_stats.py asserts both rates.
+    @property
+    def ratio(self) -> float:
+        return math.exp(self.log_ratio)
+
+    def _z(self, edge: float) -> float:
+        if self.se > 0:
+            return (self.log_ratio - edge) / self.se
+        return math.copysign(math.inf, self.log_ratio - edge) if self.log_ratio != edge else 0.0
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The two-sided ``1 - alpha`` interval of the ratio B/A."""
+        q = float(_t().ppf(1 - alpha / 2, self.df)) * self.se
+        return math.exp(self.log_ratio - q), math.exp(self.log_ratio + q)
+
+    def p_values(self, min_effect: float) -> tuple[float, float]:
+        """(p_diff, p_same). p_diff < a exactly when the ``1 - a`` interval lies outside the band
+        [1 - min_effect, 1 + min_effect] (a change of more than min_effect, either way); p_same < a exactly when
+        it lies inside (two one-sided tests, each at a/2): each verdict is its interval read against the band."""
+        t, up, down = _t(), math.log1p(min_effect), math.log1p(-min_effect)
+        p_slower, p_faster = float(t.sf(self._z(up), self.df)), float(t.cdf(self._z(down), self.df))
+        above, below = float(t.sf(self._z(down), self.df)), float(t.cdf(self._z(up), self.df))
+        return min(1.0, 2 * min(p_slower, p_faster)), min(1.0, 2 * max(above, below))
+
+    def rounds_to_decide(self, min_effect: float, alpha: float, most: int = 10_000) -> int | None:
+        """About how many rounds in all would decide this paired estimate at level ``alpha``, if the ratio and
+        the spread stay as they are (None: more than ``most``; the ratio sits on the band's edge)."""
+        up, down, x = math.log1p(min_effect), math.log1p(-min_effect), self.log_ratio
+        dist = x - up if x > up else down - x if x < down else min(up - x, x - down)
+        spread = self.se * math.sqrt(self.n_a)
+        if spread == 0:
+            return self.n_a
+        if dist <= 0:
+            return None
+        n = max(2, math.ceil((1.96 * spread / dist) ** 2))
+        while n <= most and float(_t().ppf(1 - alpha / 2, n - 1)) * spread / math.sqrt(n) >= dist:
+            n = math.ceil(n * 1.1) + 1
+        return n if n <= most else None
+
+
+def _logs(x) -> np.ndarray:
+    x = _floats(x)
+    return np.log(x[x > 0])
+
+
+def paired(a_rounds, b_rounds) -> Estimate | None:
+    """From rounds measured side by side: ``a_rounds[i]`` and ``b_rounds[i]`` the slot values of round i of each
+    side (A B B A: two each). Each round gives one log-ratio, mean(log B) - mean(log A), so whatever the machine
+    did during the round (drift, a steady load) cancels; rounds are independent (fresh processes), slots of
+    one round are not. None below 2 rounds."""
+    d = np.array([np.mean(_logs(b)) - np.mean(_logs(a)) for a, b in zip(a_rounds, b_rounds)
+                  if len(_logs(a)) and len(_logs(b))])
+    if len(d) < 2:
+        return None
+    return Estimate(float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1, len(d), len(d), True)
+
+
+def unpaired(a, b) -> Estimate | None:
+    """From two independent samples of times (Welch's t on their logs). None when a side has under 2."""
+    la, lb = _logs(a), _logs(b)
+    if len(la) < 2 or len(lb) < 2:
+        return None
+    va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1)) if se > 0 else len(la) + len(lb) - 2
+    return Estimate(float(lb.mean() - la.mean()), se, df, len(la), len(lb))
+
+
+def holm(p_values, alpha: float) -> tuple[list[bool], list[float]]:
+    """Holm's step-down over a family: which hypotheses are rejected, and the level each was tested at (the
+    family-wise error rate stays <= alpha, whatever the dependence between the tests)."""
+    m, order = len(p_values), np.argsort(p_values, kind="stable")
+    rejected, levels, going = [False] * m, [alpha / m if m else alpha] * m, True
+    for k, i in enumerate(order):
+        levels[i] = alpha / (m - k)
+        going = going and p_values[i] < levels[i]
+        rejected[i] = going
+    return rejected, levels
+
+
+def settled(est: Estimate | None, min_effect: float, alpha: float) -> bool:
+    """Whether ``est`` is decided at level ``alpha``: its interval wholly outside or wholly inside the band."""
+    return est is not None and min(est.p_values(min_effect)) < alpha
+
+
+def decide(estimates: list, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> list[dict]:
+    """The verdict of every comparison of one run, their errors controlled together.
+
+    Per comparison: ``slower``/``faster`` when the ratio's interval lies wholly beyond 1 +- min_effect,
+    ``same`` when it lies wholly within, ``inconclusive`` otherwise (or with no estimate). The family-wise
+    error rate of the run is held at ``alpha`` by Holm's step-down, separately for the claims of a change
+    (p_diff) and of none (p_same): among m comparisons the surest is tested at alpha/m, the next at
+    alpha/(m-1), and so on. Holm rather than Benjamini-Hochberg: a regression gate acts on every single
+    `slower`, so the chance of any false one in a run is what must be small, not their expected share.
+    ``ratio_lo``/``ratio_hi`` are the interval at the level the verdict was reached at (``level``);
+    an inconclusive one's at alpha/m, the level every comparison is sure to be held to.
     """
-    a, b = _floats(a), _floats(b)
-    n_a, n_b = len(a), len(b)
-    med_a = float(np.median(a)) if n_a else math.nan
-    med_b = float(np.median(b)) if n_b else math.nan
-    ratio = med_b / med_a if n_a and n_b and med_a > 0 else math.nan
-    lo, hi = ratio_ci(a, b, level=1 - alpha)
-    p = mann_whitney(a, b)
-    out = dict(n_a=n_a, n_b=n_b, median_a=med_a, median_b=med_b, ratio=ratio, ratio_lo=lo, ratio_hi=hi,
-               p_value=p)
-    interval = f"the {1 - alpha:.0%} interval of the ratio [{lo:.3g}, {hi:.3g}]"
-    if not n_a or not n_b:
-        return {**out, "verdict": "inconclusive", "reason": f"no samples in {'A' if not n_a else 'B'}"}
-    if (least := smallest_p(n_a, n_b)) >= alpha:
-        return {**out, "verdict": "inconclusive", "reason": f"too few samples: {n_a} vs {n_b} can never reach "
-                f"p < {alpha:g} (the smallest p is {least:.2g}); time more repeats"}
-    change = f"B's median {abs(ratio - 1):.0%} {'higher' if ratio >= 1 else 'lower'} (p={p:.2g})"
-    if p < alpha and ratio >= 1 + min_effect:
-        return {**out, "verdict": "slower", "reason": change}
-    if p < alpha and ratio <= 1 - min_effect:
-        return {**out, "verdict": "faster", "reason": change}
-    if 1 - min_effect <= lo and hi <= 1 + min_effect:
-        return {**out, "verdict": "same", "reason": f"{interval} lies within +-{min_effect:.0%}"}
-    if p < alpha:
-        why = f"{change}: a change below the {min_effect:.0%} that counts, but {interval} reaches beyond it"
-    else:
-        why = f"no difference shown (p={p:.2g}), none ruled out: {interval} is wider than +-{min_effect:.0%}"
-    return {**out, "verdict": "inconclusive", "reason": why}
+    idx = [i for i, e in enumerate(estimates) if e is not None]
+    pairs = [estimates[i].p_values(min_effect) for i in idx]
+    diff, diff_at = holm([p for p, _ in pairs], alpha)
+    same, same_at = holm([p for _, p in pairs], alpha)
+    m, out = len(idx), [None] * len(estimates)
+    for j, i in enumerate(idx):
+        e = estimates[i]
+        verdict = ("slower" if e.log_ratio > 0 else "faster") if diff[j] else "same" if same[j] else "inconclusive"
+        a = diff_at[j] if diff[j] else same_at[j] if same[j] else alpha / m
+        lo, hi = e.interval(a)
+        what = f"B/A {e.ratio:.3g} [{lo:.3g}, {hi:.3g}] at {100 * (1 - a):.3f}".rstrip("0").rstrip(".") + "%"
+        holm_of = f"(Holm over {m} comparison(s), {'rounds' if e.paired else 'samples'} {e.n_a} vs {e.n_b})"
+        if verdict in ("slower", "faster"):
+            why = f"{what} lies beyond {1 + min_effect if verdict == 'slower' else 1 - min_effect:g} {holm_of}"
+        elif verdict == "same":
+            why = f"{what} lies within +-{min_effect:.0%} {holm_of}"
+        else:
+            why = f"{what} reaches across 1 +- {min_effect:.0%} {holm_of}"
+            if e.paired:
+                need = e.rounds_to_decide(min_effect, a)
+                why += (f"; about {need - e.n_a} more round(s) would likely decide it" if need and need > e.n_a
+                        else "; the ratio sits at the band's edge: no number of rounds is likely to decide it"
+                        if need is None else "")
+        out[i] = dict(ratio=e.ratio, ratio_lo=lo, ratio_hi=hi, level=1 - a, p_diff=pairs[j][0],
+                      p_same=pairs[j][1], verdict=verdict, reason=why)
+    for i, e in enumerate(estimates):
+        if e is None:
+            out[i] = dict(ratio=math.nan, ratio_lo=math.nan, ratio_hi=math.nan, level=math.nan, p_diff=math.nan,
+                          p_same=math.nan, verdict="inconclusive", reason="too few samples or rounds (2 a side at "
+                          "least) to estimate the ratio's spread")
+    return out
 
 
 def meanings(min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> dict[str, str]:
-    """Each verdict of :func:`verdict` in one sentence, for the terminal and the report."""
+    """Each verdict of :func:`decide` in one sentence, for the terminal and the report."""
     return {
-        "slower": f"B takes at least {min_effect:.0%} more time than A (median ratio >= {1 + min_effect:g}) and "
-                  f"the rank test tells the two apart (p < {alpha:g}).",
-        "faster": f"B takes at least {min_effect:.0%} less time than A (median ratio <= {1 - min_effect:g}) and "
-                  f"the rank test tells the two apart (p < {alpha:g}).",
-        "same": f"the {1 - alpha:.0%} interval of the median ratio lies within +-{min_effect:.0%}: any change is "
-                "smaller than what counts.",
-        "inconclusive": "too few samples, or too much noise, to say either: time more repeats on a quieter "
-                        "machine (the reason column says which).",
+        "slower": f"the interval of B/A lies wholly above {1 + min_effect:g}: B takes more than {min_effect:.0%} "
+                  f"more time (the run's chance of any false `slower` or `faster` <= {alpha:g}, Holm).",
+        "faster": f"the interval of B/A lies wholly below {1 - min_effect:g}: B takes more than {min_effect:.0%} "
+                  "less time.",
+        "same": f"the interval of B/A lies wholly within +-{min_effect:.0%}: any change is smaller than what counts.",
+        "inconclusive": "the interval reaches across the band's edge: neither shown; `linbench ab` adds rounds "
+                        "until decided or its budget ends, and says how many more would likely decide it.",
     }

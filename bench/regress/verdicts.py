@@ -1,7 +1,8 @@
 """Two runs compared: per cell and metric, a verdict on B's times against A's from their raw samples
-(:func:`compare_runs`, the rule in :func:`bench.regress.stats.verdict`), what differs between the two
-environments (:func:`environment_differences`), and the ``linbench compare A B`` subcommand
-(:func:`add_parser`), which exits 1 when any cell is slower.
+(:func:`compare_runs`: every comparison of the two runs judged together by :func:`bench.regress.stats.decide`),
+and what differs between the two environments (:func:`environment_differences`). ``linbench compare`` and the
+report read two finished runs this way (Welch's t on the logs of the raw samples); ``linbench ab`` hands in its
+paired rounds' estimates instead.
 
 Cells join on every axis of the grid, so cells at other thread counts (or batch sizes, ...) are other
 cells and never compared; runs with no device in common (a CPU run against a GPU run) join on the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from bench.grid import AXES, label_of
@@ -23,7 +25,8 @@ METRICS = {"epoch": ("epoch_s", 1.0, "n"), "step": ("step_ms", 1e-3, "step_n"),
            "loader_epoch": ("loader_epoch_s", 1.0, "loader_n")}
 ONLY = ("only in A", "only in B")
 ORDER = ("slower", "faster", "inconclusive", "same", *ONLY)  # the table's order of rows
-FIELDS = ["n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "p_value", "verdict", "reason"]
+FIELDS = ["n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "level", "p_diff", "p_same",
+          "verdict", "reason"]
 
 
 def _value(v):
@@ -64,12 +67,19 @@ def _near(key: tuple, others, keys: list[str]) -> str:
     return "; ".join(f"{axis} {', '.join(values)}" for axis, values in found.items())
 
 
-def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) -> pd.DataFrame:
+def _unpaired(label: str, metric: str, sa: list, sb: list):
+    from bench.regress.stats import unpaired
+
+    return unpaired(sa, sb)
+
+
+def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05, estimate=_unpaired) -> pd.DataFrame:
     """One row per cell timed in both runs and metric (epoch, step, loader_epoch): the cell's label and
-    axes, :func:`bench.regress.stats.verdict`'s fields and ``disturbed`` (the load disturbed either run's cell);
-    then one row per cell timed in one run only (verdict ``only in A``/``only in B``, no metric). Rows
-    slower first (see :data:`ORDER`). When the runs share no device, ``device_b`` is B's device."""
-    from bench.regress.stats import verdict
+    axes, the medians, :func:`bench.regress.stats.decide`'s fields and ``disturbed`` (the load disturbed either
+    run's cell); then one row per cell timed in one run only (verdict ``only in A``/``only in B``, no metric).
+    ``estimate(label, metric, samples_a, samples_b)`` gives each comparison's Estimate (default: unpaired).
+    Rows slower first (see :data:`ORDER`). When the runs share no device, ``device_b`` is B's device."""
+    from bench.regress.stats import decide
 
     cells_a, cells_b = _cells(a), _cells(b)
     keys = list(AXES)
@@ -80,7 +90,7 @@ def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) 
     by_a = {tuple(k[i] for i in pick): k for k in cells_a}
     by_b = {tuple(k[i] for i in pick): k for k in cells_b}
     samples_a, samples_b = _samples(a), _samples(b)
-    rows = []
+    rows, judged = [], []  # judged: (row, estimate) of each comparison with samples on both sides
     for joined, key_a in by_a.items():
         if joined not in by_b:
             continue
@@ -94,7 +104,9 @@ def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) 
             sa = (samples_a or {}).get((key_a, metric))
             sb = (samples_b or {}).get((key_b, metric))
             if sa and sb:
-                rows.append({**base, "metric": metric, **verdict(sa, sb, min_effect, alpha), "disturbed": disturbed})
+                rows.append({**base, "metric": metric, "n_a": len(sa), "n_b": len(sb), "median_a": float(np.median(sa)),
+                             "median_b": float(np.median(sb)), "disturbed": disturbed})
+                judged.append((rows[-1], estimate(base["cell"], metric, sa, sb)))
                 continue
             med = [float(pd.Series(s).median()) if s else cells[k][column] * unit
                    for s, cells, k in ((sa, cells_a, key_a), (sb, cells_b, key_b))]
@@ -104,8 +116,10 @@ def compare_runs(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) 
             lacking = ", ".join(r.id for r, s in ((a, sa), (b, sb)) if not s)
             rows.append({**base, "metric": metric, "n_a": n[0], "n_b": n[1], "median_a": med[0], "median_b": med[1],
                          "ratio": med[1] / med[0] if med[0] > 0 else math.nan, "ratio_lo": math.nan,
-                         "ratio_hi": math.nan, "p_value": math.nan, "verdict": "inconclusive",
+                         "ratio_hi": math.nan, "verdict": "inconclusive",
                          "reason": f"no raw samples in {lacking}", "disturbed": disturbed})
+    for (row, _), judgement in zip(judged, decide([e for _, e in judged], min_effect, alpha)):
+        row.update(judgement)
     for side, (mine, other, run) in zip(ONLY, ((by_a, by_b, b), (by_b, by_a, a))):
         for joined, key in mine.items():
             if joined not in other:

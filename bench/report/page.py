@@ -123,7 +123,7 @@ def headline(run: Run, ok: pd.DataFrame) -> Section:
     return s
 
 
-COMPARED = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "p_value",
+COMPARED = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "level",
             "verdict", "disturbed", "reason"]
 VERDICT_CLASS = {"slower": "worse", "faster": "better", ONLY[0]: "skipped", ONLY[1]: "skipped"}
 
