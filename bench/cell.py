@@ -23,6 +23,7 @@ import torch
 import impls
 from bench.grid import Cell, sample_cap, train_examples
 from bench.loaders import Resident, close_loader, make_loader
+from bench.machine_load import REMEASURES
 from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
 from bench.timer import Stats, Until, slowest, time_repeats
 from impls.models import MODELS, init_params
@@ -49,6 +50,7 @@ class Settings:
     step_seconds: float = 0.3
     step_batches: int = 16
     warm_steps: int = 3
+    remeasures: int = REMEASURES  # tries again of a block others disturbed (an A/B slot: 0, the pairing copes)
     plant: float = 1.0  # > 1: every step slowed by this factor (:class:`Planted`), a change of known size
 
     @classmethod
@@ -58,10 +60,11 @@ class Settings:
         return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
 
     def until(self, repeats: int | None = None) -> Until:
-        return Until(repeats or self.repeats, self.halfwidth, self.seconds, max(self.most, repeats or 0))
+        return Until(repeats or self.repeats, self.halfwidth, self.seconds, max(self.most, repeats or 0),
+                     self.remeasures)
 
     def step_until(self) -> Until:
-        return Until(5, self.halfwidth, self.step_seconds, 400)
+        return Until(5, self.halfwidth, self.step_seconds, 400, self.remeasures)
 
 
 @dataclass

@@ -65,11 +65,13 @@ class Stats:
 @dataclass(frozen=True)
 class Until:
     """When to stop repeating a block: ``repeats`` at least; then until the median's 95% interval is
-    within +-``halfwidth``, or ``seconds`` of timed blocks have passed, or ``most`` repeats."""
+    within +-``halfwidth``, or ``seconds`` of timed blocks have passed, or ``most`` repeats. A block others
+    disturbed is measured again at most ``remeasures`` times (0: kept as it was, as an A/B slot keeps it)."""
     repeats: int = 3
     halfwidth: float = 0.03
     seconds: float = 2.0
     most: int = 30
+    remeasures: int = REMEASURES
 
     def done(self, times) -> bool:
         if len(times) < self.repeats:
@@ -108,11 +110,11 @@ def slowest(seconds: float) -> float:
     return _collective.reduce(seconds, 0.0)[0] if _collective else seconds
 
 
-def _timed(fn, device) -> tuple[float, LoadMeter]:
+def _timed(fn, device, remeasures: int = REMEASURES) -> tuple[float, LoadMeter]:
     """One block: its seconds (the device synchronized on both edges) and the load meanwhile; a block
-    that others disturbed is measured again, at most ``REMEASURES`` times. Under a :class:`Collective`
+    that others disturbed is measured again, at most ``remeasures`` times. Under a :class:`Collective`
     the ranks start together and the slowest one's seconds count."""
-    for _ in range(REMEASURES + 1):
+    for _ in range(remeasures + 1):
         with LoadMeter() as meter:
             sync(device)
             if _collective:
@@ -136,7 +138,7 @@ def time_repeats(fn, repeats: int | Until = 3, device="cpu", warmup: int = 1) ->
         fn()
     times, loads, disturbed = [], [], 0
     while not until.done(times):
-        seconds, meter = _timed(fn, device)
+        seconds, meter = _timed(fn, device, until.remeasures)
         times.append(seconds), loads.append(meter.others)
         disturbed += meter.disturbed
     return Stats.of(times, float(np.mean(loads)), disturbed)
