@@ -29,13 +29,17 @@ from bench.timer import Stats, Until, slowest, time_repeats
 from impls.models import MODELS, init_params
 
 
+SLOW_PASS = 0.1  # seconds: a form slower than this per pass of step_batches is timed a batch at a time
+
+
 @dataclass(frozen=True)
 class Settings:
     """How a cell is made ready and timed; the runner builds it from its config, asv and pytest use the default.
 
     Epochs and loader passes repeat at least ``repeats`` times, then until the median's 95% interval is
     within +-``halfwidth`` or ``seconds`` of passes are spent (at most ``most``); steps likewise, in
-    passes over ``step_batches`` batches already on the device, for ``step_seconds`` at most.
+    passes over ``step_batches`` batches already on the device (``step_repeats`` at least), for ``step_seconds``
+    at most.
     ``--quick`` measures the same way: its grid only has fewer cells.
     """
     seed: int = 0
@@ -49,6 +53,7 @@ class Settings:
     most: int = 30
     step_seconds: float = 0.3
     step_batches: int = 16
+    step_repeats: int = 5
     warm_steps: int = 3
     remeasures: int = REMEASURES  # tries again of a block others disturbed (an A/B slot: 0, the pairing copes)
     plant: float = 1.0  # > 1: every step slowed by this factor (:class:`Planted`), a change of known size
@@ -64,7 +69,7 @@ class Settings:
                      self.remeasures)
 
     def step_until(self) -> Until:
-        return Until(5, self.halfwidth, self.step_seconds, 400, self.remeasures)
+        return Until(self.step_repeats, self.halfwidth, self.step_seconds, 400, self.remeasures)
 
 
 @dataclass
@@ -235,7 +240,7 @@ class CellBench:
         batches = batches or self.device_batches()
         start = time.perf_counter()
         self.steps(batches)  # the warm-up pass; a slow form (seconds per pass) is timed a batch at a time
-        if slowest(time.perf_counter() - start) > self.settings.step_seconds / 3:
+        if slowest(time.perf_counter() - start) > SLOW_PASS:
             batches = batches[:1]
         stats = time_repeats(lambda: self.steps(batches), self.settings.step_until(), self.dev, warmup=0)
         return stats.scaled(1e3 / len(batches))

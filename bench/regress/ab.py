@@ -21,10 +21,10 @@ from bench import UserError
 from bench.regress.ab_worker import PROTOCOL, Worker
 from bench.regress.revisions import git, resolve, worktree
 
-# a slot: --repeats epochs and loader passes and 5 step passes, each kept as measured (the round's pairing, not a
-# re-measure, copes with others' load)
-SLOT = {"seconds": 0.0, "step_seconds": 0.0, "remeasures": 0}
-ROUNDS, MAX_ROUNDS, REPEATS, BUDGET = 4, 60, 1, 180.0  # rounds at least and at most; seconds per cell
+# a slot: --repeats epochs and loader passes and 20 step passes, each kept as measured (the round's pairing, not
+# a re-measure, copes with others' load); its value is their median
+SLOT = {"seconds": 0.0, "step_seconds": 0.0, "step_repeats": 20, "remeasures": 0}
+ROUNDS, MAX_ROUNDS, REPEATS, BUDGET = 4, 60, 3, 180.0  # rounds at least and at most; seconds per cell
 ORDER = "ABBA"
 SHOWN = ["cell", "metric", "rounds", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "level", "verdict"]
 

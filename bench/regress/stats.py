@@ -143,27 +143,43 @@ def _logs(x) -> np.ndarray:
     return np.log(x[x > 0])
 
 
+TRIM = 0.2  # the share cut from each tail of the per-round ratios (Yuen's trimmed mean): one burst of load in a
+# round moves that round alone, and a trimmed mean does not follow it, while with no burst it loses little
+
+
+def _trimmed(x: np.ndarray, trim: float = TRIM) -> tuple[float, float, int]:
+    """(trimmed mean, the squared standard error's numerator term d, h = values kept) of ``x`` (Yuen 1974):
+    d = (n - 1) s_w^2 / (h (h - 1)) with s_w^2 the winsorized variance."""
+    x, n = np.sort(x), len(x)
+    g = int(trim * n)
+    h = n - 2 * g
+    w = np.clip(x, x[g], x[n - 1 - g])
+    return float(x[g:n - g].mean()), float((n - 1) * w.var(ddof=1) / (h * (h - 1))), h
+
+
 def paired(a_rounds, b_rounds) -> Estimate | None:
     """From rounds measured side by side: ``a_rounds[i]`` and ``b_rounds[i]`` the slot values of round i of each
     side (A B B A: two each). Each round gives one log-ratio, mean(log B) - mean(log A), so whatever the machine
     did during the round (drift, a steady load) cancels; rounds are independent (fresh processes), slots of
-    one round are not. None below 2 rounds."""
+    one round are not. Their trimmed mean and Yuen's t (df = kept - 1). None below 3 rounds."""
     d = np.array([np.mean(_logs(b)) - np.mean(_logs(a)) for a, b in zip(a_rounds, b_rounds)
                   if len(_logs(a)) and len(_logs(b))])
-    if len(d) < 2:
+    if len(d) < 3:
         return None
-    return Estimate(float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1, len(d), len(d), True)
+    mean, term, h = _trimmed(d)
+    return Estimate(mean, math.sqrt(term), h - 1, len(d), len(d), True)
 
 
 def unpaired(a, b) -> Estimate | None:
-    """From two independent samples of times (Welch's t on their logs). None when a side has under 2."""
+    """From two independent samples of times: the difference of their logs' trimmed means, Yuen's t (Welch's
+    df on the trimmed samples). None when a side has under 3."""
     la, lb = _logs(a), _logs(b)
-    if len(la) < 2 or len(lb) < 2:
+    if len(la) < 3 or len(lb) < 3:
         return None
-    va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1)) if se > 0 else len(la) + len(lb) - 2
-    return Estimate(float(lb.mean() - la.mean()), se, df, len(la), len(lb))
+    (ma, da, ha), (mb, db, hb) = _trimmed(la), _trimmed(lb)
+    se = math.sqrt(da + db)
+    df = (da + db) ** 2 / (da**2 / (ha - 1) + db**2 / (hb - 1)) if se > 0 else ha + hb - 2
+    return Estimate(mb - ma, se, df, len(la), len(lb))
 
 
 def holm(p_values, alpha: float) -> tuple[list[bool], list[float]]:
@@ -223,7 +239,7 @@ def decide(estimates: list, min_effect: float = MIN_EFFECT, alpha: float = ALPHA
     for i, e in enumerate(estimates):
         if e is None:
             out[i] = dict(ratio=math.nan, ratio_lo=math.nan, ratio_hi=math.nan, level=math.nan, p_diff=math.nan,
-                          p_same=math.nan, verdict="inconclusive", reason="too few samples or rounds (2 a side at "
+                          p_same=math.nan, verdict="inconclusive", reason="too few samples or rounds (3 a side at "
                           "least) to estimate the ratio's spread")
     return out
 
