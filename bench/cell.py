@@ -28,7 +28,6 @@ from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
 from bench.timer import Stats, Until, slowest, time_repeats
 from impls.models import MODELS, init_params
 
-
 SLOW_PASS = 0.1  # seconds: a form slower than this per pass of step_batches is timed a batch at a time
 
 

@@ -113,7 +113,9 @@ def measure(folder: Path, trees: dict, shas: dict, overrides: dict, args) -> tup
             workers = {side: Worker(side, trees[side], folder / f"{side}.log") for side in "AB"}
             if r:
                 for side in "AB":
-                    workers[side].ask(cmd="start", run=started[side]["run"], slot=slots[side])
+                    workers[side].send(cmd="start", run=started[side]["run"], slot=slots[side])
+                for side in "AB":
+                    workers[side].receive()
             else:
                 started = {side: workers[side].ask(
                     cmd="start", out=str(folder), run_id=side, config=config, slot=slots[side],

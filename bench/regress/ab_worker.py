@@ -93,6 +93,16 @@ def slot_medians(run):
     return view
 
 
+def warm_data(cells: list, config) -> None:
+    """The data sets of ``cells`` read now, while the worker starts (untimed, both sides at once), not in the
+    round's first slot."""
+    from bench.data import load_split
+
+    for model in dict.fromkeys(c.model for c in cells):
+        with contextlib.suppress(Exception):  # a data problem is the slot's to report
+            load_split(model, True, config.data_dir)  # as the loaders call it: one cache entry
+
+
 class Side:
     """The run this process writes: its store, runner and cells, and each cell's pooled samples."""
 
@@ -121,6 +131,7 @@ class Side:
             store, config, cells = runner.resume(Path(msg["run"]))
             store.meta["complete"] = False
             self.samples = {c.label(): {m: list(store.samples.get((c.key(), m), [])) for m in METRICS} for c in cells}
+            warm_data(cells, config)
         else:
             config = runner.plan(**msg["config"])
             store, cells = runner.start(config, Path(msg["out"]), run_id=msg.get("run_id"), progress=False)
@@ -204,9 +215,19 @@ class Worker:
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=1)
 
     def ask(self, **msg) -> dict:
+        self.send(**msg)
+        return self.receive()
+
+    def send(self, **msg) -> None:
+        """A command sent, its answer left to :meth:`receive` (both workers of a round start at once)."""
         try:
             self.proc.stdin.write(json.dumps(msg) + "\n")
             self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def receive(self) -> dict:
+        try:
             line = self.proc.stdout.readline()
         except (BrokenPipeError, OSError):
             line = ""
