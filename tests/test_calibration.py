@@ -1,11 +1,13 @@
 """Calibration of ``linbench ab`` on a busy machine (one core kept spinning throughout), measured and shown.
 
 In a temporary clone (this working tree's bench/ and impls/ committed over HEAD, so nothing waits on a
-commit of them): an A/A (one revision on both sides) gives no ``slower`` verdict, exits 0 and writes
-``calibration.json``; a planted commit that makes the ``module`` form's step 1.5-2.5x slower (three extra
-forward passes, no sleep) is named ``slower`` on its step and exits 1, and the other form is not called
-slower. The grid is two softmax cells on the resident loader at one torch thread (the spinning core and
-this process's one thread each get a core); ``--quick`` keeps the gate and the peak probe short.
+commit of them): an A/A (one revision on both sides) gives no ``slower`` or ``faster`` verdict, exits 0 and
+writes ``calibration.json``; a busy-wait plant of 1.3x on B's steps is named ``slower`` on each form's step
+with an interval that covers 1.3, while the loader it does not touch is not; a planted commit that makes
+the ``module`` form's step 1.5-2.5x slower (three extra forward passes, no sleep) is named ``slower`` through
+two worktrees and exits 1, and the other form is not called slower; ``--calibrate`` writes its rates. The
+grid is two softmax cells on the resident loader (one torch thread: ab's default); ``--quick`` keeps the
+gate and the peak probe short, and a small budget keeps each run to a few rounds.
 """
 import json
 import shutil
@@ -22,7 +24,7 @@ from bench.timer import Stats
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",
-        "--batch-sizes", "256", "--threads", "1", "--devices", "cpu"]
+        "--batch-sizes", "256", "--devices", "cpu", "--rounds", "4", "--max-rounds", "6", "--budget", "40"]
 MODULE, VECTORIZED = "softmax/module/cpu/resident/w0/b256/t1", "softmax/vectorized/cpu/resident/w0/b256/t1"
 PLANTED = ("        loss = self.loss(self.net(X), y)\n",
            "        self.net(X), self.net(X), self.net(X)  # planted: three extra forward passes, 1.5-2.5x the step\n"
@@ -85,6 +87,10 @@ def test_bad_revisions_and_a_dirty_worktree_are_one_line_errors(clone, tmp_path,
     for args, message, before in [(["nosuchrev", "HEAD"], "is not a revision", None),
                                   ([first, "HEAD"], "predates bench/ab_worker.py", None),
                                   (["HEAD", "HEAD", "--rounds", "0"], "--rounds", None),
+                                  (["HEAD", "HEAD", "--plant", "0.5"], "--plant", None),
+                                  (["HEAD"], "two revisions", None),
+                                  (["HEAD", "HEAD~1", "--calibrate", "1"], "one REV", None),
+                                  (["HEAD", "--calibrate", "1", "--plants", "0.9"], "--plants", None),
                                   (["HEAD", "HEAD", "--forms", "fortran"], "fortran", None),
                                   (["HEAD", "HEAD"], "has local changes", dirty)]:
         if before:
@@ -95,25 +101,39 @@ def test_bad_revisions_and_a_dirty_worktree_are_one_line_errors(clone, tmp_path,
     git(tree, "checkout", "--", "README.md")  # clean again: the next tests reuse it
 
 
-def test_a_a_gives_no_slower_and_writes_its_calibration(clone, busy_core, real_data, tmp_path):
+def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core, real_data, tmp_path):
     out = ab(clone, "HEAD", "HEAD", *GRID, "--out", str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     folder = folder_of(tmp_path)
     frame = pd.read_csv(folder / "compare.csv")
     assert set(frame["cell"]) == {MODULE, VECTORIZED} and set(frame["metric"]) == {"epoch", "step", "loader_epoch"}
-    assert not (frame["verdict"] == "slower").any()
-    assert (frame["n_a"] == 6).all() and (frame["n_b"] == 6).all()  # slots: 3 rounds of A B B A
+    assert not frame["verdict"].isin(["slower", "faster"]).any(), out.stdout
+    assert (frame["rounds"] >= 4).all() and (frame["n_a"] == 2 * frame["rounds"]).all()  # A B B A: 2 slots a round
+    assert frame["reason"].str.contains("Holm over 6 comparison").all()
     cal = json.loads((folder / "calibration.json").read_text())
-    assert cal["comparisons"] == 6 and cal["cells"] == 2 and cal["slower"] == 0
-    assert cal["false_positive_rate"] == pytest.approx(cal["non_same"] / 6)
+    assert cal["comparisons"] == 6 and cal["cells"] == 2 and cal["slower"] == cal["faster"] == 0
+    assert cal["false_positive_rate"] == 0 and cal["rounds"] >= 4
     assert f"{cal['non_same']} of 6 comparisons were not `same`" in out.stdout
     sha = git(clone, "rev-parse", "HEAD")
-    for side in "AB":  # ordinary run folders, each timed by the revision's own worker
+    for side in "AB":  # ordinary run folders, each timed by the revision's own worker, at one torch thread
         run = Run(folder / side)
         assert run.meta["complete"] and run.meta["ab"]["side"] == side and run.meta["env"]["commit"] == sha
         assert (run.results.set_index("form").loc["module", "status"] == "ok").any()
+        assert set(run.results["threads"]) == {1}
     assert (folder / "report" / "index.html").exists(), out.stderr[-2000:]
     print(out.stdout)  # the measured calibration, shown with -s / in the report of a failure
+
+
+def test_a_busy_wait_plant_is_slower_with_an_interval_that_covers_it(clone, busy_core, real_data, tmp_path):
+    out = ab(clone, "HEAD", "HEAD", *GRID, "--plant", "1.3", "--no-report", "--out", str(tmp_path))
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
+    for cell in (MODULE, VECTORIZED):
+        step = frame.loc[(cell, "step")]
+        assert step["verdict"] == "slower" and step["ratio_lo"] <= 1.3 <= step["ratio_hi"], out.stdout
+        assert frame.loc[(cell, "loader_epoch"), "verdict"] not in ("slower", "faster"), out.stdout  # untouched
+    assert "calibration" not in out.stdout  # a plant: no A/A record
+    print(out.stdout)
 
 
 def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tmp_path):
@@ -130,3 +150,32 @@ def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tm
     assert not (frame.loc[VECTORIZED, "verdict"] == "slower").any(), out.stdout
     assert "calibration" not in out.stdout  # two revisions: no A/A calibration
     print(out.stdout)
+
+
+def test_calibrate_summarizes_rates_with_intervals_and_the_report_shows_them(tmp_path, monkeypatch):
+    from bench.regress.calibration import lines, machine_rates, summarize_runs, write
+
+    monkeypatch.setenv("LINBENCH_CACHE", str(tmp_path / "cache"))
+    rows = []
+    for run in range(5):  # 5 A/A runs of 2 comparisons, one false `slower`; 5 planted x1.3 runs
+        for metric in ("step", "loader_epoch"):
+            rows.append(dict(run=f"aa-{run}", plant=1.0, seconds=60.0, rounds=8, metric=metric, ratio=1.0,
+                             ratio_lo=0.97, ratio_hi=1.03, verdict="slower" if (run, metric) == (0, "step") else "same"))
+            rows.append(dict(run=f"x1.3-{run}", plant=1.3, seconds=50.0, rounds=5, metric=metric,
+                             ratio=1.3 if metric == "step" else 1.0, ratio_lo=1.2 if run else 1.31,
+                             ratio_hi=1.4, verdict="slower" if metric == "step" else "same"))
+    rates = summarize_runs(pd.DataFrame(rows))
+    aa, planted = rates["A/A"], rates["x1.3"]
+    assert aa["false_verdicts"]["k"] == 1 and aa["false_verdicts"]["n"] == 10
+    assert aa["false_verdicts"]["lo"] < 0.1 < aa["false_verdicts"]["hi"]  # Clopper-Pearson around 1/10
+    assert aa["runs_with_a_false_verdict"]["k"] == 1 and aa["same"]["k"] == 9
+    assert planted["power_step"]["k"] == 5 and planted["coverage_step"]["k"] == 4  # run 0's interval missed 1.3
+    assert planted["false_loader"]["k"] == 0 and aa["seconds_median"] == 60
+    text = lines(rates)
+    assert text[0].startswith("A/A (5 runs") and "1/10 = 10%" in text[0] and "covered 1.3 4/5 = 80%" in text[1]
+    summary = {"host": "testhost", "date": "today", "commit": "f" * 40, "settings": {"budget": 180},
+               "overrides": {"model": ["softmax"]}, "rates": rates}
+    write(tmp_path / "report", pd.DataFrame(rows), summary, tmp_path)
+    assert "1/10 = 10%" in (tmp_path / "report" / "README.md").read_text()
+    assert len(pd.read_csv(tmp_path / "report" / "runs.csv")) == 20
+    assert machine_rates("testhost")["rates"]["x1.3"]["power_step"]["k"] == 5 and machine_rates("other") is None

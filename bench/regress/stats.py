@@ -143,7 +143,7 @@ def _logs(x) -> np.ndarray:
     return np.log(x[x > 0])
 
 
-TRIM = 0.2  # the share cut from each tail of the per-round ratios (Yuen's trimmed mean): one burst of load in a
+TRIM = 0.1  # the share cut from each tail of the per-round ratios (Yuen's trimmed mean): one burst of load in a
 # round moves that round alone, and a trimmed mean does not follow it, while with no burst it loses little
 
 
@@ -161,7 +161,7 @@ def paired(a_rounds, b_rounds) -> Estimate | None:
     """From rounds measured side by side: ``a_rounds[i]`` and ``b_rounds[i]`` the slot values of round i of each
     side (A B B A: two each). Each round gives one log-ratio, mean(log B) - mean(log A), so whatever the machine
     did during the round (drift, a steady load) cancels; rounds are independent (fresh processes), slots of
-    one round are not. Their trimmed mean and Yuen's t (df = kept - 1). None below 3 rounds."""
+    one round are not. Their 10%-trimmed mean and Yuen's t (df = kept - 1). None below 3 rounds."""
     d = np.array([np.mean(_logs(b)) - np.mean(_logs(a)) for a, b in zip(a_rounds, b_rounds)
                   if len(_logs(a)) and len(_logs(b))])
     if len(d) < 3:

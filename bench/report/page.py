@@ -123,7 +123,7 @@ def headline(run: Run, ok: pd.DataFrame) -> Section:
     return s
 
 
-COMPARED = ["cell", "metric", "n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "level",
+COMPARED = ["cell", "metric", "rounds", "n_a", "n_b", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "level",
             "verdict", "disturbed", "reason"]
 VERDICT_CLASS = {"slower": "worse", "faster": "better", ONLY[0]: "skipped", ONLY[1]: "skipped"}
 
@@ -131,9 +131,14 @@ VERDICT_CLASS = {"slower": "worse", "faster": "better", ONLY[0]: "skipped", ONLY
 def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) -> Section:
     """Run B against run A: what differs between their environments, then a verdict per cell timed in
     both and metric, from the raw samples (bench/compare.py), slower first."""
+    from bench.regress.calibration import lines, machine_rates
     from bench.regress.stats import meanings
 
-    diff = compare_runs(a, b, min_effect, alpha)
+    decided = a.folder.parent / "compare.csv"  # an ab folder's verdicts, from its paired rounds
+    if a.folder.name == "A" and b.folder.parent == a.folder.parent and decided.exists():
+        diff = pd.read_csv(decided).fillna({"metric": "", "reason": ""})
+    else:
+        diff = compare_runs(a, b, min_effect, alpha)
     s = Section(f"Comparison: {b.id} against {a.id}")
     env = environment_differences(a, b)
     s.text(f"What differs between A ({a.id}) and B ({b.id}):" if env else
@@ -141,9 +146,13 @@ def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) ->
            "peaks, load at start).")
     if env:
         s.points(env)
+    paired = "rounds" in diff.columns
     s.text(f"Per cell timed in both runs and metric: the median seconds of each, their ratio B/A (above 1: B is "
-           f"slower) with its {1 - alpha:.0%} bootstrap interval, Mann-Whitney's p, and the verdict (min effect "
-           f"{min_effect:.0%}). Cells join on every axis, so cells at other thread counts are not compared. "
+           "slower) with its interval at the level the verdict was reached at ("
+           + ("paired rounds A B B A, each round's ratio of slots measured side by side" if paired else
+              "Yuen's t on the logs of the raw samples")
+           + f"), and the verdict (min effect {min_effect:.0%}; every verdict of the comparison controlled together, "
+           f"Holm, alpha {alpha:g}). Cells join on every axis, so cells at other thread counts are not compared. "
            + ("The runs share no device: cells join on the other axes. " if "device_b" in diff.columns else "")
            + summary(diff) + ". The rest of the page shows run B.")
     s.points([f"{verdict}: {meaning}" for verdict, meaning in meanings(min_effect, alpha).items()]
@@ -151,16 +160,24 @@ def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) ->
     calibration = a.folder.parent / "calibration.json"  # written by an A/A `linbench ab` beside its runs
     if calibration.exists():
         c = json.loads(calibration.read_text())
-        s.text(f"A/A calibration (one revision on both sides): {c['non_same']} of {c['comparisons']} comparisons "
-               f"were not `same` ({c['slower']} slower, {c['faster']} faster): the false-positive rate of these "
-               f"verdicts here is {c['slower'] + c['faster']}/{c['comparisons']}.")
+        s.text(f"This comparison is an A/A (one revision on both sides): {c['non_same']} of {c['comparisons']} "
+               f"comparisons were not `same` ({c['slower']} slower, {c['faster']} faster).")
+    host = (b.meta.get("env") or {}).get("host")
+    rates = machine_rates(host)
+    if rates:
+        s.text(f"What these verdicts are worth on {host}, measured there by `linbench ab --calibrate` "
+               f"({rates.get('date', '?')}, {rates['settings']}):")
+        s.points(lines(rates["rates"]))
+    else:
+        s.text(f"No calibration of {host or 'this machine'} is recorded: `linbench ab --calibrate 5` measures the "
+               "false-positive rate and the power of these verdicts there.", "warn")
     if diff["disturbed"].any():
         s.text(f"{int(diff['disturbed'].sum())} comparisons are of cells the machine's load disturbed in A or B: "
                "their verdicts are less sure; compare again on a quieter machine.", "warn")
     if diff.empty:
         s.not_shown("comparison: neither run has a timed cell")
     else:
-        shown = diff[COMPARED].assign(disturbed=diff["disturbed"].map({True: "yes", False: ""}))
+        shown = diff[[c for c in COMPARED if c in diff.columns]].assign(disturbed=diff["disturbed"].map({True: "yes", False: ""}))
         s.table("comparison", shown, classes=[VERDICT_CLASS.get(v, "") for v in diff["verdict"]])
     return s
 
