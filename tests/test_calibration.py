@@ -159,8 +159,9 @@ def test_calibrate_summarizes_rates_with_intervals_and_the_report_shows_them(tmp
     rows = []
     for run in range(5):  # 5 A/A runs of 2 comparisons, one false `slower`; 5 planted x1.3 runs
         for metric in ("step", "loader_epoch"):
+            wrong = (run, metric) == (0, "step")
             rows.append(dict(run=f"aa-{run}", plant=1.0, seconds=60.0, rounds=8, metric=metric, ratio=1.0,
-                             ratio_lo=0.97, ratio_hi=1.03, verdict="slower" if (run, metric) == (0, "step") else "same"))
+                             ratio_lo=0.97, ratio_hi=1.03, verdict="slower" if wrong else "same"))
             rows.append(dict(run=f"x1.3-{run}", plant=1.3, seconds=50.0, rounds=5, metric=metric,
                              ratio=1.3 if metric == "step" else 1.0, ratio_lo=1.2 if run else 1.31,
                              ratio_hi=1.4, verdict="slower" if metric == "step" else "same"))

@@ -1,4 +1,5 @@
-"""Two runs compared (bench/regress/verdicts.py, bench/regress/compare.py) from synthetic run folders: verdicts per cell and metric, cells
+"""Two runs compared (bench/regress/verdicts.py, bench/regress/compare.py) from synthetic run folders: verdicts per
+cell and metric, cells
 in one run only, the environments' differences, old runs without raw samples, and ``linbench compare``."""
 import argparse
 import json

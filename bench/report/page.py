@@ -147,7 +147,7 @@ def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) ->
     if env:
         s.points(env)
     paired = "rounds" in diff.columns
-    s.text(f"Per cell timed in both runs and metric: the median seconds of each, their ratio B/A (above 1: B is "
+    s.text("Per cell timed in both runs and metric: the median seconds of each, their ratio B/A (above 1: B is "
            "slower) with its interval at the level the verdict was reached at ("
            + ("paired rounds A B B A, each round's ratio of slots measured side by side" if paired else
               "Yuen's t on the logs of the raw samples")
@@ -177,7 +177,8 @@ def comparison(a: Run, b: Run, min_effect: float = 0.05, alpha: float = 0.05) ->
     if diff.empty:
         s.not_shown("comparison: neither run has a timed cell")
     else:
-        shown = diff[[c for c in COMPARED if c in diff.columns]].assign(disturbed=diff["disturbed"].map({True: "yes", False: ""}))
+        shown = diff[[c for c in COMPARED if c in diff.columns]]
+        shown = shown.assign(disturbed=diff["disturbed"].map({True: "yes", False: ""}))
         s.table("comparison", shown, classes=[VERDICT_CLASS.get(v, "") for v in diff["verdict"]])
     return s
 
