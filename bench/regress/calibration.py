@@ -113,8 +113,8 @@ def machine_rates(host: str | None) -> dict | None:
 
 def calibrate_machine(args, repo: Path, overrides: dict) -> int:
     """``linbench ab --calibrate N``: N A/A runs and N runs per planted effect, interleaved; the rates written."""
-    from bench.regress.ab import judge, measure, new_folder
     from bench.regress.revisions import resolve, worktree
+    from bench.regress.rounds import judge, measure, new_folder
 
     try:
         plants = sorted({float(x) for x in str(args.plants).split(",") if x.strip()})
