@@ -66,11 +66,12 @@ class Progress:
     done: set = field(default_factory=set)
 
     def open(self, errors: dict, rounds: int, min_rounds: int, max_rounds: int) -> list[str]:
-        """The cells the next round times: not errored, not settled, within the budget and the rounds."""
+        """The cells the next round times: not errored and, past ``min_rounds``, not settled and within the budget;
+        none past ``max_rounds``."""
         if rounds >= max_rounds:
             return []
-        return [c for c in self.labels if c not in errors and (rounds < min_rounds or c not in self.done)
-                and self.spent.get(c, 0.0) < self.budget]
+        return [c for c in self.labels if c not in errors
+                and (rounds < min_rounds or (c not in self.done and self.spent.get(c, 0.0) < self.budget))]
 
     def charge(self, label: str, seconds: float) -> None:
         self.spent[label] = self.spent.get(label, 0.0) + seconds
