@@ -149,6 +149,8 @@ def measure(folder: Path, trees: dict, shas: dict, overrides: dict, args) -> tup
             r += 1
             progress.settle(folder)
             last = not progress.open(errors, r, args.rounds, args.max_rounds)
+            print(f"round {r}: {time.perf_counter() - start:.1f} s; settled {len(progress.done)} of {len(labels)} "
+                  f"cell(s)", file=sys.stderr)
             for w in workers.values():
                 w.close(complete=last)
     finally:
