@@ -130,7 +130,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plant", type=float, default=1.0, metavar="FACTOR",
                    help="slow B's every step by FACTOR with a busy wait (a change of known size; default 1: none)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
-                   help="measure this machine's verdicts instead: N A/A runs and N runs per --plants effect of REV_A "
+                   help="measure this machine's verdicts instead: 2N A/A runs and N runs per --plants effect of REV_A "
                         "(default HEAD) against itself; writes their rates to --report-dir")
     p.add_argument("--plants", default="1.05,1.1,1.3", help="the effects --calibrate plants (default 1.05,1.1,1.3)")
     p.add_argument("--report-dir", default=None,

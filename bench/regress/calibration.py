@@ -1,5 +1,5 @@
 """What ``linbench ab``'s verdicts are worth on this machine, measured: an A/A run's record
-(:func:`record_aa`), and ``linbench ab --calibrate N`` (:func:`calibrate_machine`), which runs N A/A
+(:func:`record_aa`), and ``linbench ab --calibrate N`` (:func:`calibrate_machine`), which runs 2N A/A
 comparisons and N comparisons per planted effect (B's steps slowed by a busy wait of a known factor,
 :class:`bench.cell.Planted`) and writes the false-positive rate, the share decided ``same``, the power per
 effect and how often the interval covered the planted ratio, each with its 95% interval (Clopper-Pearson),
@@ -128,11 +128,11 @@ def calibrate_machine(args, repo: Path, overrides: dict) -> int:
     tree, host = worktree(repo, sha), socket.gethostname()
     shas, report = {"A": sha, "B": sha}, Path(args.report_dir or f"reports/calibration-{host}")
     top = new_folder(args.out, shas, prefix="calibrate")
-    rows, kinds = [], [1.0, *plants]
+    rows, kinds = [], [1.0, 1.0, *plants]  # twice as many A/A runs: a small rate needs more runs than a power
     for i in range(args.calibrate):
         for plant in kinds:  # interleaved: the machine's changes over the hour hit every kind alike
             run_args = argparse.Namespace(**{**vars(args), "plant": plant, "rev_a": sha, "rev_b": sha})
-            print(f"calibration run {i + 1}/{args.calibrate}, {'A/A' if plant == 1 else f'planted x{plant:g}'}",
+            print(f"calibration {i + 1}/{args.calibrate}: {'A/A' if plant == 1 else f'planted x{plant:g}'}",
                   file=sys.stderr)
             folder = new_folder(top, shas, prefix="aa" if plant == 1 else f"x{plant:g}")
             _, _, took = measure(folder, {"A": tree, "B": tree}, shas, overrides, run_args)
