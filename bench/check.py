@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import impls
+from bench import interrupt
 from bench.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
 from bench.grid import DEFAULT_GRID, expand
 from impls.models import MODELS
@@ -65,6 +66,7 @@ def check_case(model: str, form: str, device: str, case: Case, cls=None) -> Chec
             try:
                 w, u, d = judge(cls(trial.params, MODELS[model].lr, device), trial, tol, epochs_on)
             except Exception as e:  # noqa: BLE001 - a crashing form fails the gate, with its error as the reason
+                interrupt.raise_if_interrupted(e)  # not when a SIGTERM or Ctrl-C caused it
                 prefix = f"{trial.name}: " if trial.name else ""
                 result.status = "fail"
                 result.reason = f"{case.name}: {path}{prefix}{e.__class__.__name__}: {e}".splitlines()[0]

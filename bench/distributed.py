@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bench import machine_load, timer
+from bench import interrupt, machine_load, timer
 
 
 class _Ranks(timer.Collective):
@@ -169,5 +169,6 @@ def check_cases(model: str, form: str, device: str, cases, worlds) -> list:
         try:
             results += gang(world, 1, device, _check, model, form, device, cases)
         except RuntimeError as e:
+            interrupt.raise_if_interrupted(e)  # ranks killed by a SIGTERM or Ctrl-C: not the form's failure
             results.append(check.CheckResult(model, form, device, "fail", f"{world} ranks: {e}", case=f"{world} ranks"))
     return results

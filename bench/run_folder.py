@@ -132,10 +132,11 @@ def _csv(path: Path, repair: bool = False, **options) -> pd.DataFrame | None:
         raise UserError(f"{path}: not a linbench CSV file ({e.__class__.__name__}){remedy}") from None
 
 
-def read_results(folder: Path, repair: bool = False) -> pd.DataFrame:
+def read_results(folder: Path, repair: bool = False, unfinished: list | None = None) -> pd.DataFrame:
     """results.csv, validated: its columns, and numbers where numbers belong (text there is a one-line
     error). With ``repair`` (``--resume``): only the finished rows (see :func:`finished`), typed as if
-    the others had never been written, so a kept row is written back byte for byte."""
+    the others had never been written, so a kept row is written back byte for byte; the axis values of
+    each row left out are appended to ``unfinished`` (the caller tells the run's cells from others')."""
     path = Path(folder) / RESULTS
     frame = _csv(path, repair)
     if frame is None:
@@ -143,7 +144,9 @@ def read_results(folder: Path, repair: bool = False) -> pd.DataFrame:
     frame = _checked(frame, path, repair)
     if repair:
         mask = [finished(r) for r in frame.to_dict("records")]
-        text = _csv(path, dtype=str, keep_default_na=False)[mask]
+        if unfinished is not None:
+            unfinished += [tuple(r[a] for a in AXES) for r, done in zip(frame.to_dict("records"), mask) if not done]
+        text = _csv(path, dtype=str, keep_default_na=False).loc[mask]  # rows (a bare [] would pick columns)
         frame = _checked(pd.read_csv(io.StringIO(text.to_csv(index=False)), keep_default_na=True), path, repair)
     return frame
 

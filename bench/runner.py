@@ -9,7 +9,6 @@ Results are rewritten atomically after every cell, so an interrupted run keeps w
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 
 import impls
-from bench import UserError, check, distributed
+from bench import UserError, check, distributed, interrupt
 from bench import shard as sharding
 from bench.cases import gate_cases
 from bench.cell import CellBench, Settings
@@ -50,7 +49,6 @@ def compile_log(form) -> list[dict] | None:
     """The form's compilations so far (see the form contract), or None for a form that does not compile."""
     log = getattr(form, "compile_log", None)
     return log() if log else None
-
 
 
 class Runner:
@@ -192,9 +190,11 @@ class Runner:
                 bar.set_postfix_str(cell.label())
                 try:
                     row, samples = self.measure(cell)
+                    interrupt.check()  # a signal the cell's code swallowed: still not a result
                 except (KeyboardInterrupt, UserError):
                     raise
                 except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
+                    interrupt.raise_if_interrupted(e)  # e.g. its DataLoader workers killed by the same SIGTERM
                     row = self.row(cell, "error", f"{e.__class__.__name__}: {e}".splitlines()[0])
                 bar.update(1)
             self.store.put(row, samples)
@@ -213,10 +213,6 @@ class Runner:
         if self.config.curves_epochs and not (self.store.folder / CURVES).exists():
             record_curves(self.store, self.config.curves_epochs, self.config.seed, self.config.data_dir, self.say,
                           self.bar)
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
 
 
 def plan(overrides: dict, quick: bool = False, repeats: int | None = None, curves: bool = True,
@@ -269,28 +265,34 @@ def resume(folder: Path) -> tuple[Store, RunConfig, list[Cell]]:
 
 
 def config_of(meta: dict, folder: Path) -> tuple[RunConfig, list[Cell]]:
-    """The run config meta.json records, checked (keys this version does not know are ignored)."""
+    """The run config meta.json records, checked: a key this version does not know is refused (another
+    version's setting, which this one would not apply), but for a retired one left unset (``threads``, now an axis)."""
+    path, known = folder / "meta.json", {f.name for f in fields(RunConfig)}
+    given = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    if unknown := sorted(k for k, v in given.items() if k not in known and not (k == "threads" and v is None)):
+        raise UserError(f"{path}: its config has key(s) this linbench does not know: {', '.join(unknown)} "
+                        "(written by another version?); finish it with that version, or start a new run")
     try:
-        config = RunConfig(**{k: v for k, v in meta["config"].items() if k in {f.name for f in fields(RunConfig)}})
+        config = RunConfig(**{k: v for k, v in meta["config"].items() if k in known})
         if not (config.grid and isinstance(config.grid, list) and int(config.repeats) == config.repeats > 0):
             raise ValueError("no grid, or no repeats")
         validate(config.overrides)
         cells = expand(config.grid, config.overrides)
     except Exception as e:  # noqa: BLE001 - a hand-edited config can fail in any way; say which file
-        raise UserError(f"{folder / 'meta.json'}: its config is not a linbench run config "
+        raise UserError(f"{path}: its config is not a linbench run config "
                         f"({e.__class__.__name__}: {e}); start a new run instead") from None
     return config, cells
 
 
 def execute(store: Store, config: RunConfig, cells: list[Cell], progress: bool = True) -> pd.DataFrame:
-    """Run ``cells`` into ``store``; Ctrl-C or SIGTERM keeps every finished cell and re-raises."""
+    """Run ``cells`` into ``store``; Ctrl-C or SIGTERM keeps every finished cell and raises KeyboardInterrupt
+    (a cell they cut short, its DataLoader workers or ranks killed by the same signal, is not written)."""
     # the seeds' 4 workers on a 2-core machine are part of what is measured, not a mistake to warn of
     warnings.filterwarnings("ignore", message="This DataLoader will create")
-    previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        return Runner(config, store, progress).run(cells)
+        with interrupt.handled():
+            return Runner(config, store, progress).run(cells)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         try:
             store.write()
         finally:

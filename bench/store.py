@@ -43,6 +43,10 @@ def empty_row(cell_values: dict, status: str, reason: str = "", **values) -> dic
     return row
 
 
+def _missing(value) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
 class Store:
     """One run's folder as the runner writes it: the rows done so far and the metadata."""
 
@@ -50,6 +54,7 @@ class Store:
         self.folder, self.meta, self.rows = Path(folder), meta, rows or {}
         self.samples = samples or {}  # (cell key, metric) -> [seconds, ...]
         self.lock: Lock | None = None  # held from create/load until :meth:`unlock`
+        self.unfinished: list[tuple] = []  # on load: the keys of rows left out as not finished
 
     @classmethod
     def create(cls, out: Path, meta: dict) -> Store:
@@ -95,7 +100,8 @@ class Store:
         lock = Lock(folder).acquire()
         try:
             clean_temporaries(folder)
-            frame = read_results(folder, repair=True)
+            unfinished: list[tuple] = []
+            frame = read_results(folder, repair=True, unfinished=unfinished)
             rows = {row_key(r): r for r in frame.to_dict("records") if finished(r)}
             samples: dict[tuple, list] = {}
             frame = read_samples(folder)
@@ -106,13 +112,15 @@ class Store:
             if row_key(r) in rows and isinstance(r["seconds"], float) and not math.isnan(r["seconds"]):
                 samples.setdefault((row_key(r), r["metric"]), []).append(r["seconds"])
         store = cls(folder, meta, rows, samples)
-        store.lock = lock
+        store.lock, store.unfinished = lock, unfinished
         return store
 
     def keep(self, cells: dict) -> int:
         """Keep only the rows (and samples) of ``cells`` (key -> axis values, which the kept rows take
-        as they are typed); return how many rows were dropped."""
+        as they are typed); return how many rows of other cells were dropped, counting those that were
+        not finished either (a status of their own, cut short) but whose axes were whole."""
         dropped = sum(k not in cells for k in self.rows)
+        dropped += sum(k not in cells and not any(_missing(v) for v in k) for k in self.unfinished)
         self.rows = {k: {**r, **cells[k]} for k, r in self.rows.items() if k in cells}
         self.samples = {k: v for k, v in self.samples.items() if k[0] in cells}
         return dropped

@@ -1,3 +1,4 @@
+import signal
 import subprocess
 import sys
 
@@ -53,6 +54,13 @@ def skip_if_unavailable(model, form, device):
 
 ALL_CELLS = [pytest.param(m, f, d, id=f"{m}-{f}-{d}") for m, f in impls.entries() for d in impls.DEVICES]
 
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child a test sends SIGINT: SIGINT takes its default action there (Python's
+    KeyboardInterrupt), even when the suite runs with SIGINT ignored (``nohup make test &``), which a child
+    would otherwise inherit and keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:

@@ -8,6 +8,7 @@ cell, inside a write) and concurrent runs. The grid is tiny (linreg, 2 to 4 cell
 import csv
 import errno
 import json
+import math
 import os
 import resource
 import shutil
@@ -21,14 +22,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import cli
+from bench import cli, interrupt
 from bench.data import DEBIAN_DIR, fashion_mnist_available
 from bench.folder import LOCK, Lock
 from bench.grid import AXES
 from bench.report.analysis import derived, headlines
 from bench.run_folder import META, RESULTS, SAMPLES, SCHEMA, read_meta
 from bench.store import Store
-from tests.conftest import run_cli
+from tests.conftest import default_sigint, run_cli
 
 TINY = ["--models", "linreg", "--forms", "vectorized", "--devices", "cpu", "--loaders", "resident", "--workers", "0",
         "--no-curves", "--no-report", "--repeats", "1", "--no-progress"]
@@ -299,10 +300,17 @@ def test_damaged_folder_is_one_line(damage, copy, capsys):
     assert not (copy / LOCK).exists()
 
 
-def test_unknown_config_key_is_ignored(copy, capsys):
+def test_unknown_config_key_is_refused_and_a_retired_one_left_unset_is_not(copy, capsys):
     meta = json.loads((copy / META).read_text())
-    meta["config"]["from_the_future"] = 1
+    meta["config"].update(from_the_future=1, threads=None)  # threads: a config key before it became an axis
     meta["complete"] = False
+    (copy / META).write_text(json.dumps(meta))
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    rc, err = run_cli(capsys, "run", "--resume", str(copy), "--no-report", "--no-progress")
+    line = one_line(err)
+    assert rc == 2 and str(copy / META) in line and "does not know: from_the_future " in line, line
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before, "a refused folder is left as it was"
+    del meta["config"]["from_the_future"]
     (copy / META).write_text(json.dumps(meta))
     assert_resumes(copy, capsys, lines_by_cell(copy), _expected(copy))
 
@@ -328,6 +336,31 @@ def test_foreign_rows_are_dropped_and_the_run_is_not_complete_until_its_own_cell
     assert set(lines_by_cell(copy)) == _expected(copy)
     for key, lines in kept.items():
         assert lines_by_cell(copy)[key] == lines
+
+
+def test_foreign_rows_not_finished_are_dropped_and_counted_too(copy, capsys):
+    from bench.runner import resume
+
+    frame = pd.read_csv(copy / RESULTS)
+    foreign = pd.concat([frame.assign(form="module", status="running"),  # a status of their own
+                         frame.assign(model="mlp", epoch_s=math.nan),  # cut short
+                         frame.assign(threads=frame["threads"] + 5, status="error", reason="")])  # no reason
+    pd.concat([frame.iloc[:1], foreign]).to_csv(copy / RESULTS, index=False)
+    capsys.readouterr()
+    store, _, cells = resume(copy)
+    store.unlock()
+    assert capsys.readouterr().err == "linbench: warning: dropped 6 row(s) not of this run's grid\n"
+    assert list(store.rows) == [cells[0].key()], "only the run's own finished row is kept"
+
+
+def test_a_results_file_of_no_rows_reads_as_no_rows(copy):
+    """As a run interrupted in its first cell leaves it: the header only (it was a traceback on --resume)."""
+    from bench.run_folder import read_results
+
+    (copy / RESULTS).write_text((copy / RESULTS).read_text().splitlines()[0] + "\n")
+    store = Store.load(copy)
+    store.unlock()
+    assert read_results(copy, repair=True).empty and store.rows == {}
 
 
 def test_missing_results_temp_files_and_a_stale_lock_do_not_block_resume(copy, capsys):
@@ -447,7 +480,7 @@ def test_sigkill_inside_a_write(tmp_path, capsys):
 def test_interrupt_keeps_finished_cells_in_one_line(sig, loader, tmp_path, capsys):
     out = tmp_path / "results"
     args = [*TWO, "--loaders", loader, "--workers", "1" if loader == "tensor" else "0"]
-    proc = linbench("run", *args, "--out", str(out), cwd=tmp_path)
+    proc = linbench("run", *args, "--out", str(out), cwd=tmp_path, preexec_fn=default_sigint)
     assert _wait(proc, lambda: _folder(out) is not None and ok_rows(_folder(out)))
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -459,6 +492,54 @@ def test_interrupt_keeps_finished_cells_in_one_line(sig, loader, tmp_path, capsy
     kept = {k: v for k, v in lines_by_cell(folder).items() if k in ok_rows(folder)}
     assert kept
     assert_resumes(folder, capsys, kept, _expected(folder))
+
+
+def _timing_with_workers(proc, out: Path, workers: int) -> bool:
+    """The run's first cell is being timed: the gate is written and the cell's DataLoader workers are up."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        return False
+    return _folder(out) is not None and (_folder(out) / RESULTS).exists() and len(children) >= workers
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_process_group_mid_cell_is_an_interruption_not_an_error(sig, tmp_path, capsys):
+    """SIGTERM to the whole job, as Slurm sends at a time limit, or Ctrl-C in a terminal: the DataLoader workers
+    die of it too, and the cell they were feeding is not a result (no `error` row); the run ends as interrupted
+    and --resume times the cell."""
+    out = tmp_path / "results"
+    args = [*TINY, "--quick", "--loaders", "torchvision", "--workers", "2", "--batch-sizes", "100"]
+    proc = linbench("run", *args, "--out", str(out), cwd=tmp_path, start_new_session=True, preexec_fn=default_sigint)
+    assert _wait(proc, lambda: _timing_with_workers(proc, out, 2)), proc.communicate()[1]
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in one_line(err, "linbench: interrupted; 0 of 1 cells kept")
+    folder = _folder(out)
+    assert pd.read_csv(folder / RESULTS).empty, "the cell cut short was written as a row"
+    if sig == signal.SIGTERM:  # the same folder either way: resumed once, to keep the module quick
+        assert_resumes(folder, capsys, {}, _expected(folder))
+
+
+@pytest.mark.parametrize("error,expected", [
+    (RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. "), True),
+    (RuntimeError("DataLoader worker (pid 7) is killed by signal: Interrupt. "), True),
+    (RuntimeError("a rank ended without a result (process 0 terminated with signal SIGTERM)"), True),
+    (RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. "), False),  # e.g. the OOM killer
+    (ValueError("a form's own error"), False),
+])
+def test_what_counts_as_an_interruption(error, expected):
+    assert interrupt.interrupted(error) is expected
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("raised while the interrupt unwound")  # noqa: B904 - the implicit context is the point
+    except ValueError as e:
+        assert interrupt.interrupted(e)
 
 
 def test_list_into_a_closed_pipe(tmp_path):

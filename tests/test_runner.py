@@ -19,7 +19,7 @@ from bench.loaders import make_loader
 from bench.report.analysis import derived
 from bench.run_folder import GATE, RESULTS, read_meta, read_results, read_samples
 from bench.timer import time_autorange, time_repeats
-from tests.conftest import run_cli
+from tests.conftest import default_sigint, run_cli
 
 
 def cell(**kw):
@@ -134,7 +134,7 @@ def test_sigint_keeps_finished_cells_and_resume_completes_without_duplicates(tmp
     args = ["run", "--models", "linreg", "--forms", "loop", "--devices", "cpu", "--loaders", "resident",
             "--workers", "0", "--batch-sizes", "1,2,3,4,5,6,7,8", "--repeats", "25", "--out", str(tmp_path),
             "--no-progress", "--no-report"]
-    proc = linbench(*args)
+    proc = linbench(*args, preexec_fn=default_sigint)
     deadline = time.time() + 120
     folder = None
     while time.time() < deadline and proc.poll() is None:
