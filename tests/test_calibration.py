@@ -24,7 +24,8 @@ from bench.timer import Stats
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",
-        "--batch-sizes", "256", "--devices", "cpu", "--rounds", "3", "--max-rounds", "3"]
+        "--batch-sizes", "256", "--devices", "cpu", "--rounds", "3", "--max-rounds", "12", "--budget", "30"]
+A_A = ["--max-rounds", "3"]  # an A/A stops at its 3 rounds: what matters there is that nothing is called a change
 MODULE, VECTORIZED = "softmax/module/cpu/resident/w0/b256/t1", "softmax/vectorized/cpu/resident/w0/b256/t1"
 PLANTED = ("        loss = self.loss(self.net(X), y)\n",
            "        self.net(X), self.net(X), self.net(X)  # planted: three extra forward passes, 1.5-2.5x the step\n"
@@ -102,7 +103,7 @@ def test_bad_revisions_and_a_dirty_worktree_are_one_line_errors(clone, tmp_path,
 
 
 def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core, real_data, tmp_path):
-    out = ab(clone, "HEAD", "HEAD", *GRID, "--out", str(tmp_path))
+    out = ab(clone, "HEAD", "HEAD", *GRID, *A_A, "--out", str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     folder = folder_of(tmp_path)
     frame = pd.read_csv(folder / "compare.csv")
@@ -126,7 +127,7 @@ def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core,
 
 def test_a_busy_wait_plant_is_slower_with_an_interval_that_covers_it(clone, busy_core, real_data, tmp_path):
     grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
-    out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.3", "--no-report", "--out", str(tmp_path))
+    out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.3", "--budget", "90", "--no-report", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     for cell in (MODULE,):
