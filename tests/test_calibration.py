@@ -144,7 +144,7 @@ def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tm
     assert text.count(PLANTED[0]) == 1
     path.write_text(text.replace(*PLANTED))
     git(clone, "commit", "--quiet", "-am", "planted: the module form's step does two extra forward passes")
-    out = ab(clone, "HEAD~1", "HEAD", *GRID, "--no-report", "--out", str(tmp_path))
+    out = ab(clone, "HEAD~1", "HEAD", *GRID, "--no-report", "--budget", "20", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     assert frame.loc[(MODULE, "step"), "verdict"] == "slower", out.stdout
