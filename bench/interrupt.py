@@ -36,10 +36,12 @@ def _quiet(hook):
     """``sys.unraisablehook`` for the block, quiet about the interruption: a ``KeyboardInterrupt`` Python could not
     raise (the signal came in an at-fork hook as a DataLoader started its workers; it is noted, and the cell ends
     in an error :func:`interrupted` recognizes, its workers killed by the same signal, or :func:`check` raises it
-    once the cell is done), and a DataLoader's complaint, as it is collected, that its workers were killed so."""
+    once the cell is done), and a DataLoader's complaint, as it is collected, that its workers were killed so, or
+    (after a signal) that the signal cut its start short."""
     def unraisable(info):
         if not (os.getpid() == _owner[0] and (isinstance(info.exc_value, KeyboardInterrupt)
-                                              or KILLED.search(str(info.exc_value)))):
+                                              or KILLED.search(str(info.exc_value))
+                                              or (_received and "DataLoaderIter" in repr(info.object)))):
             hook(info)
     return unraisable
 

@@ -2,12 +2,12 @@
 
 In a temporary clone (this working tree's bench/ and impls/ committed over HEAD, so nothing waits on a
 commit of them): an A/A (one revision on both sides) gives no ``slower`` or ``faster`` verdict, exits 0 and
-writes ``calibration.json``; a busy-wait plant of 1.3x on B's steps is named ``slower`` on each form's step
-with an interval that covers 1.3, while the loader it does not touch is not; a planted commit that makes
-the ``module`` form's step 1.5-2.5x slower (three extra forward passes, no sleep) is named ``slower`` through
-two worktrees and exits 1, and the other form is not called slower; ``--calibrate`` writes its rates. The
-grid is two softmax cells on the resident loader (one torch thread: ab's default); ``--quick`` keeps the
-gate and the peak probe short, and a small budget keeps each run to a few rounds.
+writes ``calibration.json``; a busy-wait plant of 1.5x on B's steps is named ``slower`` on the step with an
+interval that covers 1.5, while the loader it does not touch is not; a planted commit that makes the ``module``
+form's step 1.5-2.5x slower (three extra forward passes, no sleep) is named ``slower`` through two worktrees
+and exits 1, its loader not; ``--calibrate``'s rates are summarized and shown. The A/A's grid is two softmax
+cells on the resident loader (one torch thread: ab's default), the others one; ``--quick`` keeps the gate and
+the peak probe short, and a small budget keeps each run to a few rounds.
 """
 import json
 import shutil
@@ -127,12 +127,12 @@ def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core,
 
 def test_a_busy_wait_plant_is_slower_with_an_interval_that_covers_it(clone, busy_core, real_data, tmp_path):
     grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
-    out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.3", "--budget", "90", "--no-report", "--out", str(tmp_path))
+    out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.5", "--budget", "90", "--no-report", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     for cell in (MODULE,):
         step = frame.loc[(cell, "step")]
-        assert step["verdict"] == "slower" and step["ratio_lo"] <= 1.3 <= step["ratio_hi"], out.stdout
+        assert step["verdict"] == "slower" and step["ratio_lo"] <= 1.5 <= step["ratio_hi"], out.stdout
         assert frame.loc[(cell, "loader_epoch"), "verdict"] not in ("slower", "faster"), out.stdout  # untouched
     assert "calibration" not in out.stdout  # a plant: no A/A record
     print(out.stdout)
@@ -144,12 +144,13 @@ def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tm
     assert text.count(PLANTED[0]) == 1
     path.write_text(text.replace(*PLANTED))
     git(clone, "commit", "--quiet", "-am", "planted: the module form's step does two extra forward passes")
-    out = ab(clone, "HEAD~1", "HEAD", *GRID, "--no-report", "--budget", "20", "--out", str(tmp_path))
+    grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
+    out = ab(clone, "HEAD~1", "HEAD", *grid, "--no-report", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     assert frame.loc[(MODULE, "step"), "verdict"] == "slower", out.stdout
     assert frame.loc[(MODULE, "step"), "ratio"] >= 1.3, out.stdout
-    assert not (frame.loc[VECTORIZED, "verdict"] == "slower").any(), out.stdout
+    assert frame.loc[(MODULE, "loader_epoch"), "verdict"] != "slower", out.stdout  # the loader is not changed
     assert "calibration" not in out.stdout  # two revisions: no A/A calibration
     print(out.stdout)
 

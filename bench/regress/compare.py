@@ -56,7 +56,8 @@ def add_parser(subparsers):
     p.add_argument("b", metavar="B", help="the run judged (e.g. after it)")
     p.add_argument("--min-effect", type=float, default=0.05,
                    help="smallest change of the median time that counts (default: 0.05, 5%%)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the rank test (default: 0.05)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="the chance of any false slower/faster verdict over all the comparisons (Holm; default 0.05)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", metavar="FILE.csv", help="also write every row (with each verdict's reason) as CSV")
     p.set_defaults(func=cmd_compare)
