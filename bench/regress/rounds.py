@@ -136,10 +136,11 @@ def measure(folder: Path, trees: dict, shas: dict, overrides: dict, args) -> tup
                 for side in "AB":
                     workers[side].receive()
             else:
-                started = {side: workers[side].ask(
-                    cmd="start", out=str(folder), run_id=side, config=config, slot=slots[side],
-                    ab={"side": side, "rev": revs[side], "sha": shas[side], "other": shas["B" if side == "A" else "A"],
-                        "order": ORDER, "plant": args.plant if side == "B" else 1.0}) for side in "AB"}
+                started = {side: first_start(workers[side], revs[side], out=str(folder), run_id=side, config=config,
+                                             slot=slots[side], ab={"side": side, "rev": revs[side], "sha": shas[side],
+                                                                   "other": shas["B" if side == "A" else "A"],
+                                                                   "order": ORDER, "plant": args.plant if side == "B"
+                                                                   else 1.0}) for side in "AB"}
                 labels, failing, notes = timed_labels(started, revs)
                 progress = Progress(labels, args.budget, args.min_effect, args.alpha)
                 todo = labels
@@ -159,6 +160,18 @@ def measure(folder: Path, trees: dict, shas: dict, overrides: dict, args) -> tup
     for label, why in errors.items():
         (failing if why.startswith("B") else notes).append(f"{label}: error in {why}")
     return failing, notes, time.perf_counter() - begun
+
+
+def first_start(worker, rev: str, **msg) -> dict:
+    """The first round's start of one side; a revision whose worker cannot time a slot as this one asks (from
+    before paired slots) is a one-line error: its slots would be measured otherwise than the other side's."""
+    try:
+        return worker.ask(cmd="start", **msg)
+    except UserError as e:
+        if "unknown Settings fields" in str(e):
+            raise UserError(f"{rev} times its slots another way (its worker says: {str(e).split(': ', 1)[-1]}): ab "
+                            "compares revisions from the paired rounds on (bench/regress/ab_worker.py)") from None
+        raise
 
 
 def timed_labels(started: dict, revs: dict) -> tuple[list[str], list[str], list[str]]:
