@@ -145,7 +145,7 @@ def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tm
     path.write_text(text.replace(*PLANTED))
     git(clone, "commit", "--quiet", "-am", "planted: the module form's step does two extra forward passes")
     grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
-    out = ab(clone, "HEAD~1", "HEAD", *grid, "--no-report", "--out", str(tmp_path))
+    out = ab(clone, "HEAD~1", "HEAD", *grid, "--no-report", "--budget", "90", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     assert frame.loc[(MODULE, "step"), "verdict"] == "slower", out.stdout
