@@ -96,12 +96,20 @@ class Collective:
 
 
 _collective: Collective | None = None
+_turns = None  # an object whose take() returns when this process may time its next block (linbench ab's pairs)
 
 
 def set_collective(collective: Collective | None) -> None:
     """Time every block with ``collective`` (bench.distributed, in each rank), or alone (None)."""
     global _collective
     _collective = collective
+
+
+def set_turns(turns) -> None:
+    """Time every block only when ``turns.take()`` returns (the other side of an A/B pair waits meanwhile), or
+    whenever (None)."""
+    global _turns
+    _turns = turns
 
 
 def slowest(seconds: float) -> float:
@@ -115,6 +123,8 @@ def _timed(fn, device, remeasures: int = REMEASURES) -> tuple[float, LoadMeter]:
     that others disturbed is measured again, at most ``remeasures`` times. Under a :class:`Collective`
     the ranks start together and the slowest one's seconds count."""
     for _ in range(remeasures + 1):
+        if _turns:
+            _turns.take()
         with LoadMeter() as meter:
             sync(device)
             if _collective:

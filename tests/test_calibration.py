@@ -109,7 +109,8 @@ def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core,
     frame = pd.read_csv(folder / "compare.csv")
     assert set(frame["cell"]) == {MODULE, VECTORIZED} and set(frame["metric"]) == {"epoch", "step", "loader_epoch"}
     assert not frame["verdict"].isin(["slower", "faster"]).any(), out.stdout
-    assert (frame["rounds"] == 3).all() and (frame["n_a"] == 6).all()  # A B B A: 2 slots a round
+    per_slot = frame["metric"].map({"epoch": 6, "step": 20, "loader_epoch": 6})  # ab's --repeats 6, 20 step passes
+    assert (frame["rounds"] == 3).all() and (frame["n_a"] == 3 * per_slot).all()  # one slot a side and round
     assert frame["reason"].str.contains("Holm over 6 comparison").all()
     cal = json.loads((folder / "calibration.json").read_text())
     assert cal["comparisons"] == 6 and cal["cells"] == 2 and cal["slower"] == cal["faster"] == 0
@@ -126,13 +127,17 @@ def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core,
 
 
 def test_a_busy_wait_plant_is_slower_with_an_interval_that_covers_it(clone, busy_core, real_data, tmp_path):
+    from bench.regress.calibration import plant_reference
+
     grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
     out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.5", "--budget", "90", "--no-report", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    truth = plant_reference(MODULE, 1.5)["true_ratio"]  # the plant's step ratio, measured apart from ab
+    assert 1.45 <= truth <= 1.7, truth
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     for cell in (MODULE,):
         step = frame.loc[(cell, "step")]
-        assert step["verdict"] == "slower" and step["ratio_lo"] <= 1.5 <= step["ratio_hi"], out.stdout
+        assert step["verdict"] == "slower" and step["ratio_lo"] <= truth <= step["ratio_hi"], (truth, out.stdout)
         assert frame.loc[(cell, "loader_epoch"), "verdict"] not in ("slower", "faster"), out.stdout  # untouched
     assert "calibration" not in out.stdout  # a plant: no A/A record
     print(out.stdout)

@@ -19,7 +19,7 @@ from bench import UserError
 from bench.regress.revisions import git, resolve, worktree
 from bench.regress.rounds import judge, measure, new_folder
 
-ROUNDS, MAX_ROUNDS, REPEATS, BUDGET = 4, 60, 3, 180.0  # rounds at least and at most; seconds per cell
+ROUNDS, MAX_ROUNDS, REPEATS, BUDGET = 4, 60, 6, 180.0  # rounds at least and at most; seconds per cell
 SHOWN = ["cell", "metric", "rounds", "median_a", "median_b", "ratio", "ratio_lo", "ratio_hi", "level", "verdict"]
 
 

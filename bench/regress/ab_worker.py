@@ -7,15 +7,18 @@ writes to its stdout is sent to stderr, so it cannot corrupt an answer):
 
 - ``{"cmd": "start", "out": DIR, "run_id": "A", "config": {runner.plan's arguments}, "slot": {Settings
   fields}, "ab": {...}}``: the run folder ``DIR/A`` made (``runner.plan`` + ``runner.start``), the device
-  peaks probed, the equal-results gate run for every cell up front; answers ``{"ok": true, "protocol": 1,
+  peaks probed, the equal-results gate run for every cell up front; answers ``{"ok": true, "protocol": 2,
   "run": FOLDER, "commit": SHA, "cells": [{"label", "status", "reason"}]}`` with status ``ok`` (to be
   timed), ``skipped`` or ``failed-equivalence``. With ``"run": FOLDER`` instead, a later round's worker
   takes over that folder (``runner.resume``: its config, rows and samples) without gating again;
-- ``{"cmd": "measure", "cell": LABEL}``: one slot, ``Runner.measure`` with the Settings' time budget
-  replaced by ``slot``; the new samples appended to the cell's earlier ones (each slot's count, and
-  whether it was disturbed, kept in ``meta.json`` under ``ab.slots``: label -> metric -> counts), the
-  row's medians, intervals and rates recomputed from all of them (:func:`pooled`), the run folder
-  rewritten; answers ``{"ok": true, "status": "ok"|"error", "reason": ..., "n": {metric: count}}``;
+- ``{"cmd": "measure", "cell": LABEL, "turns": BOOL}``: one slot, ``Runner.measure`` with the Settings' time
+  budget replaced by ``slot``; with ``turns``, before each timed block the worker answers ``{"ok": true,
+  "ready": true}`` and waits for ``{"cmd": "go"}`` (:class:`Turns`: the other side's blocks alternate with
+  this one's, A B B A, while the untimed work of neither overlaps the other's timed block); the new samples
+  appended to the cell's earlier ones (each slot's count, and whether it was disturbed, kept in ``meta.json``
+  under ``ab.slots``: label -> metric -> counts), the row's medians, intervals and rates recomputed from all
+  of them (:func:`pooled`), the run folder rewritten; answers ``{"ok": true, "status": "ok"|"error",
+  "reason": ..., "n": {metric: count}}``;
 - ``{"cmd": "quit", "complete": BOOL}``: the run marked complete (the last round) or not, answers
   ``{"ok": true}`` and exits.
 
@@ -35,7 +38,7 @@ from pathlib import Path
 
 from bench import UserError
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the timed blocks of a slot taken in turns with the other side's
 WORKER_MODULES = ("regress.ab_worker", "ab_worker", "worker")  # the worker's module under bench/: now, and before
 METRICS = ("epoch", "step", "loader_epoch")
 
@@ -67,30 +70,18 @@ def pooled(row: dict, samples: dict, slots: int, disturbed: int, load: float) ->
             "noisy": e.noisy or s.noisy, "disturbed": bool(disturbed), "load": load}
 
 
-def slot_medians(run):
-    """``run`` (a bench.store.Run of one side) with its samples replaced by one value per cell, metric and
-    slot, the median of the slot's samples: samples within a slot share its load and are not independent
-    repeats, slots are. A cell whose slot counts are missing or do not add up keeps its samples."""
-    import copy
+class Turns:
+    """The worker's side of the pairing: before each timed block it says ``{"ok": true, "ready": true}`` and waits
+    for ``{"cmd": "go"}``, so the orchestrator lets one side time a block while the other waits."""
 
-    import numpy as np
-    import pandas as pd
+    def __init__(self, answers):
+        self.answers = answers
 
-    from bench.grid import AXES, label_of
-
-    counts = (run.meta.get("ab") or {}).get("slots") or {}
-    if run.samples is None:
-        return run
-    rows = []
-    for (*axes, metric), group in run.samples.groupby([*AXES, "metric"], sort=False):
-        seconds = group.sort_values("repeat")["seconds"].to_numpy(dtype=float)
-        sizes = counts.get(label_of(dict(zip(AXES, axes))), {}).get(metric) or []
-        sizes = sizes if sum(sizes) == len(seconds) and all(sizes) else [1] * len(seconds)
-        values = [float(np.median(seconds[end - n:end])) for n, end in zip(sizes, np.cumsum(sizes))]
-        rows += [dict(zip(AXES, axes), metric=metric, repeat=i, seconds=v) for i, v in enumerate(values)]
-    view = copy.copy(run)
-    view.samples = pd.DataFrame(rows, columns=[*AXES, "metric", "repeat", "seconds"])
-    return view
+    def take(self) -> None:
+        self.answers.write(json.dumps({"ok": True, "ready": True}) + "\n")
+        line = sys.stdin.readline()
+        if not line or json.loads(line).get("cmd") != "go":
+            raise UserError(f"the orchestrator left or said {line.strip()!r} instead of go")
 
 
 def warm_data(cells: list, config) -> None:
@@ -106,8 +97,8 @@ def warm_data(cells: list, config) -> None:
 class Side:
     """The run this process writes: its store, runner and cells, and each cell's pooled samples."""
 
-    def __init__(self):
-        self.store = self.runner = None
+    def __init__(self, answers=None):
+        self.answers, self.store, self.runner = answers, None, None
         self.cells: dict = {}
         self.samples: dict[str, dict[str, list]] = {}  # label -> metric -> seconds, over every slot
 
@@ -165,7 +156,16 @@ class Side:
             answer.append({"label": label, "status": status, "reason": reason})
         return answer
 
-    def measure(self, label: str) -> dict:
+    def measure(self, label: str, turns: bool = False) -> dict:
+        from bench.timer import set_turns
+
+        set_turns(Turns(self.answers) if turns else None)
+        try:
+            return self._measure(label)
+        finally:
+            set_turns(None)
+
+    def _measure(self, label: str) -> dict:
         if self.runner is None:
             raise ValueError("measure before start")
         if label not in self.cells:
@@ -261,7 +261,7 @@ def handle(side: Side, msg: dict) -> dict:
         if cmd == "start":
             return side.start(msg)
         if cmd == "measure":
-            return side.measure(msg["cell"])
+            return side.measure(msg["cell"], bool(msg.get("turns")))
         if cmd == "quit":
             return side.quit(bool(msg.get("complete")))
         raise ValueError(f"unknown command {cmd!r}")
@@ -278,7 +278,7 @@ def main() -> int:
     sys.stdout = sys.stderr
     # the seeds' 4 workers on a 2-core machine are part of what is measured, not a mistake to warn of
     warnings.filterwarnings("ignore", message="This DataLoader will create")
-    side = Side()
+    side = Side(answers)
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -1,12 +1,15 @@
 """``linbench ab``'s paired rounds: the rounds run (:func:`measure`: a fresh pair of workers each, every open
-cell timed A B B A), each round's slot values of both sides read back from their run folders, the paired
-estimate of every (cell, metric), which cells are settled (rounds go on only for the cells still undecided,
-until the budget ends) and the verdicts judged (:func:`judge`), for ``linbench ab`` and its calibration.
+cell's slot timed on both sides in turns), each round's samples of both sides read back from their run folders,
+the paired estimate of every (cell, metric), which cells are settled (rounds go on only for the cells still
+undecided, until the budget ends) and the verdicts judged (:func:`judge`), for ``linbench ab`` and its calibration.
 
-A round times every cell still open A B B A, each slot in a fresh pair of worker processes; a slot's value is
-the median of its samples (:func:`bench.regress.ab_worker.slot_medians`), and a round's value for a side is
-its two slots. The decision while measuring is made at alpha/m for every one of the run's m comparisons
-(Bonferroni: the first step of the Holm rule the final verdicts use, so a cell settled here keeps its verdict).
+A round times one slot of every cell still open on each side, both workers going through the same timed blocks
+(epochs, step passes, loader passes) in turns, A B B A block by block (:func:`take_turns`): the two samples of
+a pair are a fraction of a second apart, so the machine's swings over seconds hit both. A round's value is the
+median of its pairs' log-ratios (:func:`bench.regress.stats.round_log_ratio`); rounds, each in fresh processes,
+are the independent repeats. The decision while measuring is made at alpha/m for every one of the run's m
+comparisons (Bonferroni: the first step of the Holm rule the final verdicts use, so a cell settled here keeps
+its verdict).
 """
 from __future__ import annotations
 
@@ -18,41 +21,47 @@ from pathlib import Path
 
 from bench import UserError
 from bench.regress.ab_worker import PROTOCOL, Worker
-from bench.regress.stats import Estimate, paired, settled
+from bench.regress.stats import paired, settled
 
-ORDER = "ABBA"
-SLOTS_PER_ROUND = 2  # a side's slots in one round: A B B A
-# a slot: --repeats epochs and loader passes and 20 step passes, each kept as measured (the round's pairing, not
-# a re-measure, copes with others' load); its value is their median
+ORDER = "ABBA"  # the turns of the timed blocks, repeated
+# a slot: --repeats epochs and loader passes and 20 step passes, each kept as measured (the pairing, not a
+# re-measure, copes with others' load)
 SLOT = {"seconds": 0.0, "step_seconds": 0.0, "step_repeats": 20, "remeasures": 0}
 
 
-def by_round(values: list[float]) -> list[list[float]]:
-    """A side's slot values of one cell and metric, in the order measured, grouped by round."""
-    return [values[i:i + SLOTS_PER_ROUND] for i in range(0, len(values) - SLOTS_PER_ROUND + 1, SLOTS_PER_ROUND)]
-
-
-def paired_estimate(label: str, metric: str, a: list[float], b: list[float]) -> Estimate | None:
-    """The paired estimate of B/A from both sides' slot values (the signature of verdicts.compare_runs's
-    ``estimate``)."""
-    return paired(by_round(a), by_round(b))
-
-
-def slot_values(folder) -> dict[tuple[str, str], list[list[float]]]:
-    """(label, metric) -> [A's slot values, B's], read from the ab folder's two run folders."""
+def slot_samples(run) -> dict[tuple[str, str], list[list[float]]]:
+    """(label, metric) -> the samples of each of the side's slots, in order (one slot a round), split where
+    ``meta.json``'s ``ab.slots`` counts say; a cell whose counts do not add up is left out."""
     from bench.grid import AXES, label_of
-    from bench.regress.ab_worker import slot_medians
+
+    counts = (run.meta.get("ab") or {}).get("slots") or {}
+    out: dict[tuple[str, str], list[list[float]]] = {}
+    if run.samples is None:
+        return out
+    for (*axes, metric), group in run.samples.groupby([*AXES, "metric"], sort=False):
+        label = label_of(dict(zip(AXES, axes)))
+        seconds = group.sort_values("repeat")["seconds"].astype(float).tolist()
+        sizes = counts.get(label, {}).get(metric) or []
+        if sizes and sum(sizes) == len(seconds):
+            ends = [sum(sizes[:i + 1]) for i in range(len(sizes))]
+            out[(label, metric)] = [seconds[end - n:end] for n, end in zip(sizes, ends)]
+    return out
+
+
+def round_samples(folder) -> dict[tuple[str, str], tuple[list, list]]:
+    """(label, metric) -> (A's slots, B's slots), read from the ab folder's two run folders."""
     from bench.run_folder import Run
 
-    out: dict[tuple[str, str], list[list[float]]] = {}
-    for i, side in enumerate("AB"):
-        samples = slot_medians(Run(folder / side)).samples
-        if samples is None:
-            continue
-        for (*axes, metric), group in samples.groupby([*AXES, "metric"], sort=False):
-            key = (label_of(dict(zip(AXES, axes))), metric)
-            out.setdefault(key, [[], []])[i] = group.sort_values("repeat")["seconds"].astype(float).tolist()
-    return out
+    a, b = (slot_samples(Run(folder / side)) for side in "AB")
+    return {key: (a[key], b[key]) for key in a if key in b}
+
+
+def estimator(rounds: dict):
+    """The paired estimate of B/A per (label, metric) from ``rounds`` (:func:`round_samples`), in the signature
+    of verdicts.compare_runs's ``estimate``."""
+    def estimate(label: str, metric: str, _a, _b):
+        return paired(*rounds[(label, metric)]) if (label, metric) in rounds else None
+    return estimate
 
 
 @dataclass
@@ -79,27 +88,49 @@ class Progress:
     def settle(self, folder) -> None:
         """Which cells are decided now: every metric's interval at alpha/m wholly outside or inside the band
         (m: the comparisons measured so far)."""
-        values = slot_values(folder)
-        m = max(1, len(values))
+        rounds = round_samples(folder)
+        m = max(1, len(rounds))
         for label in self.labels:
-            mine = [(a, b) for (c, _), (a, b) in values.items() if c == label]
-            if mine and all(settled(paired_estimate(label, "", a, b), self.min_effect, self.alpha / m)
+            mine = [(a, b) for (c, _), (a, b) in rounds.items() if c == label]
+            if mine and all(settled(paired(a, b), self.min_effect, self.alpha / m)
                             for a, b in mine):
                 self.done.add(label)
 
 
 def interleave(workers: dict, labels: list[str], r: int, errors: dict[str, str], progress) -> None:
-    """Round ``r``: every cell of ``labels`` timed in the order A B B A, each slot's seconds charged to its cell;
-    a cell that errors (side: why, into ``errors``) is not timed again."""
+    """Round ``r``: a slot of every cell of ``labels`` on both sides (:func:`take_turns`), its seconds charged to
+    the cell; a cell that errors (side: why, into ``errors``) is not timed again."""
     for i, label in enumerate(labels):
-        print(f"round {r + 1}, cell {i + 1}/{len(labels)}: {label} {' '.join(ORDER)}", file=sys.stderr)
-        for side in ORDER:
-            start = time.perf_counter()
-            reply = workers[side].ask(cmd="measure", cell=label)
-            progress.charge(label, time.perf_counter() - start)
-            if reply["status"] != "ok":
+        print(f"round {r + 1}, cell {i + 1}/{len(labels)}: {label}", file=sys.stderr)
+        start = time.perf_counter()
+        for side, reply in take_turns(workers, label).items():
+            if reply["status"] != "ok" and label not in errors:
                 errors[label] = f"{side}: {reply['reason']}"
-                break
+        progress.charge(label, time.perf_counter() - start)
+
+
+def take_turns(workers: dict, label: str) -> dict:
+    """One slot of ``label`` on both sides at once, their timed blocks in turns A B B A ...: a side is let go
+    only while the other waits for its turn or is done, so no timed block overlaps the other side's work.
+    Both sides' final answers."""
+    for side in "AB":
+        workers[side].send(cmd="measure", cell=label, turns=True)
+    waiting, done, turn = set(), {}, 0
+    while len(done) < 2:
+        for side in "AB":  # every side that is working: its next word, ready for a block or done
+            if side not in waiting and side not in done:
+                reply = workers[side].receive()
+                if reply.get("ready"):
+                    waiting.add(side)
+                else:
+                    done[side] = reply
+        if waiting:
+            side = ORDER[turn % len(ORDER)]
+            side = side if side in waiting else next(iter(waiting))
+            waiting.discard(side)
+            workers[side].send(cmd="go")
+            turn += 1
+    return done
 
 
 def new_folder(out: str, shas: dict, prefix: str = "ab") -> Path:
@@ -178,7 +209,8 @@ def timed_labels(started: dict, revs: dict) -> tuple[list[str], list[str], list[
     """The first workers' answers read: the cells both sides time, the cells B fails, the notes."""
     for side, reply in started.items():
         if reply.get("protocol") != PROTOCOL:
-            raise UserError(f"{revs[side]} speaks worker protocol {reply.get('protocol')}, not {PROTOCOL}")
+            raise UserError(f"{revs[side]} speaks worker protocol {reply.get('protocol')}, not {PROTOCOL}: ab compares "
+                            "revisions whose workers take turns block by block (bench/regress/ab_worker.py)")
     cells = {side: {c["label"]: c for c in started[side]["cells"]} for side in "AB"}
     labels = [label for label, c in cells["A"].items()
               if c["status"] == "ok" and cells["B"].get(label, {}).get("status") == "ok"]
@@ -202,13 +234,13 @@ def differences(cells: dict) -> tuple[list[str], list[str]]:
 
 def judge(folder: Path, args):
     """compare.csv of an ab folder: every cell and metric judged from its paired rounds (Holm over the run)."""
-    from bench.regress.ab_worker import slot_medians
     from bench.regress.verdicts import compare_runs
     from bench.run_folder import Run
     from bench.store import write_atomic
 
-    a, b = Run(folder / "A"), Run(folder / "B")
-    frame = compare_runs(slot_medians(a), slot_medians(b), args.min_effect, args.alpha, estimate=paired_estimate)
-    frame.insert(frame.columns.get_loc("n_a"), "rounds", frame["n_a"] // 2)
+    a, b, rounds = Run(folder / "A"), Run(folder / "B"), round_samples(folder)
+    frame = compare_runs(a, b, args.min_effect, args.alpha, estimate=estimator(rounds))
+    counts = [min(len(x) for x in rounds.get((c, m), ([], []))) for c, m in zip(frame["cell"], frame["metric"])]
+    frame.insert(frame.columns.get_loc("n_a"), "rounds", counts)
     write_atomic(folder / "compare.csv", frame.to_csv(index=False))
     return a, b, frame

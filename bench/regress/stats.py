@@ -157,13 +157,28 @@ def _trimmed(x: np.ndarray, trim: float = TRIM) -> tuple[float, float, int]:
     return float(x[g:n - g].mean()), float((n - 1) * w.var(ddof=1) / (h * (h - 1))), h
 
 
+def round_log_ratio(a, b) -> float:
+    """One round's log-ratio from the samples of both sides, taken in turns (A B B A ...): ``a[k]`` and ``b[k]``
+    were measured next to each other. Each two neighbouring pairs (one A-first, one B-first) give the mean of
+    their log-ratios, so the order within a pair and a steady drift cancel; the round's value is the median of
+    those means, so a burst of load in one block moves it little. NaN without samples on both sides."""
+    a, b = _floats(a), _floats(b)
+    n = min(len(a), len(b))
+    d = np.log(b[:n]) - np.log(a[:n]) if n else np.array([])
+    d = d[np.isfinite(d)]
+    if not len(d):
+        return math.nan
+    means = [d[i:i + 2].mean() for i in range(0, len(d), 2)]
+    return float(np.median(means))
+
+
 def paired(a_rounds, b_rounds) -> Estimate | None:
-    """From rounds measured side by side: ``a_rounds[i]`` and ``b_rounds[i]`` the slot values of round i of each
-    side (A B B A: two each). Each round gives one log-ratio, mean(log B) - mean(log A), so whatever the machine
-    did during the round (drift, a steady load) cancels; rounds are independent (fresh processes), slots of
-    one round are not. Their 10%-trimmed mean and Yuen's t (df = kept - 1). None below 3 rounds."""
-    d = np.array([np.mean(_logs(b)) - np.mean(_logs(a)) for a, b in zip(a_rounds, b_rounds)
-                  if len(_logs(a)) and len(_logs(b))])
+    """From rounds measured side by side: ``a_rounds[i]`` and ``b_rounds[i]`` each side's samples in round i,
+    taken in turns (:func:`round_log_ratio`). Each round gives one log-ratio, so whatever the machine did
+    during the round cancels; rounds are independent (fresh processes), samples of one round are not. Their
+    10%-trimmed mean and Yuen's t (df = kept - 1). None below 3 rounds."""
+    d = np.array([round_log_ratio(a, b) for a, b in zip(a_rounds, b_rounds)])
+    d = d[np.isfinite(d)]
     if len(d) < 3:
         return None
     mean, term, h = _trimmed(d)
