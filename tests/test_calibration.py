@@ -3,11 +3,12 @@
 In a temporary clone (this working tree's bench/ and impls/ committed over HEAD, so nothing waits on a
 commit of them): an A/A (one revision on both sides) gives no ``slower`` or ``faster`` verdict, exits 0 and
 writes ``calibration.json``; a busy-wait plant of 1.5x on B's steps is named ``slower`` on the step with an
-interval that covers 1.5, while the loader it does not touch is not; a planted commit that makes the ``module``
+interval that covers its true ratio (measured apart from ab: a busy wait slows the step's own work a little
+too), while the loader it does not touch is not; a planted commit that makes the ``module``
 form's step 1.5-2.5x slower (three extra forward passes, no sleep) is named ``slower`` through two worktrees
 and exits 1, its loader not; ``--calibrate``'s rates are summarized and shown. The A/A's grid is two softmax
 cells on the resident loader (one torch thread: ab's default), the others one; ``--quick`` keeps the gate and
-the peak probe short, and a small budget keeps each run to a few rounds.
+the peak probe short, and each run stops after a few rounds (a 1.5x change is decided in 4).
 """
 import json
 import shutil
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",
         "--batch-sizes", "256", "--devices", "cpu", "--rounds", "3", "--max-rounds", "12", "--budget", "30"]
 A_A = ["--max-rounds", "3"]  # an A/A stops at its 3 rounds: what matters there is that nothing is called a change
+FEW = ["--max-rounds", "4"]  # a 1.5x change: 4 rounds decide it
 MODULE, VECTORIZED = "softmax/module/cpu/resident/w0/b256/t1", "softmax/vectorized/cpu/resident/w0/b256/t1"
 PLANTED = ("        loss = self.loss(self.net(X), y)\n",
            "        self.net(X), self.net(X), self.net(X)  # planted: three extra forward passes, 1.5-2.5x the step\n"
@@ -130,7 +132,7 @@ def test_a_busy_wait_plant_is_slower_with_an_interval_that_covers_it(clone, busy
     from bench.regress.calibration import plant_reference
 
     grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
-    out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.5", "--budget", "90", "--no-report", "--out", str(tmp_path))
+    out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.5", *FEW, "--no-report", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     truth = plant_reference(MODULE, 1.5)["true_ratio"]  # the plant's step ratio, measured apart from ab
     assert 1.45 <= truth <= 1.7, truth
@@ -150,7 +152,7 @@ def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tm
     path.write_text(text.replace(*PLANTED))
     git(clone, "commit", "--quiet", "-am", "planted: the module form's step does two extra forward passes")
     grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
-    out = ab(clone, "HEAD~1", "HEAD", *grid, "--no-report", "--budget", "90", "--out", str(tmp_path))
+    out = ab(clone, "HEAD~1", "HEAD", *grid, "--no-report", *FEW, "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     assert frame.loc[(MODULE, "step"), "verdict"] == "slower", out.stdout
@@ -165,23 +167,25 @@ def test_calibrate_summarizes_rates_with_intervals_and_the_report_shows_them(tmp
 
     monkeypatch.setenv("LINBENCH_CACHE", str(tmp_path / "cache"))
     rows = []
-    for run in range(5):  # 5 A/A runs of 2 comparisons, one false `slower`; 5 planted x1.3 runs
+    for run in range(5):  # 5 A/A runs of 2 comparisons, one false `slower`; 5 planted x1.3 runs, truly 1.33
         for metric in ("step", "loader_epoch"):
             wrong = (run, metric) == (0, "step")
             rows.append(dict(run=f"aa-{run}", plant=1.0, seconds=60.0, rounds=8, metric=metric, ratio=1.0,
                              ratio_lo=0.97, ratio_hi=1.03, verdict="slower" if wrong else "same"))
             rows.append(dict(run=f"x1.3-{run}", plant=1.3, seconds=50.0, rounds=5, metric=metric,
                              ratio=1.3 if metric == "step" else 1.0, ratio_lo=1.2 if run else 1.31,
-                             ratio_hi=1.4, verdict="slower" if metric == "step" else "same"))
+                             ratio_hi=1.4 if run else 1.32, verdict="slower" if metric == "step" else "same",
+                             **({"true_ratio": 1.33} if metric == "step" else {})))
     rates = summarize_runs(pd.DataFrame(rows))
     aa, planted = rates["A/A"], rates["x1.3"]
     assert aa["false_verdicts"]["k"] == 1 and aa["false_verdicts"]["n"] == 10
     assert aa["false_verdicts"]["lo"] < 0.1 < aa["false_verdicts"]["hi"]  # Clopper-Pearson around 1/10
     assert aa["runs_with_a_false_verdict"]["k"] == 1 and aa["same"]["k"] == 9
-    assert planted["power_step"]["k"] == 5 and planted["coverage_step"]["k"] == 4  # run 0's interval missed 1.3
+    assert planted["power_step"]["k"] == 5 and planted["coverage_step"]["k"] == 4  # run 0's missed 1.33
     assert planted["false_loader"]["k"] == 0 and aa["seconds_median"] == 60
     text = lines(rates)
-    assert text[0].startswith("A/A (5 runs") and "1/10 = 10%" in text[0] and "covered 1.3 4/5 = 80%" in text[1]
+    assert text[0].startswith("A/A (5 runs") and "1/10 = 10%" in text[0]
+    assert "covered the true ratio (1.330, measured apart) 4/5 = 80%" in text[1]
     summary = {"host": "testhost", "date": "today", "commit": "f" * 40, "settings": {"budget": 180},
                "overrides": {"model": ["softmax"]}, "rates": rates}
     write(tmp_path / "report", pd.DataFrame(rows), summary, tmp_path)
