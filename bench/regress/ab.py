@@ -2,12 +2,13 @@
 
 Each revision is a git worktree under ``.linbench/ab/<sha>`` (a clean one is reused), timed by worker processes
 of its own (bench/regress/ab_worker.py, run by this environment's python with cwd and PYTHONPATH = the worktree:
-each side runs its own code), a fresh pair every round. Per round every open cell gets a slot on each side, their
-timed blocks taking turns A B B A, so load and drift hit both sides alike; rounds are added until every verdict
-is settled or the cell's budget is spent (:mod:`bench.regress.rounds`), and the verdicts judge the per-round
-ratios together (Holm, :func:`bench.regress.stats.decide`). ``results/ab-<a>-<b>-<time>/`` holds both run folders (``A``, ``B``, the
-slots' samples pooled), ``compare.csv``, ``calibration.json`` for an A/A, the workers' stderr (``A.log``,
-``B.log``) and ``report/``. Exit 1 on a ``slower`` verdict or a cell B fails and A does not.
+each side runs its own code), a fresh pair every round. Per round every open cell gets a slot on each side,
+their timed blocks taking turns A B B A, so load and drift hit both sides alike; rounds are added until every
+verdict is settled or the cell's budget is spent (:mod:`bench.regress.rounds`), and the verdicts judge the
+per-round ratios together (Holm, :func:`bench.regress.stats.decide`). ``results/ab-<a>-<b>-<time>/`` holds
+both run folders (``A``, ``B``, the slots' samples pooled), ``compare.csv``, ``calibration.json`` for an A/A,
+the workers' stderr (``A.log``, ``B.log``) and ``report/``. Exit 1 on a ``slower`` verdict or a cell B fails
+and A does not.
 """
 from __future__ import annotations
 
