@@ -1,8 +1,9 @@
-"""Instructions per step (``linbench counts``, ``bench.callgrind``): two counts of one cell agree to +-0.5% with
-another process keeping a core busy; a planted extra step, one in every 16, moves the count by exactly that step's
-share (17/16); the command writes ``counts.csv`` into a run and the report shows it; without valgrind, one line.
+"""Instructions per step (``linbench counts``, ``bench.callgrind``): with another process keeping a core busy, a
+count repeats (its two blocks agree to +-0.5%) and a planted extra step, one in every 16, counted in another process
+at the same time, moves the count by exactly that step's share (17/16, to +-0.5%: so two processes' counts agree to
+that too); the command writes ``counts.csv`` into a run and the report shows it; without valgrind, one line.
 Cell: linreg ``vectorized`` at batch 10 (its data made, not loaded, under valgrind: a count takes about half a minute;
-the three run at once)."""
+the two run at once)."""
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,10 +50,10 @@ def counting_with(path: str) -> bool:
 
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory, busy_core):
-    """Under one busy core, at once: the cell counted twice, and the cell with the planted extra step."""
+    """Under one busy core, at once: the cell counted, and the cell with the planted extra step."""
     plant = tmp_path_factory.mktemp("plant")
     (plant / "sitecustomize.py").write_text(textwrap.dedent(PLANT))
-    with callgrind.child_environment(), ThreadPoolExecutor(3) as pool:
+    with callgrind.child_environment(), ThreadPoolExecutor(2) as pool:
         with pytest.MonkeyPatch.context() as mp:  # a child takes the environment it starts with
             mp.setenv("PYTHONPATH", f"{plant}:{callgrind.ROOT}")
             planted = pool.submit(callgrind.count_one, CELL)
@@ -60,15 +61,14 @@ def counted(tmp_path_factory, busy_core):
             while not (planted.done() or counting_with(str(plant))):
                 assert time.monotonic() - started < 120, "the planted count did not start"
                 time.sleep(0.1)
-        first, second = (pool.submit(callgrind.count_one, CELL) for _ in range(2))
-        return {"first": first.result(), "second": second.result(), "planted": planted.result()}
+        first = pool.submit(callgrind.count_one, CELL)
+        return {"first": first.result(), "planted": planted.result()}
 
 
-def test_two_counts_agree_with_a_core_busy(counted):
-    a, b = counted["first"], counted["second"]
+def test_a_count_repeats_with_a_core_busy(counted):
+    a = counted["first"]
     assert a["instr_per_step"] > 1e5  # an autograd step through torch's dispatcher: hundreds of thousands at least
-    assert abs(a["instr_per_step"] - b["instr_per_step"]) / a["instr_per_step"] < 0.005, (a, b)
-    assert a["instr_spread"] < 0.005 and b["instr_spread"] < 0.005  # the two blocks of one count agree too
+    assert a["instr_spread"] < 0.005, a  # its two blocks, each of 16 steps, agree
     assert "%" in a["top_functions"], a["top_functions"]  # the functions with the most instructions, named
 
 
