@@ -2,13 +2,13 @@
 
 In a temporary clone (this working tree's bench/ and impls/ committed over HEAD, so nothing waits on a
 commit of them): an A/A (one revision on both sides) gives no ``slower`` or ``faster`` verdict, exits 0 and
-writes ``calibration.json``; a busy-wait plant of 1.5x on B's steps is named ``slower`` on the step with an
-interval that covers its true ratio (measured apart from ab: a busy wait slows the step's own work a little
-too), while the loader it does not touch is not; a planted commit that makes the ``module``
-form's step 1.5-2.5x slower (three extra forward passes, no sleep) is named ``slower`` through two worktrees
-and exits 1, its loader not; ``--calibrate``'s rates are summarized and shown. The A/A's grid is two softmax
-cells on the resident loader (one torch thread: ab's default), the others one; ``--quick`` keeps the gate and
-the peak probe short, and each run stops after 3 rounds (a 1.5x change is decided in 3).
+writes ``calibration.json``; then one comparison of two commits, B's making the ``module`` form's step 1.5-2.5x
+slower (three extra forward passes, no sleep) and ``--plant 1.5`` slowing every B step by a busy wait: it exits
+1, names both steps ``slower``, the ``vectorized`` step's interval covering the plant's true ratio (measured apart
+from ab: a busy wait slows the step's own work a little too), and calls neither loader (untouched) a change;
+``--calibrate``'s rates are summarized and shown. The grid is two softmax cells on the resident loader (one
+torch thread: ab's default); ``--quick`` keeps the gate and the peak probe short, and each run stops after 3
+rounds (a 1.5x change is decided in 3: a round's ratio spreads about 1%).
 """
 import json
 import shutil
@@ -25,7 +25,8 @@ from bench.timer import Stats
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",
-        "--batch-sizes", "256", "--devices", "cpu", "--rounds", "3", "--max-rounds", "12", "--budget", "30"]
+        "--batch-sizes", "256", "--devices", "cpu", "--rounds", "3", "--max-rounds", "12", "--budget", "30",
+        "--repeats", "3"]
 A_A = ["--max-rounds", "3"]  # an A/A stops at its 3 rounds: what matters there is that nothing is called a change
 FEW = ["--max-rounds", "3"]  # a 1.5x change: 3 rounds decide it (a round spreads about 1%)
 MODULE, VECTORIZED = "softmax/module/cpu/resident/w0/b256/t1", "softmax/vectorized/cpu/resident/w0/b256/t1"
@@ -111,7 +112,7 @@ def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core,
     frame = pd.read_csv(folder / "compare.csv")
     assert set(frame["cell"]) == {MODULE, VECTORIZED} and set(frame["metric"]) == {"epoch", "step", "loader_epoch"}
     assert not frame["verdict"].isin(["slower", "faster"]).any(), out.stdout
-    per_slot = frame["metric"].map({"epoch": 6, "step": 20, "loader_epoch": 6})  # ab's --repeats 6, 20 step passes
+    per_slot = frame["metric"].map({"epoch": 3, "step": 20, "loader_epoch": 3})  # --repeats 3, 20 step passes
     assert (frame["rounds"] == 3).all() and (frame["n_a"] == 3 * per_slot).all()  # one slot a side and round
     assert frame["reason"].str.contains("Holm over 6 comparison").all()
     cal = json.loads((folder / "calibration.json").read_text())
@@ -128,37 +129,29 @@ def test_a_a_gives_no_false_verdict_and_writes_its_calibration(clone, busy_core,
     print(out.stdout)  # the measured calibration, shown with -s / in the report of a failure
 
 
-def test_a_busy_wait_plant_is_slower_with_an_interval_that_covers_it(clone, busy_core, real_data, tmp_path):
+def test_a_planted_commit_and_a_busy_wait_plant_are_slower_and_exit_1(clone, busy_core, real_data, tmp_path):
+    """One comparison of two commits: B makes the ``module`` form's step 1.5-2.5x slower (three extra forward
+    passes), and ``--plant 1.5`` slows every B step by a busy wait, so B's ``vectorized`` step (its code unchanged)
+    is slower by the plant alone, whose true ratio is measured apart from ab."""
     from bench.regress.calibration import plant_reference
 
-    grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
-    out = ab(clone, "HEAD", "HEAD", *grid, "--plant", "1.5", *FEW, "--no-report", "--out", str(tmp_path))
-    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
-    truth = plant_reference(MODULE, 1.5)["true_ratio"]  # the plant's step ratio, measured apart from ab
-    assert 1.45 <= truth <= 1.7, truth
-    frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
-    for cell in (MODULE,):
-        step = frame.loc[(cell, "step")]
-        assert step["verdict"] == "slower" and step["ratio_lo"] <= truth <= step["ratio_hi"], (truth, out.stdout)
-        assert frame.loc[(cell, "loader_epoch"), "verdict"] not in ("slower", "faster"), out.stdout  # untouched
-    assert "calibration" not in out.stdout  # a plant: no A/A record
-    print(out.stdout)
-
-
-def test_a_planted_slowdown_is_named_and_exits_1(clone, busy_core, real_data, tmp_path):
     path = clone / "impls" / "module.py"
     text = path.read_text()
     assert text.count(PLANTED[0]) == 1
     path.write_text(text.replace(*PLANTED))
-    git(clone, "commit", "--quiet", "-am", "planted: the module form's step does two extra forward passes")
-    grid = [*GRID[:GRID.index("--forms") + 1], "module", *GRID[GRID.index("--forms") + 2:]]
-    out = ab(clone, "HEAD~1", "HEAD", *grid, "--no-report", *FEW, "--out", str(tmp_path))
+    git(clone, "commit", "--quiet", "-am", "planted: the module form's step does three extra forward passes")
+    out = ab(clone, "HEAD~1", "HEAD", *GRID, "--plant", "1.5", *FEW, "--no-report", "--out", str(tmp_path))
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     frame = pd.read_csv(folder_of(tmp_path) / "compare.csv").set_index(["cell", "metric"])
     assert frame.loc[(MODULE, "step"), "verdict"] == "slower", out.stdout
-    assert frame.loc[(MODULE, "step"), "ratio"] >= 1.3, out.stdout
-    assert frame.loc[(MODULE, "loader_epoch"), "verdict"] != "slower", out.stdout  # the loader is not changed
-    assert "calibration" not in out.stdout  # two revisions: no A/A calibration
+    assert frame.loc[(MODULE, "step"), "ratio"] >= 1.3 * 1.45, out.stdout  # the commit's change times the plant
+    truth = plant_reference(VECTORIZED, 1.5, chunks=5, pairs=10)["true_ratio"]  # the plant's step ratio, apart from ab
+    assert 1.45 <= truth <= 1.7, truth
+    step = frame.loc[(VECTORIZED, "step")]
+    assert step["verdict"] == "slower" and step["ratio_lo"] <= truth <= step["ratio_hi"], (truth, out.stdout)
+    for cell in (MODULE, VECTORIZED):  # the loader is neither changed nor planted
+        assert frame.loc[(cell, "loader_epoch"), "verdict"] not in ("slower", "faster"), out.stdout
+    assert "calibration" not in out.stdout  # two revisions and a plant: no A/A record
     print(out.stdout)
 
 
