@@ -43,9 +43,13 @@ fi
 echo "setup: Fashion-MNIST at $("$venv/bin/linbench" data)"
 
 # The CUDA kernels (impls/fused_step.cu), built once per machine where a CUDA toolkit is at hand, GPU or not:
-# the forms and the tests load the cached build (a first build takes about 2 minutes on 2 cores).
-"$venv/bin/python" - <<'PY' || echo "setup: warning: the CUDA kernels did not build; the cuda forms will say why"
+# the forms and the tests load the cached build (a first build takes about 2 minutes on 2 cores). Built again
+# when the source is newer than the last build's stamp.
+cuda_stamp="$venv/.linbench-cuda-built"
+if [ ! -f "$cuda_stamp" ] || [ impls/fused_step.cu -nt "$cuda_stamp" ]; then
+    "$venv/bin/python" - <<'PY' && touch "$cuda_stamp" || echo "setup: warning: the CUDA kernels did not build; the cuda forms will say why"
 from impls import cuda
 why = cuda.toolkit_missing()
 print(f"setup: CUDA kernels not built: {why}" if why else f"setup: CUDA kernels at {cuda.extension().__file__}")
 PY
+fi
