@@ -185,7 +185,7 @@ class Side:
         slots = self.store.meta["ab"]["slots"].setdefault(label, {m: [] for m in (*METRICS, "load")})
         for metric in METRICS:
             pool[metric] += list(samples[metric])
-            slots[metric].append(len(samples[metric]))  # where each slot's samples end: the slot medians
+            slots[metric].append(len(samples[metric]))  # where each slot's samples end: the rounds
         slots["load"].append([bool(row["disturbed"]), float(row["load"])])  # was the slot disturbed, how much
         row = pooled(row, pool, len(slots["load"]), sum(d for d, _ in slots["load"]), max(x for _, x in slots["load"]))
         self.store.put(row, pool)
