@@ -26,7 +26,7 @@ from bench.loaders import Resident, close_loader, make_loader
 from bench.machine_load import REMEASURES
 from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
 from bench.timer import Stats, Until, slowest, time_repeats
-from impls.models import MODELS, init_params
+from impls.models import init_params
 
 SLOW_PASS = 0.1  # seconds: a form slower than this per pass of step_batches is timed a batch at a time
 
@@ -127,8 +127,7 @@ class CellBench:
         self.loader = make_loader(cell.loader, cell.model, cell.batch_size, cell.workers, cell.device,
                                   settings.seed, settings.persistent_workers, settings.pin_memory,
                                   settings.data_dir)
-        self.form = impls.build(cell.model, cell.form, init_params(cell.model, settings.seed),
-                                MODELS[cell.model].lr, cell.device)
+        self.form = impls.build(cell.model, cell.form, init_params(cell.model, settings.seed), cell.setup())
         if settings.plant != 1:
             self.form = Planted(self.form, settings.plant, self.dev)
         self.samples = 0  # samples the last pass covered

@@ -17,21 +17,22 @@ is named with its worst element, and is never timed.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
 import impls
 from bench import interrupt
 from bench.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
-from bench.grid import DEFAULT_GRID, expand
+from bench.grid import AXIS, BUILT_FROM, DEFAULT_GRID, GATED, apply_gated, expand, gate_key, setup_of
+from impls import precision
 from impls.models import MODELS
 
 
 @dataclass
 class CheckResult:
-    model: str
-    form: str
-    device: str
+    key: tuple  # the gate key: the values of the gated axes (bench.grid.GATED), e.g. model, form, device, precision
     status: str  # pass | fail | skipped
     reason: str = ""
     case: str = ""
@@ -46,25 +47,39 @@ class CheckResult:
     tolerance_reason: str = ""
     steps: int = 0
 
+    def __getattr__(self, name):  # result.model, result.form, ...: the key's values by axis name
+        if name in GATED:
+            return self.key[GATED.index(name)]
+        raise AttributeError(name)
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        row = asdict(self)
+        return {**dict(zip(GATED, row.pop("key"))), **row}
 
 
-def check_case(model: str, form: str, device: str, case: Case, cls=None) -> CheckResult:
-    """Run one form through every trial of ``case`` and judge it against the oracle."""
-    cls = cls or impls.form_class(model, form)
-    tol = case.tolerance(model, cls.tolerance)
-    result = CheckResult(model, form, device, "pass", case=case.name, batch_size=case.batch_size,
-                         batches=case.describe(), rtol=tol.rtol, atol=tol.atol, tolerance_reason=tol.reason,
+def key_of(model: str, form: str, device: str = "cpu", **axes) -> tuple:
+    """A gate key from axis values by name, the axes not named at their defaults (fp32, ...)."""
+    return gate_key(dict(model=model, form=form, device=device, **axes))
+
+
+def check_case(key: tuple, case: Case, cls=None) -> CheckResult:
+    """Run one form (gate key ``key``) through every trial of ``case`` and judge it against the oracle."""
+    setup, values = setup_of(key), dict(zip(GATED, key))
+    model = values["model"]
+    cls = cls or impls.form_class(model, values["form"])
+    tol = case.tolerance(model, precision.tolerance(cls.tolerance, setup))
+    result = CheckResult(key, "pass", case=case.name, batch_size=case.batch_size, batches=case.describe(),
+                         rtol=tol.rtol, atol=tol.atol, tolerance_reason=tol.reason,
                          steps=sum(len(t.batches) for t in case.trials))
     worst = {"loss": [], "param": [], "predict": []}
     used, diffs = [], []
     # a form that can own an epoch is judged both ways: step by step, and through train_epoch
-    paths = [("", None)] + ([("train_epoch: ", device)] if callable(getattr(cls, "train_epoch", None)) else [])
+    paths = [("", None)] + ([("train_epoch: ", setup.device)] if callable(getattr(cls, "train_epoch", None)) else [])
+    apply_gated(key)
     for trial in case.trials:
         for path, epochs_on in paths:
             try:
-                w, u, d = judge(cls(trial.params, MODELS[model].lr, device), trial, tol, epochs_on)
+                w, u, d = judge(cls(trial.params, setup), trial, tol, epochs_on)
             except Exception as e:  # noqa: BLE001 - a crashing form fails the gate, with its error as the reason
                 interrupt.raise_if_interrupted(e)  # not when a SIGTERM or Ctrl-C caused it
                 prefix = f"{trial.name}: " if trial.name else ""
@@ -78,32 +93,69 @@ def check_case(model: str, form: str, device: str, case: Case, cls=None) -> Chec
     result.loss_max_abs, result.param_max_abs, result.predict_max_abs = (
         max(worst[k], default=math.nan) for k in ("loss", "param", "predict"))
     result.tol_used = max(used, default=math.nan)
+    if case.trials and (flag := precision_flag(cls, setup, case.trials[0])):
+        diffs.append(flag)
     if diffs:
         result.status, result.reason = "fail", f"{case.name}: " + "; ".join(diffs)
     return result
 
 
-def check_form(model: str, form: str, device: str, batches, params, reference: Reference, cls=None) -> CheckResult:
+MATMULS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation"}
+
+
+def precision_flag(cls, setup, trial: Trial) -> str | None:
+    """Why a form asked for a precision below fp32 does not train in it, or None: its parameters (``state()``,
+    after a step) must be of the precision's type, and the matmuls of its step, where torch's dispatcher sees
+    them (not in a form that compiles: dynamo does not trace under a dispatch mode), of its compute type; as a ``compiled`` form that compiled nothing is
+    flagged, so is a form that runs fp32 under another name."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    p = precision.of(setup)
+    if p.name == precision.DEFAULT or not trial.batches:
+        return None
+    seen = set()
+
+    class Matmuls(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] in MATMULS:
+                seen.add(args[0].dtype if hasattr(args[0], "dtype") else None)
+            return func(*args, **(kwargs or {}))
+
+    instance = cls(trial.params, setup)
+    with contextlib.nullcontext() if hasattr(cls, "compile_log") else Matmuls():  # dynamo refuses to trace in a mode
+        instance.step(*trial.batches[0])
+    wrong = sorted({str(v.dtype)[6:] for v in instance.state().values() if v.dtype != p.storage})
+    if wrong:
+        return f"asked for {p.name}, its parameters are {'/'.join(wrong)}, not {str(p.storage)[6:]}"
+    if seen and p.compute not in seen:
+        return (f"asked for {p.name}, its matmuls ran in {'/'.join(sorted(str(d)[6:] for d in seen if d))}, "
+                f"not {str(p.compute)[6:]}")
+    return None
+
+
+def check_form(model: str, form: str, device: str, batches, params, reference: Reference, cls=None,
+               **axes) -> CheckResult:
     """One form on one batch sequence from ``params``, judged against the oracle's ``reference``."""
     batch_size = len(batches[0][1]) if batches else None
     case = Case(f"batch {batch_size}", [Trial("", batches, params, reference)], batch_size=batch_size)
-    return check_case(model, form, device, case, cls)
+    return check_case(key_of(model, form, device, **axes), case, cls)
 
 
-def check_if_available(model: str, form: str, device: str, cases: list[Case], cls=None) -> list[CheckResult]:
+def check_if_available(key: tuple, cases: list[Case], cls=None) -> list[CheckResult]:
     """Every case for a form that can run here, else one ``skipped`` result with the reason."""
-    reason = None if cls else impls.unavailable(model, form, device)
+    values = dict(zip(GATED, key))
+    reason = None if cls else impls.unavailable(values["model"], values["form"], setup_of(key))
     if reason:
-        return [CheckResult(model, form, device, "skipped", reason)]
-    return [check_case(model, form, device, case, cls) for case in cases]
+        return [CheckResult(key, "skipped", reason)]
+    return [check_case(key, case, cls) for case in cases]
 
 
 def failures(rows: list[dict]) -> dict[tuple, str]:
-    """(model, form, device) -> the reasons of its failed cases, from result rows (``as_dict()``)."""
+    """Gate key -> the reasons of its failed cases, from result rows (``as_dict()``)."""
     out: dict[tuple, list[str]] = {}
     for r in rows:
         if r["status"] == "fail":
-            out.setdefault((r["model"], r["form"], r["device"]), []).append(r["reason"])
+            out.setdefault(gate_key(r), []).append(r["reason"])
     return {k: " | ".join(v) for k, v in out.items()}
 
 
@@ -113,13 +165,17 @@ def default_batch_sizes(model: str, form: str) -> list[int]:
                   or {MODELS[model].batch_size})
 
 
-def run_check(models=None, forms=None, devices=("cpu",), steps: int = DEFAULT_STEPS, data_dir=None,
-              seed: int = 0, batch_sizes=None) -> list[CheckResult]:
-    """The gate over a (model x form x device) selection, at ``batch_sizes`` (default: the default
-    grid's for each form); unavailable forms come back as skipped."""
-    devices = impls.check_names("device", devices, impls.DEVICES)
-    selected = impls.entries(models, forms)
+def run_check(selection: dict | None = None, steps: int = DEFAULT_STEPS, data_dir=None, seed: int = 0,
+              batch_sizes=None) -> list[CheckResult]:
+    """The gate over a selection (gated axis -> values; a model or form left out: all of them; another axis:
+    its default, cpu for the device), at ``batch_sizes`` (default: the default grid's for each form);
+    unavailable forms come back as skipped."""
+    selection = {a: v for a, v in (selection or {}).items() if v}
+    selected = impls.entries(selection.get("model"), selection.get("form"))
+    others = [a for a in GATED if a not in BUILT_FROM]
+    axes = [selection.get(a) or (["cpu"] if a == "device" else AXIS[a].default()) for a in others]
     sizes = {(m, f): list(batch_sizes or default_batch_sizes(m, f)) for m, f in selected}
     # all data and every oracle first, so a data problem stops the gate before any form runs
     cases = {(m, f): gate_cases(m, sizes[(m, f)], steps, seed, data_dir) for m, f in selected}
-    return [r for m, f in selected for d in devices for r in check_if_available(m, f, d, cases[(m, f)])]
+    return [r for m, f in selected for values in itertools.product(*axes)
+            for r in check_if_available(key_of(m, f, **dict(zip(others, values))), cases[(m, f)])]

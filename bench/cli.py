@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -26,27 +27,28 @@ def require_devices(devices) -> list[str]:
     return devices
 
 
-GATE_COLUMNS = ["model", "form", "device", "case", "batches", "status", "loss_max_abs", "param_max_abs",
-                "predict_max_abs", "tol_used", "rtol", "atol"]
+GATE_MEASURES = ["case", "batches", "status", "loss_max_abs", "param_max_abs", "predict_max_abs", "tol_used", "rtol",
+                 "atol"]
 
 
 def cmd_check(args) -> int:
     from bench.check import run_check
     if args.steps <= 0:
         raise UserError(f"--steps must be positive, got {args.steps}")
-    from bench.grid import validate
+    from bench.grid import GATED, axis_overrides, gate_label, validate
 
-    validate({"model": args.models, "form": args.forms, "batch_size": args.batch_sizes})
-    results = run_check(args.models, args.forms, require_devices(args.devices or ["cpu"]), steps=args.steps,
-                        data_dir=args.data_dir, batch_sizes=args.batch_sizes)
+    selection = {a: v for a, v in axis_overrides(args).items() if a in (*GATED, "batch_size")}
+    validate(selection)
+    require_devices(args.devices or ["cpu"])
+    results = run_check(selection, steps=args.steps, data_dir=args.data_dir, batch_sizes=args.batch_sizes)
     rows = [r.as_dict() for r in results]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
-        print(show(rows, GATE_COLUMNS))
+        print(show(rows, [*GATED, *GATE_MEASURES]))
         for r in results:
             if r.status != "pass":
-                print(f"{r.status.upper()} {r.model}/{r.form}/{r.device}: {r.reason}")
+                print(f"{r.status.upper()} {gate_label(r.key)}: {r.reason}")
         for reason in sorted({f"rtol {r.rtol:g} atol {r.atol:g}: {r.tolerance_reason}"
                               for r in results if r.tolerance_reason}):
             print(f"tolerance {reason}")
@@ -152,15 +154,24 @@ def cmd_report(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from bench.grid import AXIS, GATED, axis_overrides, setup_of, validate
     from bench.loaders import LOADERS
 
+    chosen = {a: v for a, v in axis_overrides(args).items() if a in GATED and v}
+    validate(chosen)
+    # every model, form and device; another gated axis at its default values unless its flag names others
+    axes = {a: chosen.get(a) or (AXIS[a].choices() if a in ("model", "form", "device") else AXIS[a].default())
+            for a in GATED}
     rows = []
-    for model, form in impls.entries():
-        for device in impls.DEVICES:
-            reason = impls.unavailable(model, form, device)
-            rows.append(dict(model=model, form=form, device=device, available="no" if reason else "yes",
-                             reason=reason or ""))
-    print(show(rows, ["model", "form", "device", "available", "reason"]))
+    for values in itertools.product(*axes.values()):
+        key = dict(zip(GATED, values))
+        reason = impls.unavailable(key["model"], key["form"], setup_of(values))
+        rows.append(dict(key, available="no" if reason else "yes", reason=reason or ""))
+    print(show(rows, [*GATED, "available", "reason"]))
+    for a in GATED:
+        if a not in ("model", "form", "device") and AXIS[a].choices:
+            print(f"{a}s: {', '.join(map(str, AXIS[a].choices()))} ({AXIS[a].flag} to list others than "
+                  f"{', '.join(map(str, axes[a]))})")
     print(f"loaders: {', '.join(LOADERS)} (workers apply to torchvision and tensor)")
     print(f"devices: cpu, cuda ({impls.cuda_unavailable() or 'available'})")
     return 0
@@ -183,7 +194,7 @@ def cmd_data(args) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     from bench.counts import add_parser as add_counts
-    from bench.grid import add_axis_flags
+    from bench.grid import GATED, add_axis_flags
     from bench.merge import add_parser as add_merge
     from bench.profile import add_parser as add_profile
     from bench.regress.ab import add_parser as add_ab
@@ -196,7 +207,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="the equal-results gate against the fp64 oracle",
                        description="The equal-results gate against the fp64 oracle. By default every model and "
                        "form, on cpu, at the batch sizes the default grid times each at.")
-    add_axis_flags(p, only=("model", "form", "device", "batch_size"), says="what to check")
+    add_axis_flags(p, only=(*GATED, "batch_size"), says="what to check")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (or LINBENCH_DATA)")
     p.add_argument("--steps", type=int, default=50, help="full batches per case at most (default: 50)")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -242,6 +253,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_profile(sub)
     add_ranks(sub)
     p = sub.add_parser("list", help="forms, loaders and devices available here, and why not")
+    add_axis_flags(p, only=GATED, says="what to list")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("env", help="the environment a run records")
     p.set_defaults(func=cmd_env)

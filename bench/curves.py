@@ -32,7 +32,7 @@ def train_curves(model: str, forms, device: str = "cpu", epochs: int = 10, seed:
         if reason:
             skipped[form] = reason
             continue
-        instance = impls.build(model, form, init_params(model, seed), spec.lr, device)
+        instance = impls.build(model, form, init_params(model, seed), device)
         batches = Resident(train.X, train.y, spec.batch_size, device, seed)
         start = time.perf_counter()
         for epoch in range(1, epochs + 1):

@@ -148,27 +148,30 @@ def _global_loss(cls):
     return GlobalLoss
 
 
-def _check(setup_s: float, model, form, device, cases):
+def _check(setup_s: float, key, cases):
     import impls
     from bench import check
+    from bench.grid import GATED
 
-    cls = _global_loss(impls.form_class(model, form))
-    results = [check.check_case(model, form, device, case, cls) for case in cases]
+    values = dict(zip(GATED, key))
+    cls = _global_loss(impls.form_class(values["model"], values["form"]))
+    results = [check.check_case(key, case, cls) for case in cases]
     for r in results:
         r.case = f"{r.case}, {dist.get_world_size()} ranks"
     return results
 
 
-def check_cases(model: str, form: str, device: str, cases, worlds) -> list:
+def check_cases(key: tuple, cases, worlds) -> list:
     """The gate's cases for a distributed form, run by K ranks for each K of ``worlds``: rank 0's results,
     their case names saying how many ranks ran them (a rank that fails fails the gate)."""
     from bench import check
+    from bench.grid import setup_of
 
     results = []
     for world in worlds:
         try:
-            results += gang(world, 1, device, _check, model, form, device, cases)
+            results += gang(world, 1, setup_of(key).device, _check, key, cases)
         except RuntimeError as e:
             interrupt.raise_if_interrupted(e)  # ranks killed by a SIGTERM or Ctrl-C: not the form's failure
-            results.append(check.CheckResult(model, form, device, "fail", f"{world} ranks: {e}", case=f"{world} ranks"))
+            results.append(check.CheckResult(key, "fail", f"{world} ranks: {e}", case=f"{world} ranks"))
     return results

@@ -22,7 +22,10 @@ import impls
 from bench import UserError
 from bench.defaults import DEFAULT_GRID, FRONT_END_THREADS, QUICK_GRID  # noqa: F401 - the grid's data
 from bench.loaders import DATALOADER_KINDS, LOADERS
+from impls.contract import Setup
 from impls.models import MODELS, baselines, train_examples  # noqa: F401 - the models' data
+from impls.precision import DEFAULT as DEFAULT_PRECISION
+from impls.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class Axis:
     (a value and every axis's overrides -> what is wrong, or None) validate it; ``default`` gives the values a
     sub-grid that does not name the axis takes; ``prefix`` marks the value in a cell label (``w4``, ``b256``);
     ``apply`` makes a cell's value take effect before it is built and timed (None: the value is data the cell reads);
-    a value equal to ``implicit`` is left out of labels (an axis added later keeps the labels of earlier cells).
+    a value equal to ``implicit`` is left out of labels (an axis added later keeps the labels of earlier cells);
+    ``gated``: its value changes a form's results, so the equal-results gate judges each value apart (the gate's
+    key is the cell's gated values) and the form is built with it (:meth:`Cell.setup`).
     """
     name: str
     flag: str
@@ -46,6 +51,7 @@ class Axis:
     prefix: str = ""
     apply: Callable[[object], None] | None = None
     implicit: object = None
+    gated: bool = False
 
     @property
     def dest(self) -> str:
@@ -77,9 +83,10 @@ def _fits_the_data(b: int, overrides: dict) -> str | None:
 
 
 AXIS_TABLE: tuple[Axis, ...] = (
-    Axis("model", "--models", "comma-separated models", choices=lambda: list(MODELS)),
-    Axis("form", "--forms", "comma-separated forms", choices=lambda: list(impls.FORM_MODULES)),
-    Axis("device", "--devices", "comma-separated devices (cpu, cuda)", choices=lambda: list(impls.DEVICES)),
+    Axis("model", "--models", "comma-separated models", choices=lambda: list(MODELS), gated=True),
+    Axis("form", "--forms", "comma-separated forms", choices=lambda: list(impls.FORM_MODULES), gated=True),
+    Axis("device", "--devices", "comma-separated devices (cpu, cuda)", choices=lambda: list(impls.DEVICES),
+         gated=True),
     Axis("loader", "--loaders", "comma-separated loaders (torchvision, tensor, resident)", choices=lambda: LOADERS),
     Axis("workers", "--workers", "comma-separated DataLoader worker counts", parse=int,
          check=_at_least(0), prefix="w"),
@@ -89,9 +96,14 @@ AXIS_TABLE: tuple[Axis, ...] = (
          check=_at_least(1), default=lambda: [torch.get_num_threads()], prefix="t", apply=torch.set_num_threads),
     Axis("world_size", "--world-sizes", "comma-separated process counts (ranks) of a distributed form such as ddp; "
          "--threads is then per rank", parse=int, check=_at_least(1), default=lambda: [1], prefix="k", implicit=1),
+    Axis("precision", "--precisions", "comma-separated precisions: " + ", ".join(
+         f"{p.name} ({p.about})" for p in PRECISIONS.values()), choices=lambda: list(PRECISIONS),
+         default=lambda: [DEFAULT_PRECISION], implicit=DEFAULT_PRECISION, gated=True),
 )
 AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
+GATED = tuple(a.name for a in AXIS_TABLE if a.gated)  # the gate's key: the axes that change a form's results
+BUILT_FROM = ("model", "form")  # gated axes that choose the spec and the form class; the others make its Setup
 
 
 def add_axis_flags(parser, only: tuple[str, ...] | None = None, says: str = "replaces the grid's axis",
@@ -105,7 +117,7 @@ def add_axis_flags(parser, only: tuple[str, ...] | None = None, says: str = "rep
 
 def axis_overrides(args) -> dict:
     """Axis name -> the values its flag gave (None where left out)."""
-    return {a.name: getattr(args, a.dest) for a in AXIS_TABLE}
+    return {a.name: getattr(args, a.dest, None) for a in AXIS_TABLE}
 
 def label_of(values) -> str:
     """The label of a cell given as axis -> value (a dict, a results row, a pandas Series); an axis at its
@@ -117,9 +129,49 @@ def label_of(values) -> str:
     return "/".join(f"{AXIS[a].prefix}{values[a]}" for a in AXES if shown(a))
 
 
+def gate_key(values) -> tuple:
+    """The gate's key of a cell or a gate row (axis -> value; an older row without an axis: its ``implicit``)."""
+    return tuple(values[a] if a in values else AXIS[a].implicit for a in GATED)
+
+
+def gate_label(key: tuple) -> str:
+    """A gate key in words, as a label: ``softmax/module/cpu`` (``/bf16`` where not fp32)."""
+    return "/".join(f"{AXIS[a].prefix}{v}" for a, v in zip(GATED, key) if AXIS[a].implicit is None
+                    or v != AXIS[a].implicit)
+
+
+def setup_of(key: tuple) -> Setup:
+    """The :class:`~impls.contract.Setup` a form of gate key ``key`` is built with: the model's lr and every
+    gated axis but model and form, by name."""
+    values = dict(zip(GATED, key))
+    return Setup(MODELS[values["model"]].lr, **{a: v for a, v in values.items() if a not in BUILT_FROM})
+
+
+def apply_gated(key: tuple) -> None:
+    """Make the gated axes' values that act on the process take effect (before the gate builds a form)."""
+    for a, v in zip(GATED, key):
+        if AXIS[a].apply:
+            AXIS[a].apply(v)
+
+
 class _CellMethods:
     def key(self) -> tuple:
         return tuple(getattr(self, a) for a in AXES)
+
+    def gate_key(self) -> tuple:
+        """The values of the axes that change results (:data:`GATED`): the gate judges each key once."""
+        return gate_key(self.as_dict())
+
+    def setup(self) -> Setup:
+        """What the cell's form is built with (:func:`setup_of`)."""
+        return setup_of(self.gate_key())
+
+    @property
+    def spec(self):
+        return MODELS[self.model]
+
+    def form_class(self):
+        return impls.form_class(self.model, self.form)
 
     def label(self) -> str:
         """``model/form/device/loader/w4/b256``: every axis, in table order (see :func:`parse_label`)."""
@@ -213,7 +265,7 @@ def validate(overrides: dict) -> None:
 def skip_reason(cell: Cell, here: bool = True) -> str | None:
     """Why a cell is not timed, or None. Every rule is here, in one place. ``here=False``: only the rules
     that do not depend on the machine (no GPU, no compiler), so every machine answers alike (shards)."""
-    reason = impls.unavailable(cell.model, cell.form, cell.device, here)
+    reason = impls.unavailable(cell.model, cell.form, cell.setup(), here)
     if reason:
         return reason
     if cell.loader not in DATALOADER_KINDS and cell.workers != 0:

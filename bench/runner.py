@@ -22,7 +22,17 @@ from bench import UserError, check, distributed, interrupt
 from bench import shard as sharding
 from bench.cases import gate_cases
 from bench.cell import CellBench, Settings
-from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, skip_reason, train_examples, validate
+from bench.grid import (
+    DEFAULT_GRID,
+    QUICK_GRID,
+    Cell,
+    expand,
+    gate_key,
+    gate_label,
+    skip_reason,
+    train_examples,
+    validate,
+)
 from bench.machine_load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks
 from bench.run_folder import CURVES, GATE, SCHEMA
@@ -76,7 +86,7 @@ class Runner:
             timed.loader = self.loader_cache[key]
             log = compile_log(bench.form)
             if log is not None:
-                self.compile_logs[(cell.model, cell.form, cell.device)] = bench.form.compile_log
+                self.compile_logs[cell.gate_key()] = bench.form.compile_log
                 eager = eager_steps() - eager_before
                 timed.extra.update(eager=bool(eager or not log))
                 if eager or not log:  # a compiling form that ran eager code: flagged, not timed as compiled
@@ -126,29 +136,31 @@ class Runner:
 
     # -- the run ----------------------------------------------------------------------------
     def gate(self, cells: list[Cell]) -> dict[tuple, str]:
-        """The equal-results gate for each (model, form, device) about to be timed, at every batch size
-        it is timed at; returns the failures. On ``--resume`` the triples already gated are kept."""
+        """The equal-results gate for each gate key (:meth:`Cell.gate_key`: model, form, device, precision, ...)
+        about to be timed, at every batch size it is timed at; returns the failures. On ``--resume`` the keys
+        already gated are kept."""
         cfg, rows = self.config, list(self.store.meta.get("gate", []))
-        done = {(r["model"], r["form"], r["device"]) for r in rows}
-        sizes: dict[tuple, set] = {}
+        done = {gate_key(r) for r in rows}
+        todo: dict[tuple, list[Cell]] = {}
         for c in cells:
-            if (c.model, c.form, c.device) not in done:
-                sizes.setdefault((c.model, c.form, c.device), set()).add(c.batch_size)
-        for (model, form, device), batch_sizes in sizes.items():
-            cases = gate_cases(model, batch_sizes, cfg.gate_steps, cfg.seed, cfg.data_dir)
-            worlds = sorted({c.world_size for c in cells if (c.model, c.form, c.device) == (model, form, device)})
-            rows += [r.as_dict() for r in (distributed.check_cases(model, form, device, cases, worlds)
-                                           if impls.distributed(model, form) else
-                                           check.check_if_available(model, form, device, cases))]
+            if c.gate_key() not in done:
+                todo.setdefault(c.gate_key(), []).append(c)
+        for key, group in todo.items():
+            first = group[0]
+            cases = gate_cases(first.model, {c.batch_size for c in group}, cfg.gate_steps, cfg.seed, cfg.data_dir)
+            worlds = sorted({c.world_size for c in group})
+            rows += [r.as_dict() for r in (distributed.check_cases(key, cases, worlds)
+                                           if impls.distributed(first.model, first.form) else
+                                           check.check_if_available(key, cases))]
         self.store.meta["gate"] = rows
         self.store.write_table(GATE, pd.DataFrame(rows))
         return check.failures(rows)
 
     def record_compiles(self) -> None:
-        """Every compilation so far per (model, form, device), with its batch size and seconds."""
+        """Every compilation so far per gate key (its label), with its batch size and seconds."""
         logs = self.store.meta.setdefault("compiles", {})
-        for (model, form, device), log in self.compile_logs.items():
-            logs[f"{model}/{form}/{device}"] = log()
+        for key, log in self.compile_logs.items():
+            logs[gate_label(key)] = log()
 
     def say(self, line: str) -> None:
         """A stage line on stderr, with the progress bars (not with ``--no-progress``)."""
@@ -174,7 +186,7 @@ class Runner:
                 print(*wrapped(f"linbench: warning: the machine is busy (others use {load['others']:.0%} of its CPU, "
                                f"load average {load['loadavg']} on {load['cores']} cores): timed blocks will be "
                                "re-measured or marked disturbed"), sep="\n", file=sys.stderr)
-        self.say(f"gate: {len({(c.model, c.form, c.device) for c in timed})} form(s) against the fp64 oracle, "
+        self.say(f"gate: {len({c.gate_key() for c in timed})} form(s) against the fp64 oracle, "
                  "then timing")
         failures = self.gate(timed)
         self.store.write()
@@ -183,8 +195,8 @@ class Runner:
             samples = None
             if skips[cell.key()]:
                 row = self.row(cell, "skipped", skips[cell.key()])
-            elif (cell.model, cell.form, cell.device) in failures:
-                row = self.row(cell, "failed-equivalence", failures[(cell.model, cell.form, cell.device)])
+            elif cell.gate_key() in failures:
+                row = self.row(cell, "failed-equivalence", failures[cell.gate_key()])
                 bar.update(1)
             else:
                 bar.set_postfix_str(cell.label())

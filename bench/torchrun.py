@@ -63,7 +63,7 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     from bench.cases import gate_cases
 
     cases = gate_cases(cell.model, [cell.batch_size], args.steps, 0, args.data_dir)
-    gate = distributed._check(setup_s, cell.model, cell.form, cell.device, cases)
+    gate = distributed._check(setup_s, cell.gate_key(), cases)
     failures = _agree(check.failures([r.as_dict() for r in gate]))
     timed = None if failures else distributed._time(setup_s, cell, Settings(data_dir=args.data_dir))
     if rank != 0:

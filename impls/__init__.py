@@ -4,7 +4,8 @@ The models are specs (:mod:`impls.models`, one module each). A form is one modul
 written against the spec (``self.spec``: layers, loss, learning rate) that keeps the contract
 :class:`impls.contract.Form`, with its optional hooks (``unsupported()``, ``unavailable()``, ``compile_log()``,
 ``sample_cap``) in ``impls.contract.HOOKS``. The class of ``(model, form)`` is ``FORM`` bound to the model's
-spec; a form that cannot run a model says why in ``FORM.unsupported(spec)`` (``linbench list`` shows it).
+spec; a form that cannot run a model says why in ``FORM.unsupported(spec, setup)`` (``linbench list`` shows it),
+and a precision it does not run is declined by :func:`impls.precision.declined`.
 
 Data loading is not part of a form: any form takes batches from any loader.
 A new form is one new module defining ``FORM`` plus one line in ``FORM_MODULES``; a new model is one spec module.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
+from impls import precision
+from impls.contract import Setup
 from impls.models import MODELS, ModelSpec
 
 # form name -> the module defining its FORM: impls.<form>; the order is the order every tool shows.
@@ -53,14 +56,25 @@ def form_class(model: str, form: str):
     return _bound(_module(form).FORM, MODELS[model])
 
 
-def unsupported(model: str, form: str) -> str | None:
-    """Why ``form`` is not written for ``model`` (on any machine), or None when it is."""
+def setup_of(model: str, setup=None):
+    """``setup`` as a :class:`~impls.contract.Setup`: as given, or made from a device name (or None: cpu) with
+    the model's lr and the other values at their defaults."""
+    if setup is None or isinstance(setup, str):
+        return Setup(MODELS[check_names("model", [model], MODELS)[0]].lr, setup or "cpu")
+    return setup
+
+
+def unsupported(model: str, form: str, setup=None) -> str | None:
+    """Why ``form`` is not written for ``model`` in ``setup`` (on any machine), or None when it is."""
     try:
         base = _module(check_names("form", [form], FORM_MODULES)[0]).FORM
     except ImportError:
         return None
+    spec, setup = MODELS[check_names("model", [model], MODELS)[0]], setup_of(model, setup)
     check = getattr(base, "unsupported", None)
-    return check(MODELS[check_names("model", [model], MODELS)[0]]) if check else None
+    if reason := check(spec, setup) if check else None:
+        return reason
+    return None if setup.device not in base.devices else precision.declined(base, setup, form)
 
 
 def cuda_unavailable() -> str | None:
@@ -69,16 +83,18 @@ def cuda_unavailable() -> str | None:
     return None if torch.cuda.is_available() else "no CUDA device on this machine"
 
 
-def unavailable(model: str, form: str, device: str, here: bool = True) -> str | None:
-    """Why ``form`` of ``model`` cannot run on ``device`` here, or None when it can. ``here=False``: only
-    what holds on every machine (an exemption, a device the form does not list)."""
-    check_names("device", [device], DEVICES)
-    if reason := unsupported(model, form):
-        return reason
+def unavailable(model: str, form: str, setup=None, here: bool = True) -> str | None:
+    """Why ``form`` of ``model`` cannot run in ``setup`` (a :class:`~impls.contract.Setup` or a device name)
+    here, or None when it can. ``here=False``: only what holds on every machine (an exemption, a device the form
+    does not list)."""
+    setup = setup_of(model, setup)
+    device = check_names("device", [setup.device], DEVICES)[0]
     try:
         cls = form_class(model, form)
     except ImportError as e:  # e.g. a torch build without triton
-        return f"{form} cannot be imported here ({e})" if here else None
+        return (unsupported(model, form, setup) or f"{form} cannot be imported here ({e})") if here else None
+    if reason := unsupported(model, form, setup):
+        return reason
     if device not in cls.devices:
         return f"{form} runs on {'/'.join(cls.devices)} only"
     if not here:
@@ -106,9 +122,9 @@ def entries(models=None, forms=None):
     return [(m, f) for m in models for f in forms]
 
 
-def build(model: str, form: str, params, lr: float, device: str = "cpu"):
-    """An instance of ``form`` for ``model`` from ``params`` on ``device``."""
-    return form_class(model, form)(params, lr, device)
+def build(model: str, form: str, params, setup=None):
+    """An instance of ``form`` for ``model`` from ``params`` in ``setup`` (a Setup or a device name)."""
+    return form_class(model, form)(params, setup_of(model, setup))
 
 
 def compiler_versions() -> dict:

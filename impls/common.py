@@ -32,7 +32,7 @@ class Tolerance:
     rtol: float
     atol: float
     reason: str
-    dtype: torch.dtype = torch.float32  # the precision the form computes in (the gate scales for its rounding)
+    dtype: torch.dtype = torch.float32  # the precision the oracle's algorithm runs in to measure rounding's reach
 
 
 FP64 = Tolerance(1e-9, 1e-12, "Python/torch float64: only the order of summation differs from the oracle",
@@ -54,10 +54,11 @@ class FusedStepForm:
     ``ops = {loss: op}`` (the ``cuda``, ``cuda_graph``, ``triton`` and ``native`` forms).
     """
     tolerance = FP32
+    precision_note = "its kernel does its own float32 arithmetic"
     ops: dict = {}
 
     @classmethod
-    def unsupported(cls, spec) -> str | None:
+    def unsupported(cls, spec, setup=None) -> str | None:
         if len(spec.layers) != 1:
             return (f"its fused kernel is written for one dense layer (linear and softmax regression); "
                     f"{spec.name} has {len(spec.layers)}")
@@ -65,13 +66,13 @@ class FusedStepForm:
             return f"its fused squared-loss kernel has one output; {spec.name} has {spec.widths[-1]}"
         return None if spec.loss in cls.ops else f"no fused kernel for the {spec.loss} loss"
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cuda"):
-        self.device = torch.device(device)
+    def __init__(self, params: dict[str, torch.Tensor], setup):
+        self.device = torch.device(setup.device)
         self.weight_name, bias = self.spec.names
         self.label_dtype, self.op = self.spec.label_dtype, self.ops[self.spec.loss]
         self.weight = params[self.weight_name].to(self.device, torch.float32, copy=True).contiguous()
         self.b = params[bias].to(self.device, torch.float32, copy=True).contiguous()
-        self.lr = torch.tensor(float(lr), device=self.device)
+        self.lr = torch.tensor(float(setup.lr), device=self.device)
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         return flat(X).to(self.device, torch.float32) @ self.weight + self.b

@@ -29,6 +29,7 @@ import time
 
 import torch
 
+from impls import precision
 from impls.common import FP32, flat
 
 MAX_COMPILES = 2  # the dynamic batch graph and the batch-of-one graph
@@ -115,30 +116,37 @@ class CompiledForm:
     devices = ("cpu", "cuda")
     tolerance = FP32
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
-        self.device = torch.device(device)
-        self.params = tuple(params[name].to(self.device, torch.float32).t().contiguous() if name == layer.weight
-                            else params[name].to(self.device, torch.float32).clone()
+    precisions = ("fp32", "tf32", "bf16", "amp_bf16")
+    precision_note = "amp_fp16 needs a gradient scaler outside the compiled step: the module form has it"
+
+    def __init__(self, params: dict[str, torch.Tensor], setup):
+        self.device, self.setup = torch.device(setup.device), setup
+        self.dtype = dtype = precision.of(setup).storage
+        self.params = tuple(params[name].to(self.device, dtype).t().contiguous() if name == layer.weight
+                            else params[name].to(self.device, dtype).clone()
                             for layer in self.spec.layers for name in (layer.weight, layer.bias))  # weights (k, d)
-        self.lr = torch.tensor(float(lr), device=self.device)
-        key = (self.spec, self.device.type, torch.get_num_threads())  # inductor's CPU code is per thread count
+        self.lr = torch.tensor(float(setup.lr), device=self.device)
+        # a graph per precision, and inductor's CPU code is per thread count
+        key = (self.spec, self.device.type, torch.get_num_threads(), setup.precision)
         if key not in _STEPS:
             _STEPS[key] = CompiledStep(self.spec)
         self.compiled = _STEPS[key]
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
-        H = flat(X).to(self.device)
-        for i in range(0, len(self.params), 2):
-            if i and self.spec.activation == "relu":
-                H = torch.relu(H)
-            H = torch.nn.functional.linear(H, self.params[i], self.params[i + 1])
+        H = flat(X).to(self.device, self.dtype)
+        with torch.no_grad(), precision.computing(self.setup):
+            for i in range(0, len(self.params), 2):
+                if i and self.spec.activation == "relu":
+                    H = torch.relu(H)
+                H = torch.nn.functional.linear(H, self.params[i], self.params[i + 1])
         return H
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        X, y = flat(X).to(self.device), y.to(self.device)
+        X, y = flat(X).to(self.device, self.dtype), y.to(self.device)
         if not self.spec.classes:
-            y = y.reshape(-1, 1)
-        return self.compiled(self.params, self.lr, X, y)
+            y = y.reshape(-1, 1).to(self.dtype)
+        with precision.computing(self.setup):
+            return self.compiled(self.params, self.lr, X, y)
 
     def compile_log(self) -> list[dict]:
         """Every compilation of the shared step so far: ``{"batch_size", "seconds"}`` each."""

@@ -6,6 +6,7 @@ on; :func:`contract_errors` says how a class falls short of it (the registry's t
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -13,13 +14,22 @@ import torch
 from impls.common import Tolerance
 
 
+class Setup(SimpleNamespace):
+    """What a form is built with besides its parameters: ``lr``, ``device``, ``precision``
+    (:mod:`impls.precision`), and the value of every further axis that changes results, by its name (a cell
+    makes it from the grid's axis table)."""
+
+    def __init__(self, lr: float, device: str = "cpu", precision: str = "fp32", **axes):
+        super().__init__(lr=lr, device=device, precision=precision, **axes)
+
+
 @runtime_checkable
 class Form(Protocol):
     """One way of writing a model's SGD training step.
 
-    - ``Form(params, lr, device)``: ``params`` is a dict of CPU fp64 tensors from the spec's
+    - ``Form(params, setup)``: ``params`` is a dict of CPU fp64 tensors from the spec's
       :meth:`~impls.models.ModelSpec.init` (named as ``spec.names``: ``w``, ``b``; ``W1``, ``b1``, ...), left
-      unchanged;
+      unchanged; ``setup`` a :class:`Setup` (``lr``, ``device``, ``precision``, ...);
     - :meth:`step`: one minibatch SGD step on the batch given; returns the batch-mean loss (a 0-dim
       tensor or a float) without forcing a device sync;
     - :meth:`predict`: the model's outputs (a regression's ``y_hat``, a classifier's logits);
@@ -29,7 +39,7 @@ class Form(Protocol):
     devices: ClassVar[tuple[str, ...]]  # the devices it can run on
     tolerance: ClassVar[Tolerance]  # how far it may drift from the fp64 oracle, and why
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu") -> None: ...
+    def __init__(self, params: dict[str, torch.Tensor], setup: Setup) -> None: ...
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor | float: ...
     def predict(self, X: torch.Tensor) -> torch.Tensor: ...
     def state(self) -> dict[str, torch.Tensor]: ...
@@ -37,7 +47,10 @@ class Form(Protocol):
 
 # Optional hooks, each read by one place of the harness:
 HOOKS = {
-    "unsupported": "classmethod (spec) -> why the form is not written for that model (on any machine), or None",
+    "unsupported": "classmethod (spec, setup) -> why the form is not written for that model or setup (on any "
+                   "machine), or None",
+    "precisions": "tuple of the precisions it runs (impls.precision; default ('fp32',)); precision_note: why not "
+                  "others",
     "unavailable": "classmethod (device) -> why it cannot run here (missing compiler, no GPU), or None",
     "compile_log": "method () -> [{'batch_size', 'seconds'}, ...], one per compilation (a form that compiles)",
     "eager_steps": "method () -> steps so far that ran no compiled graph (a form that compiles; dynamo ran them "
@@ -66,6 +79,10 @@ def contract_errors(cls) -> list[str]:
     for hook in ("compile_log", "eager_steps", "train_epoch"):
         if hasattr(cls, hook) and not callable(getattr(cls, hook)):
             errors.append(f"{hook} must be a method")
+    from impls.precision import PRECISIONS
+
+    if not set(getattr(cls, "precisions", ("fp32",))) <= set(PRECISIONS):
+        errors.append(f"precisions must name precisions of {', '.join(PRECISIONS)}")
     cap = getattr(cls, "sample_cap", None)
     if cap is not None and not (isinstance(cap, int) and cap > 0):
         errors.append(f"sample_cap must be a positive int, got {cap!r}")

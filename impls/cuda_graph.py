@@ -36,8 +36,8 @@ class _Graphed:
     """Mixed into a ``cuda`` form class: its ``op`` captured per batch size and replayed."""
     warmup = 2  # side-stream runs before a capture (on copies of the parameters)
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cuda"):
-        super().__init__(params, lr, device)
+    def __init__(self, params: dict[str, torch.Tensor], setup):
+        super().__init__(params, setup)
         self.graphs: dict[int, Captured] = {}
         self.epochs: dict[tuple, Captured] = {}
 

@@ -52,9 +52,11 @@ def ensure_group(device: str) -> None:
 class DDPForm:
     devices = ("cpu", "cuda")
     tolerance = DDP_FP32
+    precision_note = "its ranks are written in float32 only"
     distributed = True  # one rank of K: the world_size axis applies
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
+    def __init__(self, params: dict[str, torch.Tensor], setup):
+        device, lr = setup.device, setup.lr
         ensure_group(device)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = torch.device(device)

@@ -39,6 +39,7 @@ LOSSES = {"squared": _squared, "cross_entropy": _cross_entropy}
 class LoopForm:
     devices = ("cpu",)
     tolerance = FP64
+    precision_note = "Python's floats are float64: it has no lower precision to run"
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -46,8 +47,8 @@ class LoopForm:
             work = sum(layer.inputs * layer.outputs for layer in cls.spec.layers)
             cls.sample_cap = min(2560, max(32, CAP_WORK // work))
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
-        self.lr = float(lr)
+    def __init__(self, params: dict[str, torch.Tensor], setup):
+        self.lr = float(setup.lr)
         self.relu = self.spec.activation == "relu"
         self.loss = LOSSES[self.spec.loss]
         # per layer: one list of input weights per output, and the biases

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from impls import precision
 from impls.common import FP32
 
 
@@ -42,30 +43,40 @@ def loss_fn(spec, reduction: str = "mean"):
     if spec.loss == "cross_entropy":
         return nn.CrossEntropyLoss(reduction=reduction)
     mse = nn.MSELoss(reduction=reduction)
-    return lambda y_hat, y: mse(y_hat, y.reshape(y_hat.shape)) / 2
+    return lambda y_hat, y: mse(y_hat, y.reshape(y_hat.shape).to(y_hat.dtype)) / 2
 
 
 class ModuleForm:
     devices = ("cpu", "cuda")
     tolerance = FP32
+    precisions = ("fp32", "tf32", "bf16", "amp_bf16", "amp_fp16")
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
+    def __init__(self, params: dict[str, torch.Tensor], setup):
         net, self.linears = build_net(self.spec, params)
-        self.net = net.to(device)
-        self.device = torch.device(device)
+        self.setup, self.dtype = setup, precision.of(setup).storage
+        self.net = net.to(setup.device, self.dtype)
+        self.device = torch.device(setup.device)
         self.loss = loss_fn(self.spec)
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=setup.lr)
+        # amp in float16: the loss scaled so that small gradients do not flush to zero (torch's AMP recipe)
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision.of(setup).scaler else None
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net(X.to(self.device))
+        with torch.no_grad(), precision.computing(self.setup):
+            return self.net(X.to(self.device, self.dtype))
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        X, y = X.to(self.device), y.to(self.device)
+        X, y = X.to(self.device, self.dtype), y.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(self.net(X), y)
-        loss.backward()
-        self.optimizer.step()
+        with precision.computing(self.setup):
+            loss = self.loss(self.net(X), y)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return loss.detach()
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -154,17 +154,17 @@ class NativeForm(FusedStepForm):
     form_steps = {"squared": "linreg_form_step", "cross_entropy": "softmax_form_step"}
 
     @classmethod
-    def unsupported(cls, spec) -> str | None:
+    def unsupported(cls, spec, setup=None) -> str | None:
         return None  # one dense layer: the fused ops; any other stack: stack_form_step
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
+    def __init__(self, params: dict[str, torch.Tensor], setup):
         self.fused = FusedStepForm.unsupported.__func__(type(self), self.spec) is None
         if not self.fused:
-            self.device, self.lr = torch.device(device), torch.tensor(float(lr))
+            self.device, self.lr = torch.device(setup.device), torch.tensor(float(setup.lr))
             self.params = [params[name].to(torch.float32, copy=True).contiguous() for name in self.spec.names]
             self._stack = extension().stack_form_step
             return
-        super().__init__(params, lr, device)
+        super().__init__(params, setup)
         self.weight = self.weight.t().contiguous().t()  # (d, k), column-major: see native_step.cpp
         self.scratch = torch.empty(0)  # O and dO of softmax, kept from step to step
         self._step = getattr(extension(), self.form_steps[self.spec.loss])

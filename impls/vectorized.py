@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from impls import precision
 from impls.common import FP32, flat
 
 
@@ -35,7 +36,7 @@ def cross_entropy(O, y):
 
 
 def squared_loss(y_hat, y):
-    return (y_hat - y.reshape(y_hat.shape)) ** 2 / 2
+    return (y_hat - y.reshape(y_hat.shape).to(y_hat.dtype)) ** 2 / 2
 
 
 LOSSES = {"squared": squared_loss, "cross_entropy": cross_entropy}
@@ -44,17 +45,20 @@ LOSSES = {"squared": squared_loss, "cross_entropy": cross_entropy}
 class VectorizedForm:
     devices = ("cpu", "cuda")
     tolerance = FP32
+    precisions = ("fp32", "tf32", "bf16", "amp_bf16")
+    precision_note = "amp_fp16 needs a gradient scaler, which the book's sgd() has not; the module form has torch's"
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, device: str = "cpu"):
-        self.lr, self.device = lr, torch.device(device)
-        self.params = {name: params[name].to(self.device, torch.float32).requires_grad_() for name in self.spec.names}
+    def __init__(self, params: dict[str, torch.Tensor], setup):
+        self.lr, self.device, self.setup = setup.lr, torch.device(setup.device), setup
+        self.dtype = precision.of(setup).storage
+        self.params = {name: params[name].to(self.device, self.dtype).requires_grad_() for name in self.spec.names}
 
     def loss(self, O: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-example losses, the book's ``squared_loss`` or ``cross_entropy`` as the spec says."""
         return LOSSES[self.spec.loss](O, y)
 
     def net(self, X: torch.Tensor) -> torch.Tensor:
-        H = flat(X)
+        H = flat(X).to(self.dtype)
         for i, layer in enumerate(self.spec.layers):
             if i and self.spec.activation == "relu":
                 H = relu(H)
@@ -62,12 +66,13 @@ class VectorizedForm:
         return H
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), precision.computing(self.setup):
             return self.net(X.to(self.device))
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         X, y = X.to(self.device), y.to(self.device)
-        losses = self.loss(self.net(X), y)
+        with precision.computing(self.setup):
+            losses = self.loss(self.net(X), y)
         losses.sum().backward()
         sgd(self.params.values(), self.lr, X.shape[0])
         return losses.detach().mean()

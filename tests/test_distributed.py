@@ -11,6 +11,7 @@ import torch
 import impls
 from bench import check, cli, distributed, grid
 from bench.cases import gate_cases
+from bench.check import key_of
 from bench.grid import Cell, expand, parse_label, skip_reason
 from bench.report.analysis import derived
 from bench.report.scaling import add_scaling
@@ -59,7 +60,7 @@ def test_the_scaling_sub_grid_holds_only_distributed_forms():
 
 def test_two_ranks_pass_the_gate_with_uneven_and_empty_shares():
     cases = gate_cases("linreg", [10, 3], steps=12)  # batch 3 over 2 ranks: shares of 2 and 1; a last batch of 1
-    results = distributed.check_cases("linreg", "ddp", "cpu", cases, [2])
+    results = distributed.check_cases(key_of("linreg", "ddp", "cpu"), cases, [2])
     assert results and all(r.status == "pass" for r in results), [r.reason for r in results]
     assert all(r.case.endswith("2 ranks") for r in results)
     assert max(r.param_max_abs for r in results) < 1e-5
@@ -79,7 +80,7 @@ class MeanOfMeans(impls.form_class("linreg", "ddp")):
 
 def _planted(setup_s, cases):
     cls = distributed._global_loss(MeanOfMeans)
-    return [check.check_case("linreg", "ddp", "cpu", case, cls) for case in cases]
+    return [check.check_case(key_of("linreg", "ddp", "cpu"), case, cls) for case in cases]
 
 
 def test_the_gate_catches_a_mean_of_means_over_uneven_shares():
@@ -126,7 +127,7 @@ def test_run_times_one_and_two_ranks_with_scaling_and_allreduce_share(tmp_path, 
                     f"{torch.cuda.device_count()})")
 def test_two_ranks_on_two_gpus_pass_the_gate_with_nccl():
     cases = gate_cases("linreg", [10], steps=12)
-    assert all(r.status == "pass" for r in distributed.check_cases("linreg", "ddp", "cuda", cases, [2]))
+    assert all(r.status == "pass" for r in distributed.check_cases(key_of("linreg", "ddp", "cuda"), cases, [2]))
 
 
 def test_ranks_under_torchrun_write_a_run_folder_with_every_node(tmp_path):

@@ -12,6 +12,7 @@ from bench.grid import parse_label
 from bench.loaders import EpochPermutation, Resident
 from impls import cuda as cuda_kernels
 from impls.common import FP32
+from impls.contract import Setup
 from impls.models import init_params
 from tests.test_kernels import op_args, skip_if_form_unavailable, small_batches
 
@@ -155,7 +156,7 @@ def test_an_epoch_on_the_gpu_matches_the_cpu_reference(model, form):
         (weight, b, X, y, lr), divisor = pixel_args(model, rows, "cpu", seed=rows)
         order = torch.randperm(rows, generator=torch.Generator().manual_seed(rows))
         instance = impls.build(model, form, {"w" if model == "linreg" else "W": weight.double(), "b": b.double()},
-                               float(lr), "cuda")
+                               Setup(float(lr), "cuda"))
         want = EPOCHS[model](weight, b, X, y, order, batch_size, divisor, lr)  # weight and b: the final state
         data = as_epoch([(X[order].float() / divisor, y[order])], "cuda")
         data.batch_size = batch_size
@@ -183,7 +184,7 @@ def test_a_bad_label_on_the_gpu_makes_the_loss_and_the_weights_nan(op):
 def test_an_epoch_on_the_gpu_does_not_sync():
     skip_if_form_unavailable("softmax", "cuda_epoch")
     from tests.test_kernels import sleep_cycles_for
-    instance = impls.build("softmax", "cuda_epoch", init_params("softmax"), 0.1, "cuda")
+    instance = impls.build("softmax", "cuda_epoch", init_params("softmax"), Setup(0.1, "cuda"))
     (X, y), = small_batches("softmax", [1024])
     data = as_epoch([(X, y)], "cuda")
     data.batch_size = 256

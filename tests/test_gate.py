@@ -13,6 +13,7 @@ import impls
 from bench import cases, check, cli
 from bench.cases import batch_case, gate_cases, run_oracle
 from bench.check import check_form
+from impls.contract import Setup
 from impls.models import MODELS, init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
@@ -27,7 +28,7 @@ def gate_inputs(model, steps=cases.DEFAULT_STEPS):
 def test_every_form_passes_the_gate(model, form, device, real_data):
     skip_if_unavailable(model, form, device)
     cases = gate_cases(model, check.default_batch_sizes(model, form))
-    for result in check.check_if_available(model, form, device, cases):
+    for result in check.check_if_available(check.key_of(model, form, device), cases):
         assert result.status == "pass", result.reason
         assert result.tol_used <= 1
     assert [c.name for c in cases][-1] == ("large logits" if MODELS[model].classes else f"batch {cases[-1].batch_size}")
@@ -42,9 +43,9 @@ def test_gate_batches_end_with_the_loaders_ragged_batch_and_a_batch_of_one(real_
 def _planted(model, base, change):
     """A subclass of ``base`` that is wrong in one small way."""
     class Planted(base):
-        def __init__(self, params, lr, device):
-            params, lr = change(dict(params), lr)
-            super().__init__(params, lr, device)
+        def __init__(self, params, setup):
+            params, lr = change(dict(params), setup.lr)
+            super().__init__(params, Setup(lr, setup.device))
     return Planted
 
 
@@ -111,11 +112,11 @@ def test_gate_rejects_nan():
 def test_compiled_form_does_not_recompile_on_partial_batch_or_new_lr():
     CompiledLinReg = impls.form_class("linreg", "compiled")
     X, y = torch.randn(23, 2), torch.randn(23, 1)
-    form = CompiledLinReg(init_params("linreg"), 0.03, "cpu")
+    form = CompiledLinReg(init_params("linreg"), Setup(0.03))
     form.step(X[:10], y[:10])
     before = len(form.compile_log())
     for lr in (0.03, 0.01):
-        form = CompiledLinReg(init_params("linreg"), lr, "cpu")
+        form = CompiledLinReg(init_params("linreg"), Setup(lr))
         for size in (10, 10, 3, 7, 23):
             form.step(X[:size], y[:size])
     assert len(form.compile_log()) == before <= 2
@@ -152,10 +153,10 @@ def test_compiled_step_takes_any_batch_order_with_two_graphs_and_logs_each():
 
 
 def test_compiled_form_passes_the_gate_at_ragged_batch_sizes(real_data):
-    results = check.run_check(["linreg"], ["compiled"], batch_sizes=[1, 9, 10, 37])
+    results = check.run_check({"model": ["linreg"], "form": ["compiled"]}, batch_sizes=[1, 9, 10, 37])
     assert [(r.batch_size, r.status) for r in results] == [(1, "pass"), (9, "pass"), (10, "pass"), (37, "pass")]
     assert [r.batches for r in results] == ["51x1", "50x9 + 2x1", "50x10 + 1", "50x37 + 2x1"]
-    log = impls.build("linreg", "compiled", init_params("linreg"), 0.03).compile_log()
+    log = impls.build("linreg", "compiled", init_params("linreg"), Setup(0.03)).compile_log()
     assert 1 <= len(log) <= 2 and 1 in {e["batch_size"] for e in log}
 
 
@@ -179,7 +180,7 @@ def test_compiled_form_compiles_per_thread_count_without_a_false_recompile_error
     try:
         for n in (1, threads):
             torch.set_num_threads(n)
-            form = CompiledLinReg(init_params("linreg"), 0.03, "cpu")
+            form = CompiledLinReg(init_params("linreg"), Setup(0.03))
             form.step(X, y)
             assert form.compiled.compiles <= 2  # the batch graph and, where a batch of 1 came, its own
     finally:
@@ -212,10 +213,10 @@ class DropsRowsPast16(impls.form_class("softmax", "module")):
 
 class CompiledOnce(impls.form_class("linreg", "compiled")):
     """The compiled form as it was: one graph, so a batch of 1 after a batch of 9 recompiled and raised."""
-    def __init__(self, params, lr, device="cpu"):
+    def __init__(self, params, setup):
         from impls.compiled import CompiledStep
 
-        super().__init__(params, lr, device)
+        super().__init__(params, setup)
         self.compiled = _COMPILED_ONCE.setdefault("step", CompiledStep(MODELS["linreg"], max_compiles=1))
 
 

@@ -20,6 +20,7 @@ from bench.data import cache_dir
 from impls import cuda as cuda_kernels
 from impls import triton as triton_kernels
 from impls.common import FP32
+from impls.contract import Setup
 from impls.models import init_params
 from impls.models.linreg import synthetic_data as synthetic_linreg
 
@@ -336,7 +337,7 @@ def test_a_ragged_epoch_compiles_each_triton_kernel_once(model, monkeypatch):
     launches = {k: [] for k in kernels}
     for k in kernels:  # record each launch instead of running it
         monkeypatch.setattr(k, "run", lambda *args, grid, warmup, k=k, **kwargs: launches[k].append((args, kwargs)))
-    form = impls.build(model, "triton", init_params(model), 0.1, "cpu")
+    form = impls.build(model, "triton", init_params(model), Setup(0.1, "cpu"))
     for idx in torch.randperm(examples, generator=torch.Generator().manual_seed(0)).split(batch_size):
         form.step(X[idx], y[idx])  # a gather, as the loaders make batches
     for k in kernels:
@@ -424,7 +425,7 @@ def test_a_ragged_epoch_compiles_nothing_after_the_first_step_on_the_gpu(model):
     def compiled():
         return sum(len(caches[0]) for k in kernels for caches in k.device_caches.values())
 
-    form = impls.build(model, "triton", init_params(model), 0.1, "cuda")
+    form = impls.build(model, "triton", init_params(model), Setup(0.1, "cuda"))
     batches = small_batches(model, [9, 9, 1] if model == "linreg" else [64, 64, 44, 1])
     form.step(*batches[0])
     before = compiled()
@@ -473,7 +474,7 @@ def test_gpu_timing_needs_events_or_a_sync():
 @pytest.mark.parametrize("model", STEPS)
 def test_step_does_not_sync(model, form):
     skip_if_form_unavailable(model, form)
-    instance = impls.build(model, form, init_params(model), 0.1, "cuda")
+    instance = impls.build(model, form, init_params(model), Setup(0.1, "cuda"))
     (X, y), = small_batches(model, [256])
     X, y = X.cuda(), y.cuda()
     instance.step(X, y)  # builds and compiles the kernels

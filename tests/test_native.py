@@ -12,6 +12,7 @@ import torch
 import impls
 from impls import native
 from impls.common import FP32, check_step_args
+from impls.contract import Setup
 from impls.models import init_params
 from tests.test_kernels import SPOILS, op_args, small_batches, spoil
 
@@ -72,7 +73,7 @@ def test_linreg_op_wants_one_output(ext):
 @pytest.mark.parametrize("model", ["linreg", "softmax"])
 def test_steps_equal_the_vectorized_forms(ext, model, n):
     params = init_params(model)
-    forms = {f: impls.build(model, f, params, 0.1, "cpu") for f in ("native", "vectorized")}
+    forms = {f: impls.build(model, f, params, Setup(0.1, "cpu")) for f in ("native", "vectorized")}
     for X, y in small_batches(model, [n, n, n], seed=n):
         losses = {f: torch.as_tensor(form.step(X, y)) for f, form in forms.items()}
         torch.testing.assert_close(losses["native"], losses["vectorized"], rtol=FP32.rtol, atol=FP32.atol)
@@ -81,7 +82,7 @@ def test_steps_equal_the_vectorized_forms(ext, model, n):
 
 @pytest.mark.parametrize("model", ["linreg", "softmax"])
 def test_no_autograd_graph_is_built(ext, model):
-    form = impls.build(model, "native", init_params(model), 0.1, "cpu")
+    form = impls.build(model, "native", init_params(model), Setup(0.1, "cpu"))
     (X, y), = small_batches(model, [16])
     with torch.enable_grad():
         loss = form.step(X, y)
@@ -138,7 +139,7 @@ def test_without_a_compiler_the_form_is_skipped_with_the_reason(tmp_path):
 
 
 def test_the_stack_step_refuses_a_label_past_the_last_layer_before_updating(ext):
-    form = impls.build("mlp", "native", init_params("mlp"), 0.1, "cpu")
+    form = impls.build("mlp", "native", init_params("mlp"), Setup(0.1, "cpu"))
     before = form.state()
     with pytest.raises(ValueError, match=r"labels must be in 0\.\.9, got 0\.\.10"):
         form.step(torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 10, 2]))

@@ -4,7 +4,7 @@ import torch
 
 import impls
 from impls.common import FP32
-from impls.contract import Form, contract_errors
+from impls.contract import Form, Setup, contract_errors
 from impls.models import MODELS, FashionMNIST, init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable
 
@@ -31,7 +31,7 @@ def test_contract(model, form, device):
     assert contract_errors(cls) == []
     params = init_params(model)
     before = {k: v.clone() for k, v in params.items()}
-    f = cls(params, MODELS[model].lr, device)
+    f = cls(params, Setup(MODELS[model].lr, device))
     assert isinstance(f, Form)
     n, spec = 8, MODELS[model]
     X = torch.rand(n, 1, 28, 28) if isinstance(spec.data, FashionMNIST) else torch.rand(n, spec.widths[0])

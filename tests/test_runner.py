@@ -19,6 +19,7 @@ from bench.loaders import make_loader
 from bench.report.analysis import derived
 from bench.run_folder import GATE, RESULTS, read_meta, read_results, read_samples
 from bench.timer import time_autorange, time_repeats
+from impls.contract import Setup
 from tests.conftest import default_sigint, run_cli
 
 
@@ -98,8 +99,8 @@ def test_timer_measures_a_known_sleep():
 class Wrong(impls.form_class("linreg", "vectorized")):
     """A planted bug: a learning rate 1% too large."""
 
-    def __init__(self, params, lr, device):
-        super().__init__(params, lr * 1.01, device)
+    def __init__(self, params, setup):
+        super().__init__(params, Setup(setup.lr * 1.01, setup.device))
 
 
 def test_the_gate_blocks_a_wrong_form_from_the_clock(tmp_path, monkeypatch):

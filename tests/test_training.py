@@ -4,6 +4,7 @@ import torch
 
 import impls
 from bench.data import load_split
+from impls.contract import Setup
 from impls.models import MODELS, init_params
 from impls.models.linreg import TRUE_B, TRUE_W
 from tests.conftest import skip_if_unavailable
@@ -11,7 +12,7 @@ from tests.conftest import skip_if_unavailable
 
 def epochs_of(model, form, epochs, device="cpu", seed=0):
     spec, split = MODELS[model], load_split(model)
-    f = impls.build(model, form, init_params(model, seed), spec.lr, device)
+    f = impls.build(model, form, init_params(model, seed), Setup(spec.lr, device))
     X, g = split.features(), torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for idx in torch.randperm(len(split), generator=g).split(spec.batch_size):

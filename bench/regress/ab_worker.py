@@ -148,7 +148,7 @@ class Side:
         failures = self.runner.gate(timed)
         answer = []
         for c in cells:
-            label, failed = c.label(), failures.get((c.model, c.form, c.device))
+            label, failed = c.label(), failures.get(c.gate_key())
             status, reason = ("skipped", skips[label]) if skips[label] else (
                 ("failed-equivalence", failed) if failed else ("ok", ""))
             if status != "ok":
