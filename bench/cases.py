@@ -78,7 +78,8 @@ class Case:
             tol = Tolerance(tol.rtol, floor, f"{self.name}: an absolute floor of {self.atol_per_rtol:g}x rtol "
                             "(fp32's own loss error there: up to 5e-4)", tol.dtype)
         reach = self.rounding(model, tol)
-        safety = LOW_PRECISION_SAFETY if torch.finfo(tol.dtype).eps > torch.finfo(torch.float32).eps else ROUNDING_SAFETY
+        low = torch.finfo(tol.dtype).eps > torch.finfo(torch.float32).eps
+        safety = LOW_PRECISION_SAFETY if low else ROUNDING_SAFETY
         scale = safety * reach
         if scale <= 1:
             return tol

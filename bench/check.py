@@ -106,8 +106,8 @@ MATMULS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activati
 def precision_flag(cls, setup, trial: Trial) -> str | None:
     """Why a form asked for a precision below fp32 does not train in it, or None: its parameters (``state()``,
     after a step) must be of the precision's type, and the matmuls of its step, where torch's dispatcher sees
-    them (not in a form that compiles: dynamo does not trace under a dispatch mode), of its compute type; as a ``compiled`` form that compiled nothing is
-    flagged, so is a form that runs fp32 under another name."""
+    them (not in a form that compiles: dynamo does not trace under a dispatch mode), of its compute type. As a
+    ``compiled`` form that compiled nothing is flagged, so is a form that runs fp32 under another name."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     p = precision.of(setup)

@@ -140,6 +140,11 @@ def gate_label(key: tuple) -> str:
                     or v != AXIS[a].implicit)
 
 
+def gated_in(frame) -> list[str]:
+    """The gated axes among a table's columns (an older run's table lacks the axes added since)."""
+    return [a for a in GATED if a in frame.columns]
+
+
 def setup_of(key: tuple) -> Setup:
     """The :class:`~impls.contract.Setup` a form of gate key ``key`` is built with: the model's lr and every
     gated axis but model and form, by name."""

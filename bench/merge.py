@@ -171,7 +171,7 @@ def merged_meta(runs: list[Run], run_id: str, gate_rows: list[dict]) -> dict:
     if any(r.meta.get("shard") for r in runs):
         meta["shards"] = [{"run_id": r.id, "index": r.meta["shard"].get("index"), "count": r.meta["shard"].get("count"),
                            "machine": _host(r)} for r in runs]
-    for name in ("peaks", "compiles", "curves_skipped"):  # per device, (model, form, device), form: the first's
+    for name in ("peaks", "compiles", "curves_skipped"):  # per device, gate key, form: the first's
         merged = {}
         for r in runs:
             for k, v in (r.meta.get(name) or {}).items():

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from bench.grid import AXES, baselines, expand
+from bench.grid import AXES, baselines, expand, gated_in
 from bench.report.scaling import add_scaling
 from impls.models import MODELS
 
@@ -175,11 +175,11 @@ def expected_cells(meta: dict) -> int | None:
 
 def curves_summary(curves: pd.DataFrame) -> pd.DataFrame:
     """The last epoch of each form's training curve, per model (with the book's test accuracy where it gives one)."""
-    last = curves.sort_values("epoch").groupby(["model", "form", "device"], sort=False).tail(1)
+    last = curves.sort_values("epoch").groupby(gated_in(curves), sort=False).tail(1)
     book = {m: MODELS[m].book_accuracy for m in last["model"].unique() if m in MODELS}
     last = last.assign(book_test_acc=last["model"].map(book))
     return last.rename(columns={"epoch": "epochs", "seconds": "train_s"})[
-        ["model", "form", "device", "epochs", "train_loss", "train_acc", "test_acc", "book_test_acc", "train_s"]]
+        [*gated_in(curves), "epochs", "train_loss", "train_acc", "test_acc", "book_test_acc", "train_s"]]
 
 
 def with_model(frame: pd.DataFrame | None, results: pd.DataFrame) -> pd.DataFrame | None:

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import UserError  # noqa: E402
-from bench.grid import train_examples  # noqa: E402
+from bench.grid import GATED, gate_key, gate_label, gated_in, train_examples  # noqa: E402
 from bench.run_folder import PREDICTIONS
 from impls.models import MODELS, step_cost  # noqa: E402
 
@@ -164,11 +164,11 @@ def fig_roofline(ok: pd.DataFrame, peaks: dict, folder: Path):
 
 
 def compile_seconds(ok: pd.DataFrame, compiles: dict | None = None) -> pd.DataFrame:
-    """Compile seconds per (model, form, device) that compiled: the sum of every compilation the run logged
-    (``meta['compiles']``: the gate's and the cells'), else the cells' largest ``compile_s``. A form with
-    neither did not compile and has no row."""
-    per_form = ok.groupby(["model", "form", "device"], sort=False)["compile_s"].max().reset_index()
-    logs = [(compiles or {}).get(f"{r.model}/{r.form}/{r.device}") for r in per_form.itertuples()]
+    """Compile seconds per gate key (model, form, device, precision, ...) that compiled: the sum of every
+    compilation the run logged (``meta['compiles']``: the gate's and the cells'), else the cells' largest
+    ``compile_s``. A form with neither did not compile and has no row."""
+    per_form = ok.groupby(gated_in(ok), sort=False)["compile_s"].max().reset_index()
+    logs = [(compiles or {}).get(gate_label(gate_key(r))) for r in per_form.to_dict("records")]
     logged = [sum(e["seconds"] for e in log) if log else math.nan for log in logs]
     per_form["compile_s"] = pd.Series(logged, index=per_form.index, dtype=float).fillna(per_form["compile_s"])
     return per_form[per_form["compile_s"].notna()].reset_index(drop=True)
@@ -178,13 +178,13 @@ MEMORY = {"cuda_peak_mb": "CUDA max allocated", "rss_growth_mb": "host RSS growt
 
 
 def cell_memory(ok: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, form, device), the largest over its cells of each measure of a cell's own memory
-    (:data:`MEMORY`) the run recorded; rows with none of them left out. Not ``peak_rss_mb``: that is the
+    """Per gate key (model, form, device, precision, ...), the largest over its cells of each measure of a cell's
+    own memory (:data:`MEMORY`) the run recorded; rows with none of them left out. Not ``peak_rss_mb``: that is the
     process's peak, the same for every cell of a run."""
     measures = [c for c in MEMORY if c in ok.columns and ok[c].notna().any()]
     if not measures:
-        return pd.DataFrame(columns=["model", "form", "device"])
-    per_form = ok.groupby(["model", "form", "device"], sort=False)[measures].max().reset_index()
+        return pd.DataFrame(columns=gated_in(ok))
+    per_form = ok.groupby(gated_in(ok), sort=False)[measures].max().reset_index()
     return per_form[per_form[measures].notna().any(axis=1)].reset_index(drop=True)
 
 
@@ -226,11 +226,12 @@ def fig_compile_memory(ok: pd.DataFrame, folder: Path, compiles: dict | None = N
 
 
 def fig_curves(curves: pd.DataFrame, folder: Path):
-    groups = list(curves.groupby(["model", "form", "device"], sort=False))
+    groups = list(curves.groupby(gated_in(curves), sort=False))
     fig, axes = _grid_axes(len(groups), width=4.4, height=3.4, cols=3)
     values = curves[["train_loss", "train_acc", "test_acc"]]
     ylim = (min(0.3, values.min().min() - 0.02), max(0.9, values.max().max() + 0.02))
-    for ax, ((model, form, device), g) in zip(axes, groups):
+    for ax, (_, g) in zip(axes, groups):
+        model, form, device = (g.iloc[0][a] for a in GATED[:3])
         ax.plot(g["epoch"], g["train_loss"], label="train loss")
         ax.plot(g["epoch"], g["train_acc"], ls="--", label="train acc")
         ax.plot(g["epoch"], g["test_acc"], ls="-.", label="test acc")

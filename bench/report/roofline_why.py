@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.grid import AXES
+from bench.grid import AXES, gate_key
 from bench.report.render import Section
 from bench.run_folder import PROFILES, read_profiles
 from bench.summary import short
@@ -86,7 +86,7 @@ def _best(profiles: list[dict]) -> list[dict]:
     best: dict[tuple, dict] = {}
     for p in profiles:
         s = p["summary"]
-        key, rate = (s["model"], s["form"], s["device"]), s["batch"] / s["step_plain_us"]
+        key, rate = gate_key(s), s["batch"] / s["step_plain_us"]
         if key not in best or rate > best[key]["summary"]["batch"] / best[key]["summary"]["step_plain_us"]:
             best[key] = p
     return list(best.values())

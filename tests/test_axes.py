@@ -1,0 +1,111 @@
+"""The house's promise that a new axis is one row: a toy axis added to a copy of the tree through the axis table
+alone runs through ``list``, ``check`` and a timed cell; the precision axis through the gate; no gate key written
+out by hand."""
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import impls
+from bench import check
+from bench.cases import gate_cases
+from impls.contract import Setup
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY_ROW = '''    Axis("jitter", "--jitters", "a test's toy axis", parse=int, default=lambda: [0], prefix="j",
+         implicit=0, gated=True, apply=lambda v: open(os.environ["TOY_LOG"], "a").write(f"{v}\\n")),
+)
+AXES = tuple('''
+
+
+def test_a_toy_axis_from_one_row_of_the_axis_table_runs_through_list_check_and_a_timed_cell(tmp_path):
+    tree = tmp_path / "tree"
+    for part in ("bench", "impls"):
+        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__", "*.so", "build"))
+    grid = tree / "bench" / "grid.py"
+    text = grid.read_text()
+    assert text.count("\n)\nAXES = tuple(") == 1
+    grid.write_text(text.replace("\n)\nAXES = tuple(", "\n" + TOY_ROW, 1))
+    log = tmp_path / "applied"
+    env = {**__import__("os").environ, "PYTHONPATH": str(tree), "TOY_LOG": str(log)}
+
+    def linbench(*args):
+        done = subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=tree, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    listed = [line.split() for line in linbench("list", "--models", "linreg", "--jitters", "0,1").splitlines()]
+    assert all(["linreg", "module", "cpu", "fp32", j, "yes"] in listed for j in ("0", "1"))
+
+    log.write_text("")
+    checked = linbench("check", "--models", "linreg", "--forms", "module", "--jitters", "0,1", "--steps", "5")
+    rows = [line.split() for line in checked.splitlines() if line.startswith("linreg ")]
+    assert sorted((r[4], "pass" in r) for r in rows) == [("0", True), ("1", True)], checked
+    assert log.read_text().split() == ["0", "1"]  # applied before each value's form was built
+
+    log.write_text("")
+    linbench("run", "--models", "linreg", "--forms", "module", "--devices", "cpu", "--loaders", "resident", "--workers",
+             "0", "--batch-sizes", "10", "--jitters", "1", "--repeats", "1", "--no-curves", "--out",
+             str(tmp_path / "results"), "--no-report", "--no-progress")
+    folder = next((tmp_path / "results").iterdir())
+    timed = list(csv.DictReader((folder / "results.csv").open()))
+    assert [(r["model"], r["jitter"], r["status"]) for r in timed] == [("linreg", "1", "ok")]
+    gated = list(csv.DictReader((folder / "gate.csv").open()))
+    assert gated and {(g["jitter"], g["status"]) for g in gated} == {("1", "pass")}
+    assert set(log.read_text().split()) == {"1"}
+
+
+def test_low_precisions_pass_the_gate_with_tolerances_derived_from_their_rounding():
+    chosen = {"model": ["softmax"], "form": ["module", "vectorized"], "precision": ["bf16", "amp_bf16"]}
+    results = check.run_check(chosen, steps=20, batch_sizes=[256])
+    assert {(r.form, r.precision) for r in results} == {(f, p) for f in ("module", "vectorized")
+                                                        for p in ("bf16", "amp_bf16")}
+    assert all(r.status == "pass" for r in results), [r.reason for r in results if r.status != "pass"]
+    assert all("bfloat16" in r.tolerance_reason for r in results)
+    assert all(r.rtol > 1e-2 for r in results)  # bfloat16's eps is 7.8e-3: no fp32 tolerance was used
+
+
+def _judged(cls, precision, form="vectorized"):
+    cases = gate_cases("softmax", [64], 10, 0, None)
+    return [check.check_case(check.key_of("softmax", form, precision=precision), c, cls) for c in cases]
+
+
+def test_a_form_asked_for_bf16_that_trains_in_fp32_is_flagged():
+    class Fp32Anyway(impls.form_class("softmax", "module")):
+        def __init__(self, params, setup):
+            super().__init__(params, Setup(setup.lr, setup.device))  # the precision dropped on the way in
+
+    results = _judged(Fp32Anyway, "bf16", "module")
+    assert all(r.status == "fail" and "its parameters are float32, not bfloat16" in r.reason for r in results)
+
+
+def test_amp_with_its_autocast_dropped_is_flagged():
+    class NoAutocast(impls.form_class("softmax", "vectorized")):
+        def step(self, X, y):
+            self.setup = Setup(self.setup.lr, self.setup.device)  # a cast dropped: the step runs in fp32
+            return super().step(X, y)
+
+    results = _judged(NoAutocast, "amp_bf16")
+    assert all(r.status == "fail" and "its matmuls ran in float32, not bfloat16" in r.reason for r in results)
+
+
+def test_a_declined_precision_says_why():
+    assert "has no bf16 path" in impls.unavailable("softmax", "native", Setup(0.1, "cpu", "bf16"))
+    assert "cuda precision" in impls.unavailable("softmax", "module", Setup(0.1, "cpu", "amp_fp16"))
+    assert impls.unavailable("softmax", "module", Setup(0.1, "cpu", "bf16")) is None
+
+
+def test_no_gate_key_is_written_out_as_a_tuple_of_names_in_bench():
+    # a tuple of the three (not a call's arguments): (c.model, c.form, c.device), (model, form, device),
+    # (r["model"], r["form"], r["device"]), ["model", "form", "device"]
+    pattern = re.compile(r"(?<![\w.])\(\s*(\w+\.)?model\s*,\s*(\w+\.)?form\s*,\s*(\w+\.)?device\s*\)"
+                         r"|\w+\[\"model\"\]\s*,\s*\w+\[\"form\"\]\s*,\s*\w+\[\"device\"\]"
+                         r"|\[\"model\", \"form\", \"device\"\]")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "bench").rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found
