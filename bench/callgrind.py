@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench import UserError
 from bench.grid import Cell, parse_label, skip_reason
+from bench.status import Status
 
 COUNT_COLUMNS = ["instr_per_step", "instr_spread", "count_steps", "count_s", "top_functions"]
 TOOLS = ("valgrind", "callgrind_annotate")
@@ -231,14 +232,14 @@ def count_cells(cells: list[Cell], steps: int = 16, jobs: int = 1, seed: int = 0
     reasons = {c: count_reason(c) for c in cells}
 
     def one(cell: Cell) -> dict:
-        row = dict(cell.as_dict(), status="ok", reason="")
+        row = dict(cell.as_dict(), status=Status.OK, reason="")
         if reasons[cell]:
-            row.update(status="skipped", reason=reasons[cell])
+            row.update(status=Status.SKIPPED, reason=reasons[cell])
         else:
             try:
                 row.update(count_one(cell, steps, seed, data_dir))
             except RuntimeError as e:
-                row.update(status="error", reason=str(e))
+                row.update(status=Status.ERROR, reason=str(e))
         if done:
             done(row)
         return row

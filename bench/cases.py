@@ -18,8 +18,8 @@ from functools import lru_cache
 import torch
 
 from bench.data import load_split
-from bench.loaders import EpochData
 from impls.common import Tolerance
+from impls.contract import EpochData
 from impls.models import MODELS, init_params
 from impls.oracle import Oracle
 

@@ -123,11 +123,12 @@ class CellBench:
                              f"(linbench run starts them), not here ({ranks})")
         cell.apply()  # the axes that act on the process (e.g. its thread count), before anything is built
         self.cell, self.settings, self.dev = cell, settings, torch.device(cell.device)
-        self.cap, self.total = sample_cap(cell), train_examples(cell.model)
-        self.loader = make_loader(cell.loader, cell.model, cell.batch_size, cell.workers, cell.device,
+        spec = cell.spec  # the model as the cell trains it (e.g. at its image size)
+        self.cap, self.total = sample_cap(cell), train_examples(spec)
+        self.loader = make_loader(cell.loader, spec, cell.batch_size, cell.workers, cell.device,
                                   settings.seed, settings.persistent_workers, settings.pin_memory,
                                   settings.data_dir)
-        self.form = impls.build(cell.model, cell.form, init_params(cell.model, settings.seed), cell.setup())
+        self.form = impls.build(spec, cell.form, init_params(spec, settings.seed), cell.setup())
         if settings.plant != 1:
             self.form = Planted(self.form, settings.plant, self.dev)
         self.samples = 0  # samples the last pass covered

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 import impls
 from bench import interrupt
 from bench.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
-from bench.grid import AXIS, BUILT_FROM, DEFAULT_GRID, GATED, apply_gated, expand, gate_key, setup_of
+from bench.grid import AXIS, BUILT_FROM, DEFAULT_GRID, GATED, apply_gated, expand, gate_key, setup_of, spec_of
 from impls import precision
-from impls.models import MODELS
+from impls.models import MODELS, ModelError
 
 
 @dataclass
@@ -65,7 +65,7 @@ def key_of(model: str, form: str, device: str = "cpu", **axes) -> tuple:
 def check_case(key: tuple, case: Case, cls=None) -> CheckResult:
     """Run one form (gate key ``key``) through every trial of ``case`` and judge it against the oracle."""
     setup, values = setup_of(key), dict(zip(GATED, key))
-    model = values["model"]
+    model = spec_of(values)
     cls = cls or impls.form_class(model, values["form"])
     tol = case.tolerance(model, precision.tolerance(cls.tolerance, setup))
     result = CheckResult(key, "pass", case=case.name, batch_size=case.batch_size, batches=case.describe(),
@@ -144,10 +144,33 @@ def check_form(model: str, form: str, device: str, batches, params, reference: R
 def check_if_available(key: tuple, cases: list[Case], cls=None) -> list[CheckResult]:
     """Every case for a form that can run here, else one ``skipped`` result with the reason."""
     values = dict(zip(GATED, key))
-    reason = None if cls else impls.unavailable(values["model"], values["form"], setup_of(key))
+    try:
+        reason = None if cls else impls.unavailable(spec_of(values), values["form"], setup_of(key))
+    except ModelError as e:
+        reason = str(e)
     if reason:
         return [CheckResult(key, "skipped", reason)]
     return [check_case(key, case, cls) for case in cases]
+
+
+def gate_cells(cells, rows: list[dict], steps: int = DEFAULT_STEPS, seed: int = 0, data_dir=None,
+               ranks=None) -> list[dict]:
+    """``rows`` (the gate's rows so far, ``as_dict()``) and those of every gate key of ``cells`` (timed cells,
+    :class:`bench.grid.Cell`) not among them, each at every batch size it is timed at; a distributed form's by
+    ``ranks(key, cases, world sizes)`` (:func:`bench.distributed.check_cases`)."""
+    done, todo = {gate_key(r) for r in rows}, {}
+    for c in cells:
+        if c.gate_key() not in done:
+            todo.setdefault(c.gate_key(), []).append(c)
+    rows = list(rows)
+    for key, group in todo.items():
+        first = group[0]
+        cases = gate_cases(first.spec, {c.batch_size for c in group}, steps, seed, data_dir)
+        by_ranks = ranks is not None and impls.distributed(first.model, first.form)
+        results = (ranks(key, cases, sorted({c.world_size for c in group})) if by_ranks
+                   else check_if_available(key, cases))
+        rows += [r.as_dict() for r in results]
+    return rows
 
 
 def failures(rows: list[dict]) -> dict[tuple, str]:
@@ -174,8 +197,24 @@ def run_check(selection: dict | None = None, steps: int = DEFAULT_STEPS, data_di
     selected = impls.entries(selection.get("model"), selection.get("form"))
     others = [a for a in GATED if a not in BUILT_FROM]
     axes = [selection.get(a) or (["cpu"] if a == "device" else AXIS[a].default()) for a in others]
-    sizes = {(m, f): list(batch_sizes or default_batch_sizes(m, f)) for m, f in selected}
+    keys = [key_of(m, f, **dict(zip(others, values))) for m, f in selected for values in itertools.product(*axes)]
     # all data and every oracle first, so a data problem stops the gate before any form runs
-    cases = {(m, f): gate_cases(m, sizes[(m, f)], steps, seed, data_dir) for m, f in selected}
-    return [r for m, f in selected for values in itertools.product(*axes)
-            for r in check_if_available(key_of(m, f, **dict(zip(others, values))), cases[(m, f)])]
+    cases: dict[tuple, list[Case]] = {}
+    for key in keys:
+        values = dict(zip(GATED, key))
+        try:
+            spec = spec_of(values)
+        except ModelError:
+            continue  # check_if_available says why
+        sizes = batch_sizes or default_batch_sizes(values["model"], values["form"])
+        if (spec, values["form"]) not in cases:
+            cases[(spec, values["form"])] = gate_cases(spec, sizes, steps, seed, data_dir)
+    return [r for key in keys for r in check_if_available(key, cases.get(_spec_form(key), []))]
+
+
+def _spec_form(key: tuple) -> tuple:
+    values = dict(zip(GATED, key))
+    try:
+        return spec_of(values), values["form"]
+    except ModelError:
+        return None, values["form"]

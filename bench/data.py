@@ -187,10 +187,33 @@ class Split:
         return len(self.y)
 
 
+def resize_transform(size: int):
+    """The seeds' ``transforms.Resize(size)`` (their ``load_data_fashion_mnist(batch_size, resize)``)."""
+    from torchvision import transforms
+
+    return transforms.Resize(size)
+
+
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images (n, 1, 28, 28) resized as the torchvision loader resizes them: each a PIL image (as
+    ``FashionMNIST.__getitem__`` makes it) through ``transforms.Resize``, so ``ToTensor`` of either is the same."""
+    from PIL import Image
+
+    resize = resize_transform(size)
+    out = np.empty((len(images), 1, size, size), dtype=np.uint8)
+    for i, image in enumerate(images[:, 0].numpy()):
+        out[i, 0] = np.asarray(resize(Image.fromarray(image, mode="L")))
+    return torch.from_numpy(out)
+
+
 @cache
-def load_split(model: str, train: bool = True, data_dir=None, seed: int = 0) -> Split:
-    """The whole training (or test) split of ``model``'s data set as tensors (cached; do not modify)."""
+def load_split(model, train: bool = True, data_dir=None, seed: int = 0) -> Split:
+    """The whole training (or test) split of ``model``'s data set (a name or a spec, e.g. at another image
+    size) as tensors (cached; do not modify)."""
     data = MODELS[model].data
+    if isinstance(data, FashionMNIST) and data.image_size != 28:
+        split = load_split(MODELS[model].name, train, data_dir, seed)
+        return Split(resized(split.X, data.image_size), split.y)
     if isinstance(data, Synthetic):
         X, y = data.make(seed if train else seed + 1, data.examples if train else data.test_examples)
         return Split(X, y)

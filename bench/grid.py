@@ -13,74 +13,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import field, make_dataclass
 
 import torch
 
 import impls
 from bench import UserError
+from bench.axis import Axis, _at_least, _fits_the_data
 from bench.defaults import DEFAULT_GRID, FRONT_END_THREADS, QUICK_GRID  # noqa: F401 - the grid's data
 from bench.loaders import DATALOADER_KINDS, LOADERS
 from impls.contract import Setup
-from impls.models import MODELS, baselines, train_examples  # noqa: F401 - the models' data
+from impls.models import MODELS, ModelError, baselines, train_examples  # noqa: F401 - the models' data
 from impls.precision import DEFAULT as DEFAULT_PRECISION
 from impls.precision import PRECISIONS
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One axis of the grid: everything the CLI, validation, results, asv and the report need to know.
-
-    ``name`` is the cell field and the results column; ``flag`` the ``linbench run`` option (comma-
-    separated values); ``parse`` turns one value's text into the value; ``choices`` (names) or ``check``
-    (a value and every axis's overrides -> what is wrong, or None) validate it; ``default`` gives the values a
-    sub-grid that does not name the axis takes; ``prefix`` marks the value in a cell label (``w4``, ``b256``);
-    ``apply`` makes a cell's value take effect before it is built and timed (None: the value is data the cell reads);
-    a value equal to ``implicit`` is left out of labels (an axis added later keeps the labels of earlier cells);
-    ``gated``: its value changes a form's results, so the equal-results gate judges each value apart (the gate's
-    key is the cell's gated values) and the form is built with it (:meth:`Cell.setup`).
-    """
-    name: str
-    flag: str
-    help: str
-    parse: Callable[[str], object] = str
-    choices: Callable[[], Sequence[str]] | None = None
-    check: Callable[[object, dict], str | None] | None = None
-    default: Callable[[], list] = list
-    prefix: str = ""
-    apply: Callable[[object], None] | None = None
-    implicit: object = None
-    gated: bool = False
-
-    @property
-    def dest(self) -> str:
-        """The argparse attribute of the axis's flag (``--batch-sizes``: ``batch_sizes``)."""
-        return self.flag.lstrip("-").replace("-", "_")
-
-    def values(self, text: str) -> list:
-        """The flag's argparse type: comma-separated values, each once, each parsed as the axis says;
-        an empty list is a mistake (leave the flag out for the default)."""
-        names = list(dict.fromkeys(v for part in text.split(",") for v in part.split() if v))
-        if not names:
-            raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r} (leave the flag out for "
-                                             "the default)")
-        try:
-            return list(dict.fromkeys(self.parse(v) for v in names))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from None
-
-
-def _at_least(low: int):
-    return lambda v, overrides: None if v >= low else f"must be >= {low}, got {v}"
-
-
-def _fits_the_data(b: int, overrides: dict) -> str | None:
-    if b <= 0:
-        return f"must be positive, got {b}"
-    largest = max(train_examples(m) for m in overrides.get("model") or MODELS)
-    return f"{b} is larger than the data ({largest} training examples)" if b > largest else None
-
 
 AXIS_TABLE: tuple[Axis, ...] = (
     Axis("model", "--models", "comma-separated models", choices=lambda: list(MODELS), gated=True),
@@ -99,6 +44,9 @@ AXIS_TABLE: tuple[Axis, ...] = (
     Axis("precision", "--precisions", "comma-separated precisions: " + ", ".join(
          f"{p.name} ({p.about})" for p in PRECISIONS.values()), choices=lambda: list(PRECISIONS),
          default=lambda: [DEFAULT_PRECISION], implicit=DEFAULT_PRECISION, gated=True),
+    Axis("image_size", "--image-sizes", "comma-separated image sizes: the side in pixels after transforms.Resize, "
+         "as the seeds' resize= (28: the images as stored; image data sets only)", parse=int, check=_at_least(1),
+         default=lambda: [28], prefix="px", implicit=28, gated=True, specialize=lambda spec, v: spec.at(v)),
 )
 AXES = tuple(a.name for a in AXIS_TABLE)
 AXIS = {a.name: a for a in AXIS_TABLE}
@@ -145,11 +93,26 @@ def gated_in(frame) -> list[str]:
     return [a for a in GATED if a in frame.columns]
 
 
+def spec_of(values):
+    r"""The spec a cell (axis -> value, or a gate key) trains: its model's, as each axis that ``specialize``\s
+    makes it (e.g. wider inputs at a larger image size); a :class:`~impls.models.ModelError` where it cannot."""
+    values = dict(zip(GATED, values)) if isinstance(values, tuple) else values
+    spec = MODELS[values["model"]]
+    for axis in AXIS_TABLE:
+        if axis.specialize and axis.name in values:
+            spec = axis.specialize(spec, values[axis.name])
+    return spec
+
+
 def setup_of(key: tuple) -> Setup:
     """The :class:`~impls.contract.Setup` a form of gate key ``key`` is built with: the model's lr and every
     gated axis but model and form, by name."""
     values = dict(zip(GATED, key))
-    return Setup(MODELS[values["model"]].lr, **{a: v for a, v in values.items() if a not in BUILT_FROM})
+    try:
+        lr = spec_of(values).lr
+    except ModelError:
+        lr = MODELS[values["model"]].lr
+    return Setup(lr, **{a: v for a, v in values.items() if a not in BUILT_FROM})
 
 
 def apply_gated(key: tuple) -> None:
@@ -173,10 +136,11 @@ class _CellMethods:
 
     @property
     def spec(self):
-        return MODELS[self.model]
+        """The spec the cell trains (:func:`spec_of`): its model's, at its image size."""
+        return spec_of(self.as_dict())
 
     def form_class(self):
-        return impls.form_class(self.model, self.form)
+        return impls.form_class(self.spec, self.form)
 
     def label(self) -> str:
         """``model/form/device/loader/w4/b256``: every axis, in table order (see :func:`parse_label`)."""
@@ -198,13 +162,27 @@ Cell = make_dataclass("Cell", [(a.name, object) if a.implicit is None else (a.na
 Cell.__module__ = __name__
 
 
+def _names(axis, part: str) -> bool:
+    """Whether a label's ``part`` gives ``axis``'s value: one an axis left out at its ``implicit`` value must
+    parse and be among its choices (``bf16``; ``px64`` is the image size's)."""
+    if not part.startswith(axis.prefix) or (axis.implicit is not None and part == axis.prefix):
+        return False
+    if axis.implicit is None:
+        return True
+    try:
+        value = axis.parse(part[len(axis.prefix):])
+    except ValueError:
+        return False
+    return axis.choices is None or str(value) in axis.choices()
+
+
 def parse_label(label: str) -> Cell:
     """The cell a :meth:`Cell.label` names (asv's and pytest-benchmark's parameter); axes at their
     ``implicit`` value may be left out."""
     parts, values = label.split("/"), []
     try:
         for axis in AXIS_TABLE:
-            if parts and parts[0].startswith(axis.prefix) and (axis.implicit is None or parts[0] != axis.prefix):
+            if parts and _names(axis, parts[0]):
                 values.append(axis.parse(parts.pop(0)[len(axis.prefix):]))
             elif axis.implicit is not None:
                 values.append(axis.implicit)
@@ -238,15 +216,23 @@ def expand(grid: list[dict], overrides: dict | None = None) -> list[Cell]:
 
 def front_end_cells() -> list[Cell]:
     """The default grid's one-process cells as asv and pytest-benchmark time them: at the thread counts of
-    ``LINBENCH_THREADS`` (comma-separated), by default :data:`FRONT_END_THREADS` (one thread). The count is
-    in each label, so cells of another count are other cells, never compared with these."""
-    text = os.environ.get("LINBENCH_THREADS", "").strip()
+    ``LINBENCH_THREADS`` (comma-separated), by default :data:`FRONT_END_THREADS` (one thread); any other axis
+    replaced the same way by ``LINBENCH_<FLAG>`` (``LINBENCH_PRECISIONS=fp32,bf16``, ``LINBENCH_IMAGE_SIZES``).
+    The values are in each label (but an axis's default, left out), so cells of another count or precision are
+    other cells, never compared with these."""
+    overrides = {"threads": FRONT_END_THREADS}
+    for axis in AXIS_TABLE:
+        name = f"LINBENCH_{axis.dest.upper()}"
+        if text := os.environ.get(name, "").strip():
+            try:
+                overrides[axis.name] = axis.values(text)
+            except argparse.ArgumentTypeError as e:
+                raise UserError(f"{name}: {e}") from None
     try:
-        threads = AXIS["threads"].values(text) if text else FRONT_END_THREADS
-    except argparse.ArgumentTypeError as e:
-        raise UserError(f"LINBENCH_THREADS: {e}") from None
-    validate({"threads": threads})
-    return [c for c in expand(DEFAULT_GRID, {"threads": threads}) if c.world_size == 1]
+        validate(overrides)
+    except impls.UnknownName as e:
+        raise UserError(str(e)) from None
+    return [c for c in expand(DEFAULT_GRID, overrides) if c.world_size == 1]
 
 
 def _distributed(cell) -> bool:
@@ -270,7 +256,11 @@ def validate(overrides: dict) -> None:
 def skip_reason(cell: Cell, here: bool = True) -> str | None:
     """Why a cell is not timed, or None. Every rule is here, in one place. ``here=False``: only the rules
     that do not depend on the machine (no GPU, no compiler), so every machine answers alike (shards)."""
-    reason = impls.unavailable(cell.model, cell.form, cell.setup(), here)
+    try:
+        spec = cell.spec
+    except ModelError as e:
+        return str(e)
+    reason = impls.unavailable(spec, cell.form, cell.setup(), here)
     if reason:
         return reason
     if cell.loader not in DATALOADER_KINDS and cell.workers != 0:

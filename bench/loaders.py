@@ -13,12 +13,12 @@ loader makes its orders ahead (:meth:`Resident.prepare`), so a timed epoch does 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, TensorDataset
 
-from bench.data import fashion_mnist_root, load_split
+from bench.data import fashion_mnist_root, load_split, resize_transform
+from impls.contract import EpochData
 from impls.models import MODELS, FashionMNIST
 
 LOADERS = ("torchvision", "tensor", "resident")
@@ -43,24 +43,6 @@ class EpochPermutation(Sampler[int]):
 
     def __len__(self):
         return self.n
-
-
-@dataclass
-class EpochData:
-    """One epoch of a split resident on the device: batch ``i`` is rows ``order[i*B:(i+1)*B]`` of ``X``
-    and ``y`` (the last one ragged), its pixels divided by ``divisor`` (255 for uint8 images, as ``ToTensor``
-    scales them; 1 for float rows)."""
-    X: torch.Tensor
-    y: torch.Tensor
-    order: torch.Tensor  # int64, on X's device
-    batch_size: int
-    divisor: float
-
-    def batches(self):
-        """The epoch as (X, y) batches, gathered and scaled as a step form takes them."""
-        for idx in self.order.split(self.batch_size):
-            X = self.X.index_select(0, idx)
-            yield (X.to(torch.float32).div_(self.divisor) if X.dtype == torch.uint8 else X), self.y.index_select(0, idx)
 
 
 class Resident:
@@ -101,8 +83,11 @@ def make_loader(kind: str, model: str, batch_size: int, workers: int = 0, device
         import torchvision
         from torchvision import transforms
 
+        size = MODELS[model].data.image_size
+        to_tensor = transforms.ToTensor() if size == 28 else transforms.Compose([resize_transform(size),
+                                                                                 transforms.ToTensor()])
         dataset = torchvision.datasets.FashionMNIST(str(fashion_mnist_root(data_dir)), train=True,
-                                                    transform=transforms.ToTensor())
+                                                    transform=to_tensor)
     else:
         dataset = TensorDataset(split.features(), split.y)
     sampler = EpochPermutation(len(split), seed)

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -55,17 +56,38 @@ def environment() -> dict:
     }
 
 
-def probe_peaks(device: str, quick: bool = False) -> dict:
-    """Measured peaks of ``device`` in this run: a large fp32 GEMM (GFLOP/s) and a large copy (GB/s)."""
+def probe_peaks(device: str, quick: bool = False, precisions=("fp32",)) -> dict:
+    """Measured peaks of ``device`` in this run: a large GEMM (GFLOP/s; ``gflops`` in fp32, ``gflops_<p>`` in
+    each other precision of ``precisions`` the device runs, e.g. bf16, amp_bf16's bfloat16 matmuls, tf32's
+    TF32 tensor cores) and a large copy (GB/s)."""
+    from impls.precision import PRECISIONS, computing
+
     dev = torch.device(device)
     n = 4096 if dev.type == "cuda" else (1024 if quick else 2048)
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    gemm = time_autorange(lambda: torch.mm(a, b), min_run_time=0.2 if quick else 0.5)
+    out = {}
+    for name in dict.fromkeys(("fp32", *precisions)):
+        p = PRECISIONS[name]
+        if dev.type not in p.devices:
+            continue
+        a, b = (torch.randn(n, n, device=dev).to(p.compute if p.name != "tf32" else torch.float32)
+                for _ in range(2))
+        with computing(SimpleNamespace(device=dev.type, precision=name)):
+            gemm = time_autorange(lambda a=a, b=b: torch.mm(a, b), min_run_time=0.2 if quick else 0.5)
+        out["gflops" if name == "fp32" else f"gflops_{name}"] = 2 * n**3 / gemm.median / 1e9
     a = b = None  # free the GEMM's inputs before the copy's buffers
     size = (1 << 28 if dev.type == "cuda" else 1 << 26)  # floats: 1 GiB on GPU, 256 MiB on CPU
     src, dst = torch.empty(size, device=dev).normal_(), torch.empty(size, device=dev)
     copy = time_autorange(lambda: dst.copy_(src), min_run_time=0.2 if quick else 0.5)
     src = dst = None
     sync(dev)
-    return {"gflops": 2 * n**3 / gemm.median / 1e9, "gbps": 2 * 4 * size / copy.median / 1e9,
-            "gemm_n": n, "copy_bytes": 4 * size}
+    return {**out, "gbps": 2 * 4 * size / copy.median / 1e9, "gemm_n": n, "copy_bytes": 4 * size}
+
+
+def roofline_s(spec, n: int, peaks: dict, precision: str = "fp32") -> float:
+    """The roofline's least seconds of a step of ``spec`` on ``n`` examples in ``precision``: its FLOPs at the
+    device's GEMM peak in that precision (fp32's where none was probed), its bytes at the copy peak."""
+    from impls.precision import PRECISIONS
+
+    flops, bytes_ = spec.cost(n, PRECISIONS[precision].storage.itemsize)
+    gflops = peaks.get(f"gflops_{precision}", peaks["gflops"])
+    return max(flops / (gflops * 1e9), bytes_ / (peaks["gbps"] * 1e9))

@@ -94,8 +94,9 @@ def profile_cell(cell, steps: int = 20, seed: int = 0, data_dir=None, trace_path
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from bench.cell import CellBench, Settings
+    from bench.meta import roofline_s
     from bench.timer import sync
-    from impls.models import step_cost
+    from impls.precision import PRECISIONS
 
     if cell.device == "cpu":  # kineto looks for a GPU even for a CPU-only profile, and says so on stderr
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -126,17 +127,17 @@ def profile_cell(cell, steps: int = 20, seed: int = 0, data_dir=None, trace_path
         raise RuntimeError(f"the profile holds {len(roots)} step ranges, not {steps}")
     step_us = sum(r.cpu_time_total for r in roots) / steps
     batch = sum(len(y) for _, y in batches) / steps
-    flops, bytes_ = step_cost(cell.model, batch)
+    flops, bytes_ = cell.spec.cost(batch, PRECISIONS[cell.precision].storage.itemsize)
     device_us = sum(r.device_time_total for r in roots) / steps if bench.dev.type == "cuda" else math.nan
-    roofline_us = (max(flops / (peaks["gflops"] * 1e9), bytes_ / (peaks["gbps"] * 1e9)) * 1e6
-                   if peaks else math.nan)
+    peak_gflops = (peaks or {}).get(f"gflops_{cell.precision}", (peaks or {}).get("gflops", math.nan))
+    roofline_us = roofline_s(cell.spec, batch, peaks, cell.precision) * 1e6 if peaks else math.nan
     summary = {"label": cell.label(), **cell.as_dict(), "steps": steps, "batch": batch, "step_us": step_us,
                "step_wall_us": wall_us, "step_plain_us": plain_us, "operators_us": ops / steps,
                "outside_us": outside / steps, "python_us": python / steps, "framework_us": (outside - python) / steps,
                "operators_share": ops / steps / step_us, "outside_share": outside / steps / step_us,
                "python_share": python / steps / step_us, "operator_calls": calls / steps,
                "device_us": device_us, "device_busy_share": device_us / wall_us, "flops": flops, "bytes": bytes_,
-               "gflops": flops / plain_us / 1e3, "peak_gflops": (peaks or {}).get("gflops", math.nan),
+               "gflops": flops / plain_us / 1e3, "peak_gflops": peak_gflops,
                "peak_gbps": (peaks or {}).get("gbps", math.nan), "roofline_us": roofline_us,
                "x_roofline": plain_us / roofline_us, "torch": torch.__version__,
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -223,7 +224,7 @@ def cmd_profile(args) -> int:
             if cell.device not in peaks and not args.run:
                 from bench.meta import probe_peaks
 
-                peaks[cell.device] = probe_peaks(cell.device, quick=True)
+                peaks[cell.device] = probe_peaks(cell.device, True, [c.precision for c in cells])
             where = out / folder_name(cell.label())
             try:
                 where.mkdir(parents=True, exist_ok=True)

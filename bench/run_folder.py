@@ -23,6 +23,7 @@ from bench import UserError
 from bench.callgrind import COUNT_COLUMNS
 from bench.folder import meta_json, os_error
 from bench.grid import AXES, AXIS
+from bench.status import Status
 
 SCHEMA = 1
 RESULTS, META, GATE, CURVES, PREDICTIONS = "results.csv", "meta.json", "gate.csv", "curves.csv", "predictions.csv"
@@ -46,7 +47,7 @@ COLUMNS = list(dict.fromkeys([
 LATER_COLUMNS = ("epoch_s_lo", "epoch_s_hi", "step_ms_lo", "step_ms_hi", "load", "disturbed", "rss_growth_mb",
                  "samples_per_s_per_rank", "allreduce_frac", "setup_s", "machine", "eager",
                  "whole_epoch")
-DONE = ("ok", "skipped", "failed-equivalence", "error")
+DONE = tuple(Status)  # every status of a finished cell
 # what an "ok" row cannot lack: a row cut short after its status is not a finished cell
 MEASURED = ("samples", "samples_per_s", "epoch_s", "n", "step_ms", "loader_epoch_s")
 OP_COLUMNS = ["op", "kind", "calls_per_step", "self_cpu_us", "self_cpu_share", "cpu_total_us", "self_device_us",

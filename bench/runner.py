@@ -20,25 +20,25 @@ import torch
 import impls
 from bench import UserError, check, distributed, interrupt
 from bench import shard as sharding
-from bench.cases import gate_cases
 from bench.cell import CellBench, Settings
 from bench.grid import (
     DEFAULT_GRID,
     QUICK_GRID,
     Cell,
     expand,
-    gate_key,
     gate_label,
     skip_reason,
     train_examples,
     validate,
 )
 from bench.machine_load import DISTURBED, machine_load
-from bench.meta import environment, probe_peaks
+from bench.meta import environment, probe_peaks, roofline_s
 from bench.run_folder import CURVES, GATE, SCHEMA
+from bench.status import Status
 from bench.store import Store, empty_row
 from bench.summary import wrapped
-from impls.models import MODELS, step_cost
+from impls.models import MODELS
+from impls.precision import PRECISIONS
 
 
 @dataclass
@@ -101,12 +101,11 @@ class Runner:
         """A results row and the raw samples from a cell's timings (``compiles``: those during the cell)."""
         e2e, step, load, samples = timed.e2e, timed.step, timed.loader, timed.samples
         step_s = step.median / 1e3
-        flops, bytes_ = step_cost(cell.model, timed.batch)
-        total = train_examples(cell.model)
+        spec, total = cell.spec, train_examples(cell.spec)
+        flops, bytes_ = spec.cost(timed.batch, PRECISIONS[cell.precision].storage.itemsize)
         peaks = self.store.meta["peaks"][torch.device(cell.device).type]
-        epoch_flops, epoch_bytes = step_cost(cell.model, total)
-        roofline_epoch = max(epoch_flops / (peaks["gflops"] * 1e9), epoch_bytes / (peaks["gbps"] * 1e9))
-        roofline_step = max(flops / (peaks["gflops"] * 1e9), bytes_ / (peaks["gbps"] * 1e9))
+        roofline_epoch = roofline_s(spec, total, peaks, cell.precision)
+        roofline_step = roofline_s(spec, timed.batch, peaks, cell.precision)
         notes = list(timed.extra.pop("notes", []))
         if compiles:
             notes.append(f"compiled {len(compiles)} time(s) during the cell, at batch size(s) "
@@ -121,7 +120,7 @@ class Runner:
             notes.append(f"disturbed: others used up to {others:.0%} of the CPU in {disturbed} timed block(s), "
                          "re-measured and still busy")
         row = self.row(
-            cell, "ok", "; ".join(notes), samples=samples, samples_per_s=total / e2e.median,
+            cell, Status.OK, "; ".join(notes), samples=samples, samples_per_s=total / e2e.median,
             epoch_s=e2e.median, epoch_s_lo=e2e.lo, epoch_s_hi=e2e.hi, epoch_s_iqr=e2e.iqr, n=e2e.n,
             noisy=e2e.noisy or step.noisy, step_ms=step.median, step_ms_lo=step.lo, step_ms_hi=step.hi,
             step_ms_iqr=step.iqr, step_n=step.n,
@@ -139,19 +138,9 @@ class Runner:
         """The equal-results gate for each gate key (:meth:`Cell.gate_key`: model, form, device, precision, ...)
         about to be timed, at every batch size it is timed at; returns the failures. On ``--resume`` the keys
         already gated are kept."""
-        cfg, rows = self.config, list(self.store.meta.get("gate", []))
-        done = {gate_key(r) for r in rows}
-        todo: dict[tuple, list[Cell]] = {}
-        for c in cells:
-            if c.gate_key() not in done:
-                todo.setdefault(c.gate_key(), []).append(c)
-        for key, group in todo.items():
-            first = group[0]
-            cases = gate_cases(first.model, {c.batch_size for c in group}, cfg.gate_steps, cfg.seed, cfg.data_dir)
-            worlds = sorted({c.world_size for c in group})
-            rows += [r.as_dict() for r in (distributed.check_cases(key, cases, worlds)
-                                           if impls.distributed(first.model, first.form) else
-                                           check.check_if_available(key, cases))]
+        cfg = self.config
+        rows = check.gate_cells(cells, self.store.meta.get("gate", []), cfg.gate_steps, cfg.seed, cfg.data_dir,
+                                ranks=distributed.check_cases)
         self.store.meta["gate"] = rows
         self.store.write_table(GATE, pd.DataFrame(rows))
         return check.failures(rows)
@@ -178,7 +167,8 @@ class Runner:
         skips = {c.key(): skip_reason(c) for c in todo}
         timed = [c for c in todo if not skips[c.key()]]
         for device in dict.fromkeys(c.device for c in timed):
-            meta.setdefault("peaks", {}).setdefault(device, probe_peaks(device, self.config.quick))
+            precisions = dict.fromkeys(c.precision for c in timed if c.device == device)
+            meta.setdefault("peaks", {}).setdefault(device, probe_peaks(device, self.config.quick, precisions))
         if "load_at_start" not in meta:
             meta["load_at_start"] = machine_load()
             if meta["load_at_start"]["others"] > DISTURBED:
@@ -194,9 +184,9 @@ class Runner:
         for cell in todo:
             samples = None
             if skips[cell.key()]:
-                row = self.row(cell, "skipped", skips[cell.key()])
+                row = self.row(cell, Status.SKIPPED, skips[cell.key()])
             elif cell.gate_key() in failures:
-                row = self.row(cell, "failed-equivalence", failures[cell.gate_key()])
+                row = self.row(cell, Status.FAILED_EQUIVALENCE, failures[cell.gate_key()])
                 bar.update(1)
             else:
                 bar.set_postfix_str(cell.label())
@@ -207,7 +197,7 @@ class Runner:
                     raise
                 except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
                     interrupt.raise_if_interrupted(e)  # e.g. its DataLoader workers killed by the same SIGTERM
-                    row = self.row(cell, "error", f"{e.__class__.__name__}: {e}".splitlines()[0])
+                    row = self.row(cell, Status.ERROR, f"{e.__class__.__name__}: {e}".splitlines()[0])
                 bar.update(1)
             self.store.put(row, samples)
             self.record_compiles()

@@ -21,7 +21,6 @@ import impls
 from bench import UserError
 from bench.grid import Cell, sample_cap, skip_reason, train_examples
 from bench.loaders import DATALOADER_KINDS
-from impls.models import step_cost
 
 # rough rates of a 2-core CPU and one GPU: the model only needs the costs' proportions right
 FLOPS = {"cpu": 40e9, "cuda": 5e12}  # a tensor form's step: flop/s
@@ -66,12 +65,11 @@ def cost(cell: Cell) -> float:
     if skip_reason(cell, here=False):
         return SKIPPED
     values = cell.as_dict()
-    model, form, device = cell.model, cell.form, cell.device
-    dev = "cuda" if str(device).startswith("cuda") else "cpu"
-    total = train_examples(model)
+    spec, dev = cell.spec, "cuda" if str(cell.device).startswith("cuda") else "cpu"
+    total = train_examples(spec)
     batch = min(int(cell.batch_size), total)
     samples = min(sample_cap(cell) or total, total)
-    flops, bytes_ = step_cost(model, batch)
+    flops, bytes_ = spec.cost(batch)
     if sample_cap(cell):  # the pure-Python form: one example at a time
         step = batch * PYTHON_PER_SAMPLE + flops / PYTHON_FLOPS
     else:
@@ -83,10 +81,10 @@ def cost(cell: Cell) -> float:
     workers = int(values.get("workers") or 0)
     if cell.loader in DATALOADER_KINDS and workers:
         seconds += WORKER_START[0] + WORKER_START[1] * workers
-    if _hook(model, form, "compile_log"):
+    if _hook(cell.model, cell.form, "compile_log"):
         seconds += COMPILE_S
     ranks = int(values.get("world_size") or 1)
-    if ranks > 1 or _hook(model, form, "distributed") is True:
+    if ranks > 1 or _hook(cell.model, cell.form, "distributed") is True:
         seconds += RANK_START * ranks
     return seconds
 

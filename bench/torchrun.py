@@ -18,6 +18,7 @@ import torch.distributed as dist
 import impls
 from bench import UserError, distributed
 from bench.grid import AXES, example_label, parse_label
+from bench.status import Status
 
 
 def _environment() -> dict:
@@ -74,7 +75,7 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     store.meta.update(nodes=nodes, peaks={torch.device(cell.device).type: probe_peaks(cell.device, quick=True)})
     run = runner.Runner(config, store, progress=False)
     if failures:
-        row, samples = run.row(cell, "failed-equivalence", next(iter(failures.values()))), None
+        row, samples = run.row(cell, Status.FAILED_EQUIVALENCE, next(iter(failures.values()))), None
     else:
         row, samples = run.timed_row(cell, timed, None, None)
     store.meta["gate"] = [r.as_dict() for r in gate]
@@ -86,7 +87,7 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     hosts = sorted({n["host"] for n in nodes})
     print(f"{cell.label()}: {row['status']}, {row.get('samples_per_s', float('nan')):,.0f} samples/s on "
           f"{len(nodes)} ranks, {len(hosts)} node(s) ({', '.join(hosts)}); run {store.folder}")
-    return 0 if row["status"] == "ok" else 1
+    return 0 if row["status"] == Status.OK else 1
 
 
 def add_parser(sub) -> None:

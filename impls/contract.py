@@ -6,6 +6,7 @@ on; :func:`contract_errors` says how a class falls short of it (the registry's t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -21,6 +22,24 @@ class Setup(SimpleNamespace):
 
     def __init__(self, lr: float, device: str = "cpu", precision: str = "fp32", **axes):
         super().__init__(lr=lr, device=device, precision=precision, **axes)
+
+
+@dataclass
+class EpochData:
+    """One epoch of a split resident on the device: batch ``i`` is rows ``order[i*B:(i+1)*B]`` of ``X``
+    and ``y`` (the last one ragged), its pixels divided by ``divisor`` (255 for uint8 images, as ``ToTensor``
+    scales them; 1 for float rows)."""
+    X: torch.Tensor
+    y: torch.Tensor
+    order: torch.Tensor  # int64, on X's device
+    batch_size: int
+    divisor: float
+
+    def batches(self):
+        """The epoch as (X, y) batches, gathered and scaled as a step form takes them."""
+        for idx in self.order.split(self.batch_size):
+            X = self.X.index_select(0, idx)
+            yield (X.to(torch.float32).div_(self.divisor) if X.dtype == torch.uint8 else X), self.y.index_select(0, idx)
 
 
 @runtime_checkable
@@ -57,7 +76,7 @@ HOOKS = {
                    "eagerly)",
     "sample_cap": "int: samples a timed pass covers, the epoch extrapolated (a form too slow for whole epochs)",
     "distributed": "True: one rank of a torch.distributed group of K (the world_size axis); others run K = 1 only",
-    "train_epoch": "method (bench.loaders.EpochData) -> the steps' losses (steps,), on the device, unsynced: one "
+    "train_epoch": "method (EpochData) -> the steps' losses (steps,), on the device, unsynced: one "
                    "whole epoch of the resident loader (the split on the device, the epoch's order, its batch "
                    "size), step after step as step() would take them; CellBench times it in place of the "
                    "loader and step() (a form that fuses the gather, or the epoch), the gate checks it too",

@@ -100,6 +100,17 @@ def test_a_declined_precision_says_why():
     assert impls.unavailable("softmax", "module", Setup(0.1, "cpu", "bf16")) is None
 
 
+def test_labels_of_the_new_axes_read_back_and_earlier_labels_stay():
+    from bench.grid import DEFAULT_GRID, expand, parse_label
+
+    for label in ("softmax/module/cpu/resident/w0/b256/t1/bf16", "softmax/module/cpu/torchvision/w4/b256/t1/px64",
+                  "mlp/compiled/cpu/resident/w0/b256/t2/amp_bf16/px64", "softmax/ddp/cpu/resident/w0/b256/t1/k2"):
+        assert parse_label(label).label() == label
+    cell = parse_label("softmax/module/cpu/torchvision/w4/b256/t1/px64")
+    assert (cell.precision, cell.image_size, cell.spec.widths[0]) == ("fp32", 64, 4096)
+    assert all("fp32" not in c.label() and "px" not in c.label() for c in expand(DEFAULT_GRID))
+
+
 def test_no_gate_key_is_written_out_as_a_tuple_of_names_in_bench():
     # a tuple of the three (not a call's arguments): (c.model, c.form, c.device), (model, form, device),
     # (r["model"], r["form"], r["device"]), ["model", "form", "device"]

@@ -51,6 +51,13 @@ def test_bench_has_no_import_cycle():
     assert not cycle, "import cycles: " + "; ".join(" -> ".join(c) for c in cycle)
 
 
+def test_impls_imports_nothing_from_bench():
+    """The forms keep their contract (impls.contract, EpochData included) without the harness."""
+    found = {f"{p.relative_to(ROOT)}: {name}" for p in (ROOT / "impls").rglob("*.py")
+             for name in imports(p, "impls")}
+    assert not found, found
+
+
 def test_the_runner_loads_no_drawing_and_each_module_imports_alone():
     code = "import sys, bench.runner, bench.store, bench.cell; assert 'matplotlib' not in sys.modules"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -20,6 +20,7 @@ from bench.report.analysis import derived
 from bench.run_folder import GATE, RESULTS, read_meta, read_results, read_samples
 from bench.timer import time_autorange, time_repeats
 from impls.contract import Setup
+from impls.models import MODELS
 from tests.conftest import default_sigint, run_cli
 
 
@@ -75,9 +76,12 @@ def test_validate_refuses_bad_axes(overrides, message):
         grid.validate(overrides)
 
 
-@pytest.mark.parametrize("model", ["linreg", "softmax"])
-def test_every_loader_yields_the_same_batches(model, real_data):
+@pytest.mark.parametrize("model, image_size", [("linreg", 28), ("softmax", 28), ("softmax", 64)])
+def test_every_loader_yields_the_same_batches(model, image_size, real_data):
+    """At 64 pixels: the torchvision loader resizes each image as it goes, the others hold the split resized
+    once by the same transform."""
     batch = 10 if model == "linreg" else 512
+    model = MODELS[model].at(image_size)
     reference = None
     for kind, workers in [("resident", 0), ("tensor", 0), ("tensor", 2), ("torchvision", 0)]:
         loader = make_loader(kind, model, batch, workers)
@@ -87,6 +91,7 @@ def test_every_loader_yields_the_same_batches(model, real_data):
             reference = batches
         for (X, y), (X0, y0) in zip(batches, reference):
             assert torch.equal(X.reshape(X0.shape), X0) and torch.equal(y.reshape(y0.shape), y0), (kind, workers)
+            assert X0[0].numel() == model.widths[0]  # 4,096 inputs at 64 pixels
 
 
 def test_timer_measures_a_known_sleep():

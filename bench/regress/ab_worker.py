@@ -37,6 +37,7 @@ import warnings
 from pathlib import Path
 
 from bench import UserError
+from bench.status import Status
 
 PROTOCOL = 2  # 2: the timed blocks of a slot taken in turns with the other side's
 WORKER_MODULES = ("regress.ab_worker", "ab_worker", "worker")  # the worker's module under bench/: now, and before
@@ -149,9 +150,9 @@ class Side:
         answer = []
         for c in cells:
             label, failed = c.label(), failures.get(c.gate_key())
-            status, reason = ("skipped", skips[label]) if skips[label] else (
-                ("failed-equivalence", failed) if failed else ("ok", ""))
-            if status != "ok":
+            status, reason = (Status.SKIPPED, skips[label]) if skips[label] else (
+                (Status.FAILED_EQUIVALENCE, failed) if failed else (Status.OK, ""))
+            if status != Status.OK:
                 self.store.put(self.runner.row(c, status, reason))
             answer.append({"label": label, "status": status, "reason": reason})
         return answer
@@ -178,7 +179,7 @@ class Side:
             raise
         except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
             reason = f"{e.__class__.__name__}: {e}".splitlines()[0]
-            self.store.put(self.runner.row(cell, "error", reason))
+            self.store.put(self.runner.row(cell, Status.ERROR, reason))
             self.store.write()
             return {"ok": True, "status": "error", "reason": reason}
         pool = self.samples.setdefault(label, {m: [] for m in METRICS})

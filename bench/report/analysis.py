@@ -173,13 +173,55 @@ def expected_cells(meta: dict) -> int | None:
         return None
 
 
-def curves_summary(curves: pd.DataFrame) -> pd.DataFrame:
-    """The last epoch of each form's training curve, per model (with the book's test accuracy where it gives one)."""
-    last = curves.sort_values("epoch").groupby(gated_in(curves), sort=False).tail(1)
+TARGET_BELOW_BOOK = 0.02  # the default accuracy target: the book's test accuracy less this
+
+
+def target_accuracy(model: str, target: float | None = None) -> float:
+    """The test accuracy time to accuracy is measured to: ``target``, else the book's less 2 points."""
+    book = MODELS[model].book_accuracy if model in MODELS else None
+    return target if target is not None else (book - TARGET_BELOW_BOOK if book else math.nan)
+
+
+def curves_summary(curves: pd.DataFrame, results: pd.DataFrame | None = None,
+                   target: float | None = None) -> pd.DataFrame:
+    """The last epoch of each form's training curve (per gate key: model, form, device, precision, ...), with the
+    book's test accuracy where it gives one; and **time to accuracy** (MLPerf's measure): the epochs until the
+    test accuracy first reaches the target (:func:`target_accuracy`) times the form's fastest timed epoch at
+    the model's batch size in ``results`` (its own best loader and workers), so a faster epoch in a lower
+    precision that needs more epochs shows it. Below fp32, ``x_fp32`` is fp32's epoch over this one's, and
+    ``test_acc_fp32`` fp32's accuracy, of the same form and other axes."""
+    keys = gated_in(curves)
+    last = curves.sort_values("epoch").groupby(keys, sort=False).tail(1)
     book = {m: MODELS[m].book_accuracy for m in last["model"].unique() if m in MODELS}
     last = last.assign(book_test_acc=last["model"].map(book))
-    return last.rename(columns={"epoch": "epochs", "seconds": "train_s"})[
-        [*gated_in(curves), "epochs", "train_loss", "train_acc", "test_acc", "book_test_acc", "train_s"]]
+    reached = {}
+    for key, g in curves.sort_values("epoch").groupby(keys, sort=False):
+        hit = g[g["test_acc"] >= target_accuracy(g["model"].iloc[0], target)]
+        reached[key] = int(hit["epoch"].iloc[0]) if len(hit) else math.nan
+    last["target_acc"] = [target_accuracy(m, target) for m in last["model"]]
+    last["epochs_to_target"] = [reached[tuple(r)] for r in last[keys].itertuples(index=False)]
+    epoch = _fastest_epoch(results, keys)
+    last["epoch_s"] = [epoch.get(tuple(r), math.nan) for r in last[keys].itertuples(index=False)]
+    last["time_to_target_s"] = last["epochs_to_target"] * last["epoch_s"]
+    columns = [*keys, "epochs", "train_loss", "train_acc", "test_acc", "book_test_acc", "train_s", "target_acc",
+               "epochs_to_target", "epoch_s", "time_to_target_s"]
+    if "precision" in keys and (last["precision"] != "fp32").any():
+        others = [k for k in keys if k != "precision"]
+        fp32 = last[last["precision"] == "fp32"].set_index(others)
+        base = [tuple(r) for r in last[others].itertuples(index=False)]
+        last["x_fp32"] = [fp32["epoch_s"].get(k, math.nan) / e for k, e in zip(base, last["epoch_s"])]
+        last["test_acc_fp32"] = [fp32["test_acc"].get(k, math.nan) for k in base]
+        columns += ["x_fp32", "test_acc_fp32"]
+    return last.rename(columns={"epoch": "epochs", "seconds": "train_s"})[columns]
+
+
+def _fastest_epoch(results: pd.DataFrame | None, keys: list[str]) -> dict:
+    """Gate key -> the fastest timed epoch (s) of its cells at the model's batch size."""
+    if results is None or results.empty or "epoch_s" not in results:
+        return {}
+    ok = results[(results["status"] == "ok") & results["world_size"].fillna(1).eq(1)]
+    ok = ok[[b == MODELS[m].batch_size if m in MODELS else False for m, b in zip(ok["model"], ok["batch_size"])]]
+    return ok.groupby(gated_in(ok), sort=False)["epoch_s"].min().to_dict()
 
 
 def with_model(frame: pd.DataFrame | None, results: pd.DataFrame) -> pd.DataFrame | None:

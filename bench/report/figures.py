@@ -18,9 +18,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import UserError  # noqa: E402
-from bench.grid import GATED, gate_key, gate_label, gated_in, train_examples  # noqa: E402
+from bench.grid import AXES, GATED, gate_key, gate_label, gated_in, spec_of, train_examples  # noqa: E402
 from bench.run_folder import PREDICTIONS
-from impls.models import MODELS, step_cost  # noqa: E402
+from impls.models import MODELS, ModelError, step_cost  # noqa: E402
+from impls.precision import PRECISIONS  # noqa: E402
 
 BOOK_BATCH = {model: spec.batch_size for model, spec in MODELS.items()}  # the batch size d2l trains each model with
 
@@ -68,20 +69,28 @@ def span_scale(values) -> str:
 
 
 def fig_workers(ok: pd.DataFrame, folder: Path):
+    """Epoch time against DataLoader workers, one panel per form (and precision, image size) and batch size:
+    where workers start to pay for themselves, with the resident loader's epoch (no loading) as the floor."""
+    by = [a for a in AXES if a in ok.columns and a not in ("loader", "workers")]
     data = ok[ok["loader"].isin(["torchvision", "tensor"])]
-    groups = [(k, g) for k, g in data.groupby(["model", "device", "form", "batch_size"]) if g["workers"].nunique() > 1]
+    groups = [(k, g) for k, g in data.groupby(by, sort=False) if g["workers"].nunique() > 1]
     if not groups:
         return None, "epoch time vs workers: the run timed one worker count per loader (widen --workers)"
+    resident = ok[ok["loader"] == "resident"].set_index(by)["epoch_s"]
     fig, axes = _grid_axes(len(groups))
-    for ax, ((model, device, form, batch), g) in zip(axes, groups):
+    for ax, (key, g) in zip(axes, groups):
         for loader, f in g.groupby("loader"):
             f = f.sort_values("workers")
             ax.errorbar(f["workers"], f["epoch_s"], yerr=f["epoch_s_iqr"] / 2, marker="o", capsize=3,
                         label=f"{loader}: end to end")
             ax.plot(f["workers"], f["loader_epoch_s"], ls="--", marker="x", label=f"{loader}: loader only")
+        if key in resident.index:
+            ax.axhline(resident[key], color="grey", ls=":", label="resident: no loading")
         scale = span_scale(pd.concat([g["epoch_s"], g["loader_epoch_s"]]))
+        values = dict(zip(by, key))
         ax.set(xlabel="DataLoader workers", ylabel="epoch time (s" + (", log scale)" if scale == "log" else ")"),
-               yscale=scale, title=f"{model} {form} on {device}, batch {batch}")
+               yscale=scale, title=f"{gate_label(gate_key(values))}, batch {values['batch_size']}"
+               + (f", {values['threads']} threads" if data["threads"].nunique() > 1 else ""))
         if scale == "linear":
             ax.set_ylim(bottom=0)
         ax.set_xticks(sorted(g["workers"].unique()))
@@ -141,6 +150,15 @@ def fig_breakdown(ok: pd.DataFrame, folder: Path):
     return _save(fig, folder, "where_the_time_goes"), None
 
 
+def _intensity(row: dict) -> float:
+    """FLOPs per byte of a cell's step (its model at its image size, bytes in its precision)."""
+    try:
+        flops, bytes_ = spec_of(row).cost(row["batch_size"], PRECISIONS[row.get("precision", "fp32")].storage.itemsize)
+    except (ModelError, KeyError):
+        flops, bytes_ = step_cost(row["model"], row["batch_size"])
+    return flops / bytes_
+
+
 def fig_roofline(ok: pd.DataFrame, peaks: dict, folder: Path):
     devices = [d for d in ok["device"].unique() if d in peaks]
     if not devices:
@@ -148,7 +166,7 @@ def fig_roofline(ok: pd.DataFrame, peaks: dict, folder: Path):
     fig, axes = _grid_axes(len(devices), width=6)
     for ax, device in zip(axes, devices):
         g, peak = ok[ok["device"] == device], peaks[device]
-        intensity = [step_cost(r.model, r.batch_size)[0] / step_cost(r.model, r.batch_size)[1] for r in g.itertuples()]
+        intensity = [_intensity(r) for r in g.to_dict("records")]
         xs = [0.05, 1000]
         ridge = peak["gflops"] / peak["gbps"]
         ax.plot([xs[0], ridge, xs[1]], [xs[0] * peak["gbps"], peak["gflops"], peak["gflops"]], color="black",

@@ -37,7 +37,7 @@ SOURCES = "sources.csv"  # every row of every source, under tables/
 
 
 def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: float = 0.05,
-          cross_machine: bool = False) -> Path:
+          cross_machine: bool = False, target_accuracy: float | None = None) -> Path:
     """Write the report of ``runs`` (one, or two to compare) into ``out``; return index.html's path.
     ``cross_machine``: a merged run's speedups also where a cell and its baseline cell ran on different machines."""
     if not runs:
@@ -56,7 +56,7 @@ def build(runs: list[Run], out: Path, asv_dir=None, pytest_jsons=(), threshold: 
         compile_memory(ok, run, out),
         scaling_section(ok, out), why_section(run, out), instructions(run, out),
         equal_results(run),
-        training(run, out),
+        training(run, out, target_accuracy),
         all_cells(with_counts(run.results, counts_of(run))), not_timed(run.results),
         every_source(sources), history_section(asv_dir, out),
         environment(*runs[-2:]),
@@ -254,13 +254,13 @@ def curves_missing(run: Run) -> str:
     return f"training curves: {CURVES} is missing from the run folder"
 
 
-def training(run: Run, out: Path) -> Section:
+def training(run: Run, out: Path, target: float | None = None) -> Section:
     s = Section("Training curves")
     curves = with_model(run.curves, run.results)
     if curves is not None and not curves.empty:
         s.figure(figures.fig_curves(curves, out),
                  "train loss, train accuracy and test accuracy per epoch, per model and form")
-        s.table("training", curves_summary(curves))
+        s.table("training", curves_summary(curves, run.results, target))
     else:
         s.not_shown(curves_missing(run))
     if skipped := run.meta.get("curves_skipped", {}):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import torch
@@ -31,6 +31,7 @@ class FashionMNIST:
     features: int = 784
     classes: int = 10
     from_files: bool = True  # real data: it must be found before a run (and the seeds' loader is torchvision's)
+    image_size: int = 28  # the side after ``transforms.Resize`` (the seeds' ``resize=``); 28: the images as stored
 
 
 @dataclass(frozen=True)
@@ -160,14 +161,28 @@ class ModelSpec:
                     d = d * (inputs[i] > 0)
         return loss, grads, out
 
-    def cost(self, n: int) -> tuple[float, float]:
+    def cost(self, n: int, element_bytes: int = 4) -> tuple[float, float]:
         """(FLOPs, bytes) of one training step on ``n`` examples: the minimum a roofline counts.
 
         FLOPs: per layer the forward GEMM and the weight-gradient GEMM, plus the input-gradient GEMM of every
         layer but the first, 2 per multiply-add (biases, activations, softmax and loss are lower order).
-        Bytes: the batch read once in float32 (X, and y where it is a float target)."""
+        Bytes: the batch read once, ``element_bytes`` an element (X, and y where it is a float target): 4 in
+        float32, 2 in bfloat16."""
         gemms = sum((2 if i == 0 else 3) * layer.inputs * layer.outputs for i, layer in enumerate(self.layers))
-        return float(2 * n * gemms), float(4 * n * (self.widths[0] + (0 if self.classes else 1)))
+        return float(2 * n * gemms), float(element_bytes * n * (self.widths[0] + (0 if self.classes else 1)))
+
+    def at(self, image_size: int) -> ModelSpec:
+        """This model on its images resized to ``image_size`` x ``image_size`` (``transforms.Resize``, as the
+        seeds' ``load_data_fashion_mnist(batch_size, resize)``): the first layer as wide as the pixels, and the
+        learning rate scaled by 784 / pixels, so that a step moves the outputs as far as at 28x28 (a step moves
+        them by about lr |x|^2, which grows with the pixels: at 64x64 and lr 0.1 softmax regression diverges)."""
+        if image_size == getattr(self.data, "image_size", 28):
+            return self
+        if not isinstance(self.data, FashionMNIST) or image_size < 1:
+            raise ModelError(f"{self.name}'s data ({self.data.name}) are not images: --image-sizes applies to "
+                             "image data sets only" if not isinstance(self.data, FashionMNIST) else
+                             f"image size must be >= 1, got {image_size}")
+        return _resized(self, image_size)
 
     def large_logit_params(self, params: dict[str, torch.Tensor], X: torch.Tensor, seed: int = 0):
         """Parameters whose logits on rows ``X`` are around +-1000, and all equal near +1000 and near -1000 (the
@@ -187,7 +202,14 @@ class ModelSpec:
 
 
 class ModelError(ValueError):
-    """A model module that cannot be loaded or defines no valid SPEC."""
+    """A model module that cannot be loaded or defines no valid SPEC, or a setting a model cannot take."""
+
+
+@cache
+def _resized(spec: ModelSpec, size: int) -> ModelSpec:
+    data = replace(spec.data, image_size=size, features=size * size)
+    lr = spec.lr * spec.widths[0] / (size * size)
+    return replace(spec, data=data, widths=(size * size, *spec.widths[1:]), lr=lr)
 
 
 def _load(path: str) -> ModelSpec:
@@ -214,8 +236,10 @@ class _Models(Mapping):
     def _specs(self) -> dict[str, ModelSpec]:
         return _models(os.environ.get("LINBENCH_MODELS", ""))
 
-    def __getitem__(self, name: str) -> ModelSpec:
-        return self._specs()[name]
+    def __getitem__(self, name: str | ModelSpec) -> ModelSpec:
+        """The spec named ``name``; a spec given in its place is itself (a cell's spec, e.g. at another image
+        size, goes wherever a model's name does)."""
+        return name if isinstance(name, ModelSpec) else self._specs()[name]
 
     def __iter__(self):
         return iter(self._specs())
