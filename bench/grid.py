@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 from dataclasses import field, make_dataclass
 
@@ -67,19 +68,24 @@ def axis_overrides(args) -> dict:
     """Axis name -> the values its flag gave (None where left out)."""
     return {a.name: getattr(args, a.dest, None) for a in AXIS_TABLE}
 
+def _value(values, a: str):
+    """Axis ``a``'s value in a cell, a row or a Series; absent or empty (an older row): its ``implicit`` value."""
+    v = values[a] if a in values else None
+    return AXIS[a].implicit if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
 def label_of(values) -> str:
     """The label of a cell given as axis -> value (a dict, a results row, a pandas Series); an axis at its
     ``implicit`` value (or absent from an older row) is left out."""
     def shown(a):
-        v = values[a] if a in values else AXIS[a].implicit
-        return AXIS[a].implicit is None or v != AXIS[a].implicit
+        return AXIS[a].implicit is None or _value(values, a) != AXIS[a].implicit
 
     return "/".join(f"{AXIS[a].prefix}{values[a]}" for a in AXES if shown(a))
 
 
 def gate_key(values) -> tuple:
     """The gate's key of a cell or a gate row (axis -> value; an older row without an axis: its ``implicit``)."""
-    return tuple(values[a] if a in values else AXIS[a].implicit for a in GATED)
+    return tuple(_value(values, a) for a in GATED)
 
 
 def gate_label(key: tuple) -> str:

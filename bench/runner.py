@@ -21,16 +21,7 @@ import impls
 from bench import UserError, check, distributed, interrupt
 from bench import shard as sharding
 from bench.cell import CellBench, Settings
-from bench.grid import (
-    DEFAULT_GRID,
-    QUICK_GRID,
-    Cell,
-    expand,
-    gate_label,
-    skip_reason,
-    train_examples,
-    validate,
-)
+from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, gate_label, skip_reason, train_examples, validate
 from bench.machine_load import DISTURBED, machine_load
 from bench.meta import environment, probe_peaks, roofline_s
 from bench.run_folder import CURVES, GATE, SCHEMA

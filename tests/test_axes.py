@@ -4,6 +4,7 @@ out by hand."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -39,13 +40,19 @@ def test_a_toy_axis_from_one_row_of_the_axis_table_runs_through_list_check_and_a
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done.stdout
 
-    listed = [line.split() for line in linbench("list", "--models", "linreg", "--jitters", "0,1").splitlines()]
-    assert all(["linreg", "module", "cpu", "fp32", j, "yes"] in listed for j in ("0", "1"))
+    def table(text):  # the rows of a printed table, each as column -> word
+        head, *rows = [line.split() for line in text.splitlines() if line.split() and line.split()[0] in
+                       ("model", "linreg")]
+        return [dict(zip(head, row)) for row in rows]
+
+    listed = table(linbench("list", "--models", "linreg", "--jitters", "0,1"))
+    assert {(r["form"], r["jitter"], r["available"]) for r in listed if r["device"] == "cpu"} >= {
+        ("module", "0", "yes"), ("module", "1", "yes")}
 
     log.write_text("")
-    checked = linbench("check", "--models", "linreg", "--forms", "module", "--jitters", "0,1", "--steps", "5")
-    rows = [line.split() for line in checked.splitlines() if line.startswith("linreg ")]
-    assert sorted((r[4], "pass" in r) for r in rows) == [("0", True), ("1", True)], checked
+    checked = json.loads(linbench("check", "--models", "linreg", "--forms", "module", "--jitters", "0,1",
+                                  "--steps", "5", "--format", "json"))
+    assert sorted((r["jitter"], r["status"]) for r in checked) == [(0, "pass"), (1, "pass")], checked
     assert log.read_text().split() == ["0", "1"]  # applied before each value's form was built
 
     log.write_text("")

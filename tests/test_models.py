@@ -52,7 +52,7 @@ def test_a_fourth_model_from_its_spec_alone_runs_through_the_gate_and_a_timed_ce
     listed = linbench(tmp_path, "list")
     assert listed.returncode == 0, listed.stderr
     toy = [line.split() for line in listed.stdout.splitlines() if line.startswith("twolayer ")]
-    assert ["twolayer", "module", "cpu", "yes"] in toy
+    assert ["twolayer", "module", "cpu", "fp32", "28", "yes"] in toy
     assert any(row[:2] == ["twolayer", "cuda"] and "one dense layer" in " ".join(row) for row in toy)
 
     checked = linbench(tmp_path, "check", "--models", "twolayer", "--forms", "module", "--steps", "5")

@@ -13,7 +13,7 @@ from bench import cli, runner
 from bench.check import key_of
 from bench.curves import train_curves
 from bench.data import LABELS
-from bench.grid import AXES
+from bench.grid import AXES, AXIS
 from bench.regress.verdicts import compare_runs
 from bench.report import figures, shot, sources
 from bench.report import page as report
@@ -73,7 +73,7 @@ def test_full_report_has_every_figure_and_table(tmp_path):
     assert "Not shown: prediction grid: the run has no predictions.csv" in page  # missing parts are said
     results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")  # timed or failed: the skipped one is not
     assert len(results) == len(full_rows()) - 1 and "skipped" not in set(results["status"])
-    shown = [a for a in AXES if a != "world_size"]  # an axis at its implicit value in every row is left out
+    shown = [a for a in AXES if AXIS[a].implicit is None]  # an axis at its implicit value in every row is left out
     assert list(results.columns[:len(shown) + 3]) == [*shown, "status", "samples_per_s", "epoch_s"]  # key columns first
     assert "cuda_peak_mb" not in results.columns  # no cell has it: left out of the table
     assert len(pd.read_csv(tmp_path / "out" / "tables" / "not_timed.csv")) == 3  # every cell not timed
