@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import impls
 from bench import check
 from bench.cases import gate_cases
@@ -127,3 +129,27 @@ def test_no_gate_key_is_written_out_as_a_tuple_of_names_in_bench():
     found = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "bench").rglob("*.py")
              for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, found
+
+
+def test_time_to_accuracy_and_each_precision_against_fp32():
+    import pandas as pd
+
+    from bench.report.analysis import curves_summary
+
+    def curve(precision, accs):
+        return [dict(model="softmax", form="module", device="cpu", precision=precision, image_size=28, epoch=e,
+                     train_loss=0.5, train_acc=a, test_acc=a, seconds=e) for e, a in enumerate(accs, 1)]
+
+    curves = pd.DataFrame(curve("fp32", [0.78, 0.81, 0.83]) + curve("bf16", [0.75, 0.80, 0.82]))
+    results = pd.DataFrame([dict(model="softmax", form="module", device="cpu", precision=p, image_size=28,
+                                 world_size=1, batch_size=b, status="ok", epoch_s=s)
+                            for p, b, s in (("fp32", 256, 2.0), ("fp32", 256, 1.5), ("bf16", 256, 3.0),
+                                            ("fp32", 64, 0.5))])  # the fastest at the model's batch size counts
+    table = curves_summary(curves, results).set_index("precision")
+    assert table.loc["fp32", "target_acc"] == pytest.approx(0.81)  # the book's 0.83 less 0.02
+    assert (table.loc["fp32", "epochs_to_target"], table.loc["bf16", "epochs_to_target"]) == (2, 3)
+    assert table.loc["fp32", "time_to_target_s"] == pytest.approx(3.0)
+    assert table.loc["bf16", "time_to_target_s"] == pytest.approx(9.0)
+    assert table.loc["bf16", "x_fp32"] == pytest.approx(0.5) and table.loc["bf16", "test_acc_fp32"] == 0.83
+    strict = curves_summary(curves, results, target=0.9)
+    assert strict["epochs_to_target"].isna().all() and strict["time_to_target_s"].isna().all()
