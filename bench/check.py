@@ -22,6 +22,8 @@ import itertools
 import math
 from dataclasses import asdict, dataclass
 
+import torch
+
 import impls
 from bench import interrupt
 from bench.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
@@ -124,9 +126,13 @@ def precision_flag(cls, setup, trial: Trial) -> str | None:
     instance = cls(trial.params, setup)
     with contextlib.nullcontext() if hasattr(cls, "compile_log") else Matmuls():  # dynamo refuses to trace in a mode
         instance.step(*trial.batches[0])
-    wrong = sorted({str(v.dtype)[6:] for v in instance.state().values() if v.dtype != p.storage})
+    state = instance.state()
+    wrong = sorted({str(v.dtype)[6:] for v in state.values() if v.dtype != p.storage})
     if wrong:
         return f"asked for {p.name}, its parameters are {'/'.join(wrong)}, not {str(p.storage)[6:]}"
+    if p.autocast is not None and all(torch.equal(v, v.to(p.compute).to(v.dtype)) for v in state.values()):
+        return (f"asked for {p.name}, its {str(p.storage)[6:]} parameters hold only {str(p.compute)[6:]} values "
+                "after a step: the update was rounded, the master weights lost")
     if seen and p.compute not in seen:
         return (f"asked for {p.name}, its matmuls ran in {'/'.join(sorted(str(d)[6:] for d in seen if d))}, "
                 f"not {str(p.compute)[6:]}")

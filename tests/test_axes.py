@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import impls
 from bench import check
@@ -101,6 +102,19 @@ def test_amp_with_its_autocast_dropped_is_flagged():
 
     results = _judged(NoAutocast, "amp_bf16")
     assert all(r.status == "fail" and "its matmuls ran in float32, not bfloat16" in r.reason for r in results)
+
+
+def test_amp_whose_update_rounds_the_master_weights_to_bf16_is_flagged():
+    class RoundedMaster(impls.form_class("softmax", "module")):
+        def step(self, X, y):
+            loss = super().step(X, y)
+            with torch.no_grad():  # the update applied in bf16: the fp32 master weights keep no more than bf16
+                for p in self.net.parameters():
+                    p.copy_(p.to(torch.bfloat16).float())
+            return loss
+
+    results = _judged(RoundedMaster, "amp_bf16", "module")
+    assert all(r.status == "fail" and "the master weights lost" in r.reason for r in results)
 
 
 def test_a_declined_precision_says_why():
