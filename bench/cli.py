@@ -7,7 +7,7 @@ import sys
 
 import impls
 from bench import UserError
-from bench.folder import os_error
+from bench.runs.folder import os_error
 from impls.models import ModelError
 
 
@@ -18,13 +18,13 @@ class _Parser(argparse.ArgumentParser):
 
 def make_parser() -> argparse.ArgumentParser:
     from bench.commands import gate, machine, report, run
-    from bench.counts import add_parser as add_counts
-    from bench.merge import add_parser as add_merge
-    from bench.profile import add_parser as add_profile
+    from bench.ranks.torchrun import add_parser as add_ranks
     from bench.regress.ab import add_parser as add_ab
     from bench.regress.compare import add_parser as add_compare
     from bench.regress.history import add_parser as add_history
-    from bench.torchrun import add_parser as add_ranks
+    from bench.runs.merge import add_parser as add_merge
+    from bench.signals.counts import add_parser as add_counts
+    from bench.signals.profile import add_parser as add_profile
 
     parser = _Parser(prog="linbench", description="Benchmarks of d2l chapter 3 models written several ways.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -9,7 +9,7 @@ PER_RUN = ("time", "commit", "dirty")
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     from bench.grid import front_end_cells
-    from bench.meta import environment
+    from bench.runs.meta import environment
 
     machine_info["linbench"] = {k: v for k, v in environment().items() if k not in PER_RUN}
     # the counts the cells are timed at (LINBENCH_THREADS), not the process's count of the moment (a cell sets it)

@@ -57,7 +57,7 @@ def record_curves(store, epochs: int, seed: int, data_dir, say, bar) -> None:
     """The curves and predictions of every classifier form a run timed, per gate key (model, form, device,
     precision, image size, ...), into its folder (``say``: a stage line; ``bar(total, desc, unit)``: a progress
     bar)."""
-    from bench.run_folder import CURVES, PREDICTIONS
+    from bench.runs.run_folder import CURVES, PREDICTIONS
 
     keys = list(dict.fromkeys(gate_key(r) for r in store.rows.values()
                               if r["status"] == "ok" and MODELS[r["model"]].classes))

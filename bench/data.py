@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench import UserError
-from bench.folder import os_error, write_atomic
+from bench.runs.folder import os_error, write_atomic
 from impls.models import MODELS, FashionMNIST, Synthetic
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -1,4 +1,4 @@
-"""pytest-benchmark over the runner's grid: thin adapters over ``bench.cell.CellBench``.
+"""pytest-benchmark over the runner's grid: thin adapters over ``bench.timing.cell.CellBench``.
 
 The parameter is the cell's label (a string, so it serialises into the JSON); the id is the label
 with ``-`` for ``/`` (``softmax-compiled-cpu-resident-w0-b256-t1``), so ``-k`` selects cells. Warm-up
@@ -22,8 +22,8 @@ import itertools
 import pytest
 
 from bench import grid
-from bench.cell import CellBench
-from bench.timer import sync
+from bench.timing.cell import CellBench
+from bench.timing.timer import sync
 
 # one process each, at one torch thread (``grid.front_end_cells``; LINBENCH_THREADS=1,2 adds 2 threads): a cell
 # of several ranks is linbench run's (it starts them); ddp is timed here at one rank

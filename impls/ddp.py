@@ -10,7 +10,7 @@ shares (an empty share contributes zero). :meth:`step` returns this rank's share
 loss (their mean over the ranks is the batch mean; with one rank it is the batch mean).
 
 Outside a process group (the gate run in-process, asv, pytest-benchmark) the form starts a group of
-one rank of its own; ``bench.distributed`` starts K ranks for the runner.
+one rank of its own; ``bench.ranks.distributed`` starts K ranks for the runner.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def backend() -> str:
 
 
 def ensure_group(device: str) -> None:
-    """A process group to run in: the one already started (torchrun, bench.distributed), else one rank here."""
+    """A process group to run in: the one already started (torchrun, bench.ranks.distributed), else one rank here."""
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))

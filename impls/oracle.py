@@ -3,7 +3,7 @@
 Independent of every form it judges: the spec's hand-written backpropagation (:meth:`ModelSpec.grads`:
 linreg ``X^T (X w + b - y) / n``, softmax ``X^T (softmax(O) - onehot(y)) / n`` with a max-shifted softmax,
 and through ReLU layer by layer for the MLP). The same algorithm in float32 (``dtype``) tells the gate how
-far rounding alone carries a case (``bench.cases.Case.rounding``).
+far rounding alone carries a case (``bench.gate.cases.Case.rounding``).
 """
 from __future__ import annotations
 

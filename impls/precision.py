@@ -10,7 +10,7 @@
 A form says which it runs in ``precisions`` (default ``("fp32",)``); the registry declines the others with
 the reason. :func:`tolerance` gives the gate's tolerance of a precision from its own rounding: ``eps`` of
 its compute type, widened by the gate to 3x what the oracle's algorithm reaches when it runs in that
-precision (``bench.cases.Case.tolerance``), never tuned per form.
+precision (``bench.gate.cases.Case.tolerance``), never tuned per form.
 """
 from __future__ import annotations
 

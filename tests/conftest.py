@@ -17,7 +17,7 @@ def pytest_configure(config):
 def busy_core():
     """One core kept busy by another process for the module's tests that judge speed: a spinner of the tests' own,
     unless others already keep about a core busy (e.g. the suite run beside a spinner), which is the same load."""
-    from bench.machine_load import machine_load
+    from bench.timing.machine_load import machine_load
 
     load = machine_load(1.0)
     if load["others"] * load["cores"] >= 0.8:

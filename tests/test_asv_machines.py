@@ -15,7 +15,7 @@ from bench.cli import main
 from bench.grid import AXES, front_end_cells, parse_label
 from bench.regress.change_points import find_changes
 from bench.report import sources
-from bench.run_folder import Run
+from bench.runs.run_folder import Run
 from tests.test_report import ok_row, write_run
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import impls
-from bench import check
-from bench.cases import gate_cases
+from bench.gate import check
+from bench.gate.cases import gate_cases
 from impls.contract import Setup
 
 ROOT = Path(__file__).resolve().parents[1]

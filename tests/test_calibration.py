@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from bench.regress.ab_worker import pooled
-from bench.run_folder import Run
-from bench.timer import Stats
+from bench.runs.run_folder import Run
+from bench.timing.timer import Stats
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--quick", "--models", "softmax", "--forms", "module,vectorized", "--loaders", "resident",

@@ -12,8 +12,8 @@ import pytest
 from bench.cli import _Parser
 from bench.regress.compare import add_parser
 from bench.regress.verdicts import compare_runs, environment_differences
-from bench.run_folder import COLUMNS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run
-from bench.store import Store
+from bench.runs.run_folder import COLUMNS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run
+from bench.runs.store import Store
 
 CELL = dict(model="softmax", form="module", device="cpu", loader="resident", workers=0, batch_size=256, threads=2)
 

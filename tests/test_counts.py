@@ -1,4 +1,4 @@
-"""Instructions per step (``linbench counts``, ``bench.callgrind``): with another process keeping a core busy, a
+"""Instructions per step (``linbench counts``, ``bench.signals.callgrind``): with another process keeping a core busy, a
 count repeats (its two blocks agree to +-0.5%) and a planted extra step, one in every 16, counted in another process
 at the same time, moves the count by exactly that step's share (17/16, to +-0.5%: so two processes' counts agree to
 that too); the command writes ``counts.csv`` into a run and the report shows it; without valgrind, one line.
@@ -12,9 +12,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench import callgrind
 from bench.cli import main
 from bench.grid import parse_label
+from bench.signals import callgrind
 
 CELL = parse_label("linreg/vectorized/cpu/resident/w0/b10/t1")
 PLANT = """
@@ -86,7 +86,7 @@ def test_counts_go_into_the_run_and_its_report(tmp_path, monkeypatch, counted, c
     rows = [dict(CELL.as_dict(), status="ok", reason="", **counted["first"]),
             dict(parse_label("softmax/cuda/cuda/resident/w0/b256/t1").as_dict(), status="skipped",
                  reason="instructions are counted on the CPU only")]
-    monkeypatch.setattr("bench.counts.count_cells", lambda cells, *a, **k: rows)
+    monkeypatch.setattr("bench.signals.counts.count_cells", lambda cells, *a, **k: rows)
     assert main(["counts", "--models", "linreg", "--forms", "vectorized", "--batch-sizes", "10",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

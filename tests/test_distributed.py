@@ -9,13 +9,15 @@ import pytest
 import torch
 
 import impls
-from bench import check, cli, distributed, grid
-from bench.cases import gate_cases
-from bench.check import key_of
+from bench import cli, grid
+from bench.gate import check
+from bench.gate.cases import gate_cases
+from bench.gate.check import key_of
 from bench.grid import Cell, expand, parse_label, skip_reason
+from bench.ranks import distributed
 from bench.report.analysis import derived
 from bench.report.scaling import add_scaling
-from bench.run_folder import Run
+from bench.runs.run_folder import Run
 
 
 def linbench_main(capsys, *args) -> tuple[int, str, str]:

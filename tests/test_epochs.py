@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import impls
-from bench.cases import as_epoch, epoch_runs, gate_batches, run_oracle
-from bench.cell import CellBench, Settings
-from bench.check import check_form
+from bench.gate.cases import as_epoch, epoch_runs, gate_batches, run_oracle
+from bench.gate.check import check_form
 from bench.grid import parse_label
 from bench.loaders import EpochPermutation, Resident
+from bench.timing.cell import CellBench, Settings
 from impls import cuda as cuda_kernels
 from impls.common import FP32
 from impls.contract import Setup

@@ -22,13 +22,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import cli, interrupt
+from bench import cli
 from bench.data import DEBIAN_DIR, fashion_mnist_available
-from bench.folder import LOCK, Lock
 from bench.grid import AXES
 from bench.report.analysis import derived, headlines
-from bench.run_folder import META, RESULTS, SAMPLES, SCHEMA, read_meta
-from bench.store import Store
+from bench.runs import interrupt
+from bench.runs.folder import LOCK, Lock
+from bench.runs.run_folder import META, RESULTS, SAMPLES, SCHEMA, read_meta
+from bench.runs.store import Store
 from tests.conftest import default_sigint, run_cli
 
 TINY = ["--models", "linreg", "--forms", "vectorized", "--devices", "cpu", "--loaders", "resident", "--workers", "0",
@@ -260,7 +261,7 @@ def test_binary_results_is_one_line_for_report_and_resume(copy, tmp_path, capsys
 
 
 def _expected(folder: Path) -> set:
-    from bench.runner import config_of
+    from bench.timing.runner import config_of
 
     _, cells = config_of(read_meta(folder), folder)
     return {tuple(str(v) for v in c.key()) for c in cells}
@@ -339,7 +340,7 @@ def test_foreign_rows_are_dropped_and_the_run_is_not_complete_until_its_own_cell
 
 
 def test_foreign_rows_not_finished_are_dropped_and_counted_too(copy, capsys):
-    from bench.runner import resume
+    from bench.timing.runner import resume
 
     frame = pd.read_csv(copy / RESULTS)
     foreign = pd.concat([frame.assign(form="module", status="running"),  # a status of their own
@@ -355,7 +356,7 @@ def test_foreign_rows_not_finished_are_dropped_and_counted_too(copy, capsys):
 
 def test_a_results_file_of_no_rows_reads_as_no_rows(copy):
     """As a run interrupted in its first cell leaves it: the header only (it was a traceback on --resume)."""
-    from bench.run_folder import read_results
+    from bench.runs.run_folder import read_results
 
     (copy / RESULTS).write_text((copy / RESULTS).read_text().splitlines()[0] + "\n")
     store = Store.load(copy)

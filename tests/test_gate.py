@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import impls
-from bench import cases, check, cli
-from bench.cases import batch_case, gate_cases, run_oracle
-from bench.check import check_form
+from bench import cli
+from bench.gate import cases, check
+from bench.gate.cases import batch_case, gate_cases, run_oracle
+from bench.gate.check import check_form
 from impls.contract import Setup
 from impls.models import MODELS, init_params
 from tests.conftest import ALL_CELLS, skip_if_unavailable

@@ -59,7 +59,8 @@ def test_impls_imports_nothing_from_bench():
 
 
 def test_the_runner_loads_no_drawing_and_each_module_imports_alone():
-    code = "import sys, bench.runner, bench.store, bench.cell; assert 'matplotlib' not in sys.modules"
+    code = ("import sys, bench.timing.runner, bench.runs.store, bench.timing.cell; "
+            "assert 'matplotlib' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 

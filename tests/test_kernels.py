@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import impls
-from bench.cases import run_oracle
-from bench.check import check_form
 from bench.data import cache_dir
+from bench.gate.cases import run_oracle
+from bench.gate.check import check_form
 from impls import cuda as cuda_kernels
 from impls import triton as triton_kernels
 from impls.common import FP32
@@ -265,8 +265,8 @@ INTERPRETED = """
 import json, sys
 import torch
 import impls
-from bench.cases import run_oracle
-from bench.check import check_form
+from bench.gate.cases import run_oracle
+from bench.gate.check import check_form
 from impls import triton as triton_kernels
 from impls.models import init_params
 from tests.test_kernels import op_args, small_batches

@@ -1,4 +1,4 @@
-"""The profiler view (``linbench profile``, ``bench.profile``) and the report's "Why not at the roofline".
+"""The profiler view (``linbench profile``, ``bench.signals.profile``) and the report's "Why not at the roofline".
 
 Two cells profiled directly (softmax ``vectorized`` at batch 256 on the real data, linreg ``module`` at 10):
 operator rows, shares in [0, 1], operators + outside = the step within 2%, a Chrome trace that loads. Then
@@ -13,8 +13,8 @@ import torch
 
 from bench.cli import main
 from bench.grid import parse_label
-from bench.profile import profile_cell
-from bench.run_folder import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE, read_profiles
+from bench.runs.run_folder import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE, read_profiles
+from bench.signals.profile import profile_cell
 
 TOLERANCE = 0.02  # operators + outside against the step: equal by construction, but for events overhanging a parent
 
@@ -74,7 +74,7 @@ def run_folder(tmp_path_factory):
 def test_best_of_a_run_and_its_report_section(run_folder, tmp_path, capsys):
     from bench.report.render import Figure, Table
     from bench.report.roofline_why import why_section
-    from bench.run_folder import Run
+    from bench.runs.run_folder import Run
 
     before = why_section(Run(run_folder), tmp_path)  # no profiles/ yet: the section says how to make them
     assert before.missing and f"linbench profile --run {run_folder} --best" in before.missing[0]

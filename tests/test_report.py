@@ -9,16 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import cli, runner
-from bench.check import key_of
+from bench import cli
 from bench.curves import train_curves
 from bench.data import LABELS
+from bench.gate.check import key_of
 from bench.grid import AXES, AXIS
 from bench.regress.verdicts import compare_runs
 from bench.report import figures, shot, sources
 from bench.report import page as report
-from bench.run_folder import COLUMNS, CURVES, PREDICTIONS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run
-from bench.store import Store
+from bench.runs.run_folder import COLUMNS, CURVES, PREDICTIONS, SAMPLE_COLUMNS, SAMPLES, SCHEMA, Run
+from bench.runs.store import Store
+from bench.timing import runner
 
 CHROMIUM = shot.chromium()
 

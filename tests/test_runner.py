@@ -12,13 +12,14 @@ import pytest
 import torch
 
 import impls
-from bench import UserError, grid, runner
+from bench import UserError, grid
 from bench.defaults import ALL_FORMS
 from bench.grid import Cell
 from bench.loaders import make_loader
 from bench.report.analysis import derived
-from bench.run_folder import GATE, RESULTS, read_meta, read_results, read_samples
-from bench.timer import time_autorange, time_repeats
+from bench.runs.run_folder import GATE, RESULTS, read_meta, read_results, read_samples
+from bench.timing import runner
+from bench.timing.timer import time_autorange, time_repeats
 from impls.contract import Setup
 from impls.models import MODELS
 from tests.conftest import default_sigint, run_cli
@@ -245,7 +246,7 @@ class CompiledNothing(impls.form_class("linreg", "compiled")):
 def test_a_compiling_form_that_runs_eagerly_is_flagged(tmp_path, monkeypatch, real_data):
     import types
 
-    from bench.summary import compact
+    from bench.runs.summary import compact
 
     monkeypatch.setitem(sys.modules, "planted_eager", types.SimpleNamespace(FORM=CompiledNothing))
     monkeypatch.setitem(impls.FORM_MODULES, "uncompiled", "planted_eager")

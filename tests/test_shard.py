@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import impls
-from bench import UserError, cli, shard
+from bench import UserError, cli
 from bench.grid import AXIS_TABLE, DEFAULT_GRID, QUICK_GRID, expand, label_of, sample_cap, skip_reason
 from bench.report.analysis import add_speedup, cross_machine_rows, derived, headlines
-from bench.run_folder import META, RESULTS, Run, read_meta, read_results
-from bench.summary import compact, wide
+from bench.runs import shard
+from bench.runs.run_folder import META, RESULTS, Run, read_meta, read_results
+from bench.runs.summary import compact, wide
 
 # a tiny grid: linreg, two forms, the baseline's loader and the resident one, batch 10: 4 cells of one
 # thread group, so the baseline cell (module/torchvision) and the others share a speedup group

@@ -3,8 +3,8 @@ import math
 
 import pandas as pd
 
-from bench.run_folder import COLUMNS
-from bench.summary import compact, wide
+from bench.runs.run_folder import COLUMNS
+from bench.runs.summary import compact, wide
 
 
 def row(form, status="ok", reason="", **values):

@@ -1,1 +1,1 @@
-"""The asv benchmark suite that ``asv.conf.json`` points at: adapters over bench/cell.py (one module)."""
+"""The asv benchmark suite that ``asv.conf.json`` points at: adapters over bench/timing/cell.py (one module)."""

@@ -1,4 +1,4 @@
-"""asv benchmarks over the runner's grid: thin adapters over ``bench.cell.CellBench``.
+"""asv benchmarks over the runner's grid: thin adapters over ``bench.timing.cell.CellBench``.
 
 Every benchmark takes one parameter, ``cell``: a cell of ``grid.DEFAULT_GRID`` by its label, as
 linbench prints it (``softmax/module/cpu/torchvision/w4/b256/t1``; every axis of the grid's table is in
@@ -37,9 +37,9 @@ import torch
 
 import impls
 from bench import grid
-from bench.callgrind import count_one, count_reason, one_thread, valgrind_missing
-from bench.cell import CellBench
-from bench.timer import sync
+from bench.signals.callgrind import count_one, count_reason, one_thread, valgrind_missing
+from bench.timing.cell import CellBench
+from bench.timing.timer import sync
 
 
 def runs_somewhere(cell: grid.Cell) -> bool:
@@ -118,7 +118,7 @@ class Step(_Cells):
 
 class Instructions(_Cells):
     """Instructions per training step of the ``Step`` cells, counted at one thread under valgrind
-    (``bench.callgrind``); deterministic, so one round is enough."""
+    (``bench.signals.callgrind``); deterministic, so one round is enough."""
     params = cell_params(one_thread(c) for c in CELLS if c.loader == "resident" and c.device == "cpu")
     rounds = 1
     timeout = 900

@@ -1,4 +1,4 @@
-"""``linbench check``: the equal-results gate (:mod:`bench.check`) over a selection of gate keys, as a table or
+"""``linbench check``: the equal-results gate (:mod:`bench.gate.check`) over a selection of gate keys, as a table or
 JSON, exit 1 when a form fails."""
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 
 from bench import UserError
 from bench.commands import require_devices
-from bench.tables import show
+from bench.runs.tables import show
 
 GATE_MEASURES = ["case", "batches", "status", "loss_max_abs", "param_max_abs", "predict_max_abs", "tol_used", "rtol",
                  "atol"]
 
 
 def cmd_check(args) -> int:
-    from bench.check import run_check
+    from bench.gate.check import run_check
     if args.steps <= 0:
         raise UserError(f"--steps must be positive, got {args.steps}")
     from bench.grid import GATED, axis_overrides, gate_label, validate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import impls
-from bench.tables import show
+from bench.runs.tables import show
 
 
 def cmd_list(args) -> int:
@@ -33,7 +33,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_env(args) -> int:
-    from bench.meta import environment
+    from bench.runs.meta import environment
 
     for key, value in environment().items():
         print(f"{key:12} {value}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from bench import UserError
-from bench.folder import os_error
+from bench.runs.folder import os_error
 
 
 def cmd_report(args) -> int:

@@ -7,7 +7,7 @@ import sys
 from bench import UserError
 from bench.commands import require_devices
 from bench.commands.report import target_flag
-from bench.folder import os_error
+from bench.runs.folder import os_error
 
 
 def _run_settings(args, axes):
@@ -22,10 +22,10 @@ def _run_settings(args, axes):
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from bench import runner
     from bench.grid import AXIS_TABLE, axis_overrides, gate_key, gate_label
     from bench.report.analysis import derived, headlines
-    from bench.run_folder import RESULTS
+    from bench.runs.run_folder import RESULTS
+    from bench.timing import runner
 
     if args.resume:
         given = [flag for flag, value, default in _run_settings(args, AXIS_TABLE) if value != default]
@@ -34,7 +34,7 @@ def cmd_run(args) -> int:
                             "them (start a new run instead)")
         store, config, cells = runner.resume(Path(args.resume))
     else:
-        from bench.shard import parse
+        from bench.runs.shard import parse
 
         shard = parse(args.shard) if args.shard is not None else None
         overrides = axis_overrides(args)
@@ -53,7 +53,7 @@ def cmd_run(args) -> int:
         print(f"linbench: interrupted; {len(store.rows)} of {len(cells)} cells kept in {store.folder}; "
               f"finish with: linbench run --resume {store.folder}", file=sys.stderr)
         return 130
-    from bench.summary import compact, wide, width, wrapped
+    from bench.runs.summary import compact, wide, width, wrapped
 
     frame = derived(frame, store.samples_frame())
     for line in wide(frame) if args.wide else compact(frame, width()):

@@ -67,7 +67,7 @@ def warn_if_busy(threads) -> None:
     """Cells at more than one torch thread share the cores with whatever keeps the machine busy: said."""
     import torch
 
-    from bench.machine_load import DISTURBED, machine_load
+    from bench.timing.machine_load import DISTURBED, machine_load
 
     others, most = machine_load()["others"], max(threads or [torch.get_num_threads()])
     if others > DISTURBED and most > 1:
@@ -79,7 +79,7 @@ def summarize(folder: Path, args, shas: dict, failing: list[str], notes: list[st
     """compare.csv, the table, what differs, the A/A record and the report; the exit status."""
     from bench.regress.calibration import record_aa
     from bench.regress.verdicts import environment_differences, summary
-    from bench.tables import show
+    from bench.runs.tables import show
 
     a, b, frame = judge(folder, args)
     print(f"A: {args.rev_a} ({shas['A'][:12]}) {a.folder}\nB: {args.rev_b} ({shas['B'][:12]}) {b.folder}")

@@ -37,7 +37,7 @@ import warnings
 from pathlib import Path
 
 from bench import UserError
-from bench.status import Status
+from bench.runs.status import Status
 
 PROTOCOL = 2  # 2: the timed blocks of a slot taken in turns with the other side's
 WORKER_MODULES = ("regress.ab_worker", "ab_worker", "worker")  # the worker's module under bench/: now, and before
@@ -52,7 +52,7 @@ def worker_path(tree: Path, module: str) -> Path:
 def pooled(row: dict, samples: dict, slots: int, disturbed: int, load: float) -> dict:
     """The cell's row with every median, interval, count and rate recomputed from the samples of all its
     ``slots`` (the last slot's ``row`` gives the rest: memory, compile time, the per-step work)."""
-    from bench.timer import Stats
+    from bench.timing.timer import Stats
 
     e, s, ld = Stats.of(samples["epoch"]), Stats.of(samples["step"]).scaled(1e3), Stats.of(samples["loader_epoch"])
     by_epoch, by_step = row["epoch_s"] / e.median, row["step_ms"] / s.median  # rates scale inversely to time
@@ -104,9 +104,9 @@ class Side:
         self.samples: dict[str, dict[str, list]] = {}  # label -> metric -> seconds, over every slot
 
     def start(self, msg: dict) -> dict:
-        from bench import runner
-        from bench.cell import Settings
-        from bench.meta import environment
+        from bench.runs.meta import environment
+        from bench.timing import runner
+        from bench.timing.cell import Settings
 
         budget = msg.get("slot") or {}
         unknown = set(budget) - {f.name for f in dataclasses.fields(Settings)}
@@ -138,8 +138,8 @@ class Side:
     def gate(self, cells: list, config) -> list[dict]:
         """The device peaks, the load at the start and the gate; a row for each cell not to be timed."""
         from bench.grid import skip_reason
-        from bench.machine_load import machine_load
-        from bench.meta import probe_peaks
+        from bench.runs.meta import probe_peaks
+        from bench.timing.machine_load import machine_load
 
         skips = {c.label(): skip_reason(c) for c in cells}
         timed = [c for c in cells if not skips[c.label()]]
@@ -158,7 +158,7 @@ class Side:
         return answer
 
     def measure(self, label: str, turns: bool = False) -> dict:
-        from bench.timer import set_turns
+        from bench.timing.timer import set_turns
 
         set_turns(Turns(self.answers) if turns else None)
         try:

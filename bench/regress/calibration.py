@@ -1,7 +1,7 @@
 """What ``linbench ab``'s verdicts are worth on this machine, measured: an A/A run's record
 (:func:`record_aa`), and ``linbench ab --calibrate N`` (:func:`calibrate_machine`), which runs 2N A/A
 comparisons and N comparisons per planted effect (B's steps slowed by a busy wait of a known factor,
-:class:`bench.cell.Planted`) and writes the false-positive rate, the share decided ``same``, the power per
+:class:`bench.timing.cell.Planted`) and writes the false-positive rate, the share decided ``same``, the power per
 effect and how often the interval covered the planted ratio, each with its 95% interval (Clopper-Pearson),
 into a report folder and into this machine's cache, where the report's verdict view finds it.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.folder import write_atomic
+from bench.runs.folder import write_atomic
 
 RUNS = "runs.csv"
 SUMMARY = "calibration.json"
@@ -51,9 +51,9 @@ def plant_reference(label: str, factor: float, data_dir=None, chunks: int = 10, 
 
     import torch
 
-    from bench.cell import CellBench, Settings
     from bench.grid import parse_label
     from bench.regress.stats import paired
+    from bench.timing.cell import CellBench, Settings
 
     cell, threads = parse_label(label), torch.get_num_threads()
     benches = [CellBench(cell, Settings(data_dir=data_dir, plant=f)) for f in (1.0, factor)]
@@ -200,7 +200,7 @@ def calibrate_machine(args, repo: Path, overrides: dict) -> int:
 
 def write(report: Path, runs: pd.DataFrame, summary: dict, top: Path) -> None:
     """The report folder (``calibration.json``, ``runs.csv``, ``README.md``) and the machine's cache copy."""
-    from bench.meta import environment
+    from bench.runs.meta import environment
 
     summary = {**summary, "env": environment(), "results": str(top)}
     try:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from bench import UserError
 from bench.regress.verdicts import compare_runs, counts, environment_differences, summary
-from bench.run_folder import Run
-from bench.store import write_atomic
-from bench.tables import fmt, show
+from bench.runs.run_folder import Run
+from bench.runs.store import write_atomic
+from bench.runs.tables import fmt, show
 
 
 def _row_text(r: dict) -> dict:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.folder import write_atomic
 from bench.regress.change_points import MIN_STEP, PENALTY, find_changes, table_columns
-from bench.tables import show
+from bench.runs.folder import write_atomic
+from bench.runs.tables import show
 
 
 def cmd_history(args) -> int:

@@ -50,7 +50,7 @@ def slot_samples(run) -> dict[tuple[str, str], list[list[float]]]:
 
 def round_samples(folder) -> dict[tuple[str, str], tuple[list, list]]:
     """(label, metric) -> (A's slots, B's slots), read from the ab folder's two run folders."""
-    from bench.run_folder import Run
+    from bench.runs.run_folder import Run
 
     a, b = (slot_samples(Run(folder / side)) for side in "AB")
     return {key: (a[key], b[key]) for key in a if key in b}
@@ -235,8 +235,8 @@ def differences(cells: dict) -> tuple[list[str], list[str]]:
 def judge(folder: Path, args):
     """compare.csv of an ab folder: every cell and metric judged from its paired rounds (Holm over the run)."""
     from bench.regress.verdicts import compare_runs
-    from bench.run_folder import Run
-    from bench.store import write_atomic
+    from bench.runs.run_folder import Run
+    from bench.runs.store import write_atomic
 
     a, b, rounds = Run(folder / "A"), Run(folder / "B"), round_samples(folder)
     frame = compare_runs(a, b, args.min_effect, args.alpha, estimate=estimator(rounds))

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from bench.grid import AXES, label_of
-from bench.run_folder import Run
-from bench.tables import fmt
+from bench.runs.run_folder import Run
+from bench.runs.tables import fmt
 
 # metric of samples.csv -> its results column, the column's unit in seconds, and its count column
 METRICS = {"epoch": ("epoch_s", 1.0, "n"), "step": ("step_ms", 1e-3, "step_n"),

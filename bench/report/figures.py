@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import UserError  # noqa: E402
 from bench.grid import AXES, GATED, gate_key, gate_label, gated_in, spec_of, train_examples  # noqa: E402
-from bench.run_folder import PREDICTIONS
+from bench.runs.run_folder import PREDICTIONS
 from impls.models import MODELS, ModelError, step_cost  # noqa: E402
 from impls.precision import PRECISIONS  # noqa: E402
 

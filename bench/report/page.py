@@ -25,8 +25,8 @@ from bench.report.roofline_why import why_section
 from bench.report.scaling import scaling_section
 from bench.report.signals import counts_of, instructions, with_counts
 from bench.report.sources import combine, read_sources, side_by_side
-from bench.run_folder import CURVES, Run
-from bench.store import write_atomic
+from bench.runs.run_folder import CURVES, Run
+from bench.runs.store import write_atomic
 from impls.models import MODELS
 
 __all__ = ["Run", "build"]

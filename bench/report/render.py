@@ -12,7 +12,7 @@ from functools import partial
 
 import pandas as pd
 
-from bench.tables import fmt
+from bench.runs.tables import fmt
 
 cell_text = partial(fmt, digits=4, nan="", grouped_from=1e4)  # a number in a table of the page
 

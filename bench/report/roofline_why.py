@@ -2,7 +2,7 @@
 
 For each model, form and device, the profiled cell whose step handles the most samples per second: its
 step time and that time's multiple of the roofline time, the share of the step outside any operator
-(Python and framework overhead; defined in :mod:`bench.profile`), the top operators and their shares,
+(Python and framework overhead; defined in :mod:`bench.signals.profile`), the top operators and their shares,
 and one sentence read from those numbers; then a stacked bar per cell, its step split into the top
 operators, the other operators and the time outside any operator.
 """
@@ -15,8 +15,8 @@ import pandas as pd
 
 from bench.grid import AXES, gate_key
 from bench.report.render import Section
-from bench.run_folder import PROFILES, read_profiles
-from bench.summary import short
+from bench.runs.run_folder import PROFILES, read_profiles
+from bench.runs.summary import short
 
 # the BLAS calls (in place too: the native form's update); not matmul, a composite of these
 GEMM = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv"}

@@ -12,7 +12,7 @@ import pandas as pd
 
 from bench.grid import AXES
 from bench.report.render import Section
-from bench.run_folder import read_counts
+from bench.runs.run_folder import read_counts
 
 JOIN = [a for a in AXES if a != "threads"]
 SHOWN = ["model", "form", "device", "loader", "workers", "batch_size", "status", "instr_per_step", "instr_per_sample",

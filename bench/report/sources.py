@@ -1,6 +1,6 @@
 """Every result source read into one tidy frame (:data:`SOURCE_COLUMNS`), and the side-by-side table.
 
-Sources: the runner's run folder (through :class:`bench.run_folder.Run`), asv's results folder and
+Sources: the runner's run folder (through :class:`bench.runs.run_folder.Run`), asv's results folder and
 pytest-benchmark's ``--benchmark-json`` files. One row per benchmark, cell and value. asv's and
 pytest-benchmark's timings are named by the linbench metric they measure (:data:`ASV_METRICS`,
 ``extra_info``) in that metric's unit, so a cell's three numbers meet in one side-by-side row.
@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench import UserError
 from bench.grid import AXES, AXIS, parse_label
-from bench.run_folder import Run
+from bench.runs.run_folder import Run
 
 SOURCE_COLUMNS = ["source", "benchmark", *AXES, "value", "unit", "commit", "machine", "date"]
 RUNNER_METRICS = {"epoch_s": "s", "step_ms": "ms", "loader_epoch_s": "s", "compile_s": "s"}

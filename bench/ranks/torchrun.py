@@ -3,7 +3,7 @@ node or several (``torchrun --nnodes N --rdzv-backend c10d``), into an ordinary 
 
 Every rank joins the group torchrun set up (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, the rendezvous),
 runs the equal-results gate of the cell's model with the cell's rank count, then, if it passed, the same
-timing as ``linbench run`` (:func:`bench.distributed.time_cell`'s rank program). Rank 0 writes the run
+timing as ``linbench run`` (:func:`bench.ranks.distributed.time_cell`'s rank program). Rank 0 writes the run
 folder under ``--out``: the cell's row, the gate, and in ``meta.json`` every rank's node (host, CPU,
 GPU, torch, ``LOCAL_RANK``) as ``nodes``.
 """
@@ -16,13 +16,14 @@ import torch
 import torch.distributed as dist
 
 import impls
-from bench import UserError, distributed
+from bench import UserError
 from bench.grid import AXES, example_label, parse_label
-from bench.status import Status
+from bench.ranks import distributed
+from bench.runs.status import Status
 
 
 def _environment() -> dict:
-    from bench.meta import environment
+    from bench.runs.meta import environment
 
     return {"rank": dist.get_rank(), "local_rank": int(os.environ.get("LOCAL_RANK", 0)), **environment()}
 
@@ -35,8 +36,9 @@ def _agree(value):
 
 
 def cmd_ranks(args) -> int:
-    from bench import check, runner
-    from bench.cell import Settings
+    from bench.gate import check
+    from bench.timing import runner
+    from bench.timing.cell import Settings
 
     cell = parse_label(args.cell)
     if not impls.distributed(cell.model, cell.form):
@@ -56,12 +58,12 @@ def cmd_ranks(args) -> int:
 
 
 def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
-    from bench.meta import probe_peaks
+    from bench.runs.meta import probe_peaks
 
     rank = dist.get_rank()
     nodes = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, _environment())
-    from bench.cases import gate_cases
+    from bench.gate.cases import gate_cases
 
     cases = gate_cases(cell.model, [cell.batch_size], args.steps, 0, args.data_dir)
     gate = distributed._check(setup_s, cell.gate_key(), cases)

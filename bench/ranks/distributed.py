@@ -6,8 +6,8 @@ CPU tensors and NCCL for CUDA ones, a TCP rendezvous on a free local port), each
 rank 0's result. Every rank runs the same program on the same seeded batches (SPMD, as ``torchrun``
 starts it):
 
-- :func:`time_cell`: the cell timed as :meth:`bench.cell.CellBench.timings` times any cell, every timed
-  block started by a barrier and its seconds the slowest rank's (:class:`bench.timer.Collective`);
+- :func:`time_cell`: the cell timed as :meth:`bench.timing.cell.CellBench.timings` times any cell, every timed
+  block started by a barrier and its seconds the slowest rank's (:class:`bench.timing.timer.Collective`);
   then the same steps under DDP's ``no_sync()`` (no gradient allreduce) give the allreduce share of a
   step; the process group's set-up (rendezvous and first barrier) is timed apart, like compile time;
 - :func:`check_cases`: the equal-results gate of K ranks (the loss averaged over the ranks).
@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from bench import interrupt, machine_load, timer
+from bench.runs import interrupt
+from bench.timing import machine_load, timer
 
 
 class _Ranks(timer.Collective):
@@ -102,7 +103,7 @@ def gang(world: int, threads: int, device: str, fn, *args):
 
 # -- timing --------------------------------------------------------------------------------------
 def _time(setup_s: float, cell, settings):
-    from bench.cell import CellBench
+    from bench.timing.cell import CellBench
 
     timer.set_collective(_Ranks())
     bench = CellBench(cell, settings)
@@ -131,7 +132,7 @@ def _notes(cell, world: int) -> list[str]:
 
 
 def time_cell(cell, settings):
-    """A distributed cell timed by its ranks (:class:`bench.cell.Timed`, rank 0's, the slowest rank's
+    """A distributed cell timed by its ranks (:class:`bench.timing.cell.Timed`, rank 0's, the slowest rank's
     seconds), with ``setup_s``, ``allreduce_frac`` and ``samples_per_s_per_rank`` in its extra columns."""
     return gang(cell.world_size, cell.threads, cell.device, _time, cell, settings)
 
@@ -150,7 +151,7 @@ def _global_loss(cls):
 
 def _check(setup_s: float, key, cases):
     import impls
-    from bench import check
+    from bench.gate import check
     from bench.grid import GATED
 
     values = dict(zip(GATED, key))
@@ -164,7 +165,7 @@ def _check(setup_s: float, key, cases):
 def check_cases(key: tuple, cases, worlds) -> list:
     """The gate's cases for a distributed form, run by K ranks for each K of ``worlds``: rank 0's results,
     their case names saying how many ranks ran them (a rank that fails fails the gate)."""
-    from bench import check
+    from bench.gate import check
     from bench.grid import setup_of
 
     results = []

@@ -14,7 +14,7 @@ import textwrap
 import pandas as pd
 
 from bench.grid import AXES, label_of
-from bench.tables import show
+from bench.runs.tables import show
 
 WIDTH = 100
 WIDE = ["status", "samples_per_s", "epoch_s", "epoch_s_iqr", "n", "step_ms", "loader_epoch_s", "gflops",

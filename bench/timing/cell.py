@@ -1,7 +1,7 @@
 """The only code that times a cell, for every front end (the runner, asv, pytest-benchmark).
 
 :class:`CellBench` makes one cell ready (its loader, a fresh form from the seeded init) from one
-:class:`Settings` object, and measures three quantities, each as :class:`bench.timer.Stats`:
+:class:`Settings` object, and measures three quantities, each as :class:`bench.timing.timer.Stats`:
 
 - :meth:`CellBench.epoch_s`: seconds per epoch end to end (load + step);
 - :meth:`CellBench.loader_epoch_s`: seconds per epoch of the loader alone;
@@ -23,9 +23,9 @@ import torch
 import impls
 from bench.grid import Cell, sample_cap, train_examples
 from bench.loaders import Resident, close_loader, make_loader
-from bench.machine_load import REMEASURES
-from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb
-from bench.timer import Stats, Until, slowest, time_repeats
+from bench.timing.machine_load import REMEASURES
+from bench.timing.memory import peak_rss_mb, reset_peak_rss, rss_mb
+from bench.timing.timer import Stats, Until, slowest, time_repeats
 from impls.models import init_params
 
 SLOW_PASS = 0.1  # seconds: a form slower than this per pass of step_batches is timed a batch at a time

@@ -11,7 +11,7 @@ oracle's answer for it):
 In every trial the loss of each step, the final parameters and ``predict()`` on the first and the
 last batch must match the oracle elementwise, ``|got - want| <= atol + rtol * |want|``, within the
 tolerance the form's class states; a form with the ``train_epoch`` hook is judged a second time through
-it, each run of equal batches one resident epoch (:func:`bench.cases.epoch_runs`). ``tol_used`` is the
+it, each run of equal batches one resident epoch (:func:`bench.gate.cases.epoch_runs`). ``tol_used`` is the
 worst ``|got - want| / (atol + rtol |want|)`` (a case passes when it is <= 1). A form that fails any case
 is named with its worst element, and is never timed.
 """
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 import impls
-from bench import interrupt
-from bench.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
+from bench.gate.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
 from bench.grid import AXIS, BUILT_FROM, DEFAULT_GRID, GATED, apply_gated, expand, gate_key, setup_of, spec_of
+from bench.runs import interrupt
 from impls import precision
 from impls.models import MODELS, ModelError
 
@@ -163,7 +163,7 @@ def gate_cells(cells, rows: list[dict], steps: int = DEFAULT_STEPS, seed: int = 
                ranks=None) -> list[dict]:
     """``rows`` (the gate's rows so far, ``as_dict()``) and those of every gate key of ``cells`` (timed cells,
     :class:`bench.grid.Cell`) not among them, each at every batch size it is timed at; a distributed form's by
-    ``ranks(key, cases, world sizes)`` (:func:`bench.distributed.check_cases`)."""
+    ``ranks(key, cases, world sizes)`` (:func:`bench.ranks.distributed.check_cases`)."""
     done, todo = {gate_key(r) for r in rows}, {}
     for c in cells:
         if c.gate_key() not in done:

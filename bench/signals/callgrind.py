@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import UserError
 from bench.grid import Cell, parse_label, skip_reason
-from bench.status import Status
+from bench.runs.status import Status
 
 COUNT_COLUMNS = ["instr_per_step", "instr_spread", "count_steps", "count_s", "top_functions"]
 TOOLS = ("valgrind", "callgrind_annotate")
@@ -74,7 +74,7 @@ def prepared_step(label: str, seed: int = 0, data_dir: str | None = None):
     """The cell's step, warmed, as a call that takes the next of its first batches (run inside valgrind)."""
     import itertools
 
-    from bench.cell import CellBench, Settings
+    from bench.timing.cell import CellBench, Settings
 
     bench = CellBench(parse_label(label), Settings(seed=seed, data_dir=data_dir))
     bench.warm()
@@ -157,7 +157,7 @@ def child_environment():
 
 def _setup(cell: Cell, seed: int, data_dir: str | None) -> str:
     """The code that makes the cell's warmed step, ``step``, in the counted process (and in :func:`prime`)."""
-    return (f"from bench.callgrind import prepared_step\n"
+    return (f"from bench.signals.callgrind import prepared_step\n"
             f"step = prepared_step({one_thread(cell).label()!r}, {seed!r}, {data_dir!r})")
 
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import torch
 
 import impls
-from bench.timer import sync, time_autorange
+from bench.timing.timer import sync, time_autorange
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ Two ways, both reported as :class:`Stats` (median, IQR, the median's 95% interva
   :class:`Until` rule is met (a count, or the median known to +-3% within a time budget);
 - :func:`time_autorange` for short blocks (a few training steps): ``torch.utils.benchmark.Timer``'s
   ``blocked_autorange`` with the process's thread count (the Timer's default is one thread).
-A block others disturbed (bench/machine_load.py) is measured again a bounded number of times.
+A block others disturbed (bench/timing/machine_load.py) is measured again a bounded number of times.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.machine_load import REMEASURES, LoadMeter
 from bench.regress.stats import median_ci, relative_halfwidth
+from bench.timing.machine_load import REMEASURES, LoadMeter
 from impls.common import quiet
 
 with quiet():  # torch.utils.benchmark imports the extension builder, which warns without a GPU
@@ -100,7 +100,7 @@ _turns = None  # an object whose take() returns when this process may time its n
 
 
 def set_collective(collective: Collective | None) -> None:
-    """Time every block with ``collective`` (bench.distributed, in each rank), or alone (None)."""
+    """Time every block with ``collective`` (bench.ranks.distributed, in each rank), or alone (None)."""
     global _collective
     _collective = collective
 

@@ -18,16 +18,19 @@ import pandas as pd
 import torch
 
 import impls
-from bench import UserError, check, distributed, interrupt
-from bench import shard as sharding
-from bench.cell import CellBench, Settings
+from bench import UserError
+from bench.gate import check
 from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, gate_label, skip_reason, train_examples, validate
-from bench.machine_load import DISTURBED, machine_load
-from bench.meta import environment, probe_peaks, roofline_s
-from bench.run_folder import CURVES, GATE, SCHEMA
-from bench.status import Status
-from bench.store import Store, empty_row
-from bench.summary import wrapped
+from bench.ranks import distributed
+from bench.runs import interrupt
+from bench.runs import shard as sharding
+from bench.runs.meta import environment, probe_peaks, roofline_s
+from bench.runs.run_folder import CURVES, GATE, SCHEMA
+from bench.runs.status import Status
+from bench.runs.store import Store, empty_row
+from bench.runs.summary import wrapped
+from bench.timing.cell import CellBench, Settings
+from bench.timing.machine_load import DISTURBED, machine_load
 from impls.models import MODELS
 from impls.precision import PRECISIONS
 

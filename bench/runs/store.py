@@ -1,6 +1,6 @@
 """The run folder as the runner writes it (:class:`Store`): its rows as measured, its samples and metadata, every
 file written through :func:`write_atomic`, so a reader never sees half a file; ``--resume`` loads one. The
-folder's format and its readers are :mod:`bench.run_folder`'s.
+folder's format and its readers are :mod:`bench.runs.run_folder`'s.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.folder import LOCK, Lock, clean_temporaries, meta_json, os_error, umask, write_atomic  # noqa: F401 - write_atomic: public here
 from bench.grid import AXES
-from bench.run_folder import (
+from bench.runs.folder import LOCK, Lock, clean_temporaries, meta_json, os_error, umask, write_atomic  # noqa: F401 - write_atomic: public here
+from bench.runs.run_folder import (
     COLUMNS,
     META,
     RESULTS,

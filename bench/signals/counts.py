@@ -1,6 +1,6 @@
 """``linbench counts``: instructions per training step, written with a run (``counts.csv``) and shown by its report.
 
-The counting itself is :mod:`bench.callgrind`'s. ``--run RUN`` counts the CPU cells a run timed and
+The counting itself is :mod:`bench.signals.callgrind`'s. ``--run RUN`` counts the CPU cells a run timed and
 writes them into its folder, so the report sets them next to ``step_ms``; without it, the grid flags
 pick the cells (CPU, resident loader, one thread by default) and a new run folder holds their counts.
 """
@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 from bench import UserError
-from bench.callgrind import count_cells, one_thread, valgrind_missing
 from bench.grid import AXES, Cell
-from bench.run_folder import COUNTS, counts_frame, read_counts
+from bench.runs.run_folder import COUNTS, counts_frame, read_counts
+from bench.signals.callgrind import count_cells, one_thread, valgrind_missing
 
 
 def _cells_of_run(folder: Path) -> list[Cell]:
     """The CPU cells a run timed, each once at one thread (loader and workers kept: they give the batches)."""
-    from bench.run_folder import read_results
+    from bench.runs.run_folder import read_results
 
     frame = read_results(folder)
     frame = frame[(frame["status"] == "ok") & (frame["device"] == "cpu")]
@@ -28,8 +28,8 @@ def _cells_of_run(folder: Path) -> list[Cell]:
 def _target(args):
     """(run folder, its lock or None, the cells): ``--run``'s folder and CPU cells, or a new folder."""
     from bench.grid import DEFAULT_GRID, axis_overrides, expand, validate
-    from bench.run_folder import SCHEMA, read_meta
-    from bench.store import Lock, Store
+    from bench.runs.run_folder import SCHEMA, read_meta
+    from bench.runs.store import Lock, Store
 
     overrides = axis_overrides(args)
     if overrides["threads"] not in (None, [1]):
@@ -54,7 +54,7 @@ def _target(args):
     data_problem({c.model for c in cells}, args.data_dir)  # a data problem is said before anything runs
     import datetime as dt
 
-    from bench.meta import environment
+    from bench.runs.meta import environment
 
     env = environment()
     meta = {"schema": SCHEMA, "run_id": dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-counts", "env": env,
@@ -65,8 +65,8 @@ def _target(args):
 
 
 def cmd_counts(args) -> int:
-    from bench.folder import write_atomic
-    from bench.tables import show
+    from bench.runs.folder import write_atomic
+    from bench.runs.tables import show
 
     if why := valgrind_missing():
         raise UserError(why)

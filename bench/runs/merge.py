@@ -27,10 +27,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.folder import os_error, umask
 from bench.grid import AXES, label_of
-from bench.run_folder import CURVES, GATE, PREDICTIONS, SCHEMA, Run, read_samples
-from bench.store import Store, meta_json, row_key
+from bench.runs.folder import os_error, umask
+from bench.runs.run_folder import CURVES, GATE, PREDICTIONS, SCHEMA, Run, read_samples
+from bench.runs.store import Store, meta_json, row_key
 
 IGNORED = ("data_dir",)  # config keys that may differ between machines: where the data is, not what is measured
 
@@ -119,7 +119,7 @@ def _check_shards(runs: list[Run], ids: list[str]) -> None:
                 raise UserError(f"cell {label} is in both {owner[label]} and {folder}: the shards were split "
                                 "differently (by another linbench)")
             owner[label] = folder
-    from bench.shard import grid_hash
+    from bench.runs.shard import grid_hash
 
     if len(owner) != shards[0].get("grid_cells") or grid_hash(owner) != shards[0].get("grid_hash"):
         raise UserError(f"the shards' cells ({len(owner)}) do not make up their grid ({shards[0].get('grid_cells')} "
@@ -185,7 +185,7 @@ def merged_meta(runs: list[Run], run_id: str, gate_rows: list[dict]) -> dict:
 
 
 def merge(folders: list, out) -> Store:
-    """Merge the run ``folders`` into the new run folder ``out``; the merged :class:`~bench.store.Store`."""
+    """Merge the run ``folders`` into the new run folder ``out``; the merged :class:`~bench.runs.store.Store`."""
     folders, out = [Path(f) for f in folders], Path(out)
     if len({f.resolve() for f in folders}) < len(folders):
         raise UserError("a run is given twice")
@@ -241,8 +241,8 @@ def merge(folders: list, out) -> Store:
 
 def cmd_merge(args) -> int:
     from bench.report.analysis import derived, headlines, machines
-    from bench.run_folder import RESULTS
-    from bench.summary import compact
+    from bench.runs.run_folder import RESULTS
+    from bench.runs.summary import compact
 
     store = merge(args.runs, args.out)
     frame = derived(store.frame(), store.samples_frame())

@@ -1,7 +1,7 @@
 """``linbench profile``: where a cell's training step spends its time, operator by operator (torch.profiler),
 set against the roofline; written as ``profiles/<cell>/`` (``ops.csv``, ``summary.json``, ``trace.json``).
 
-A cell is made ready and warmed by :class:`bench.cell.CellBench` (the compiled form compiles there), stepped
+A cell is made ready and warmed by :class:`bench.timing.cell.CellBench` (the compiled form compiles there), stepped
 once more over its batches, then ``steps`` steps on batches already on the device run under the profiler,
 each inside a ``record_function("step")`` range. Definitions (times per step, averaged over the steps):
 
@@ -38,8 +38,8 @@ from pathlib import Path
 
 from bench import UserError
 from bench.grid import example_label
-from bench.run_folder import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE
-from bench.summary import short
+from bench.runs.run_folder import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE
+from bench.runs.summary import short
 
 STEP = "step"
 _OPERATOR = re.compile(r"^(?!autograd::|torch::)\w+::\w+$|^(graph_\d+_)?cpp_fused_|^triton_")
@@ -93,9 +93,9 @@ def profile_cell(cell, steps: int = 20, seed: int = 0, data_dir=None, trace_path
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from bench.cell import CellBench, Settings
-    from bench.meta import roofline_s
-    from bench.timer import sync
+    from bench.runs.meta import roofline_s
+    from bench.timing.cell import CellBench, Settings
+    from bench.timing.timer import sync
     from impls.precision import PRECISIONS
 
     if cell.device == "cpu":  # kineto looks for a GPU even for a CPU-only profile, and says so on stderr
@@ -152,7 +152,7 @@ def folder_name(label: str) -> str:
 def best_cells(folder: Path) -> list:
     """The run's ok cell with the highest ``samples_per_s`` of each form, per model."""
     from bench.grid import AXES, Cell, parse_label
-    from bench.run_folder import read_results
+    from bench.runs.run_folder import read_results
 
     frame = read_results(folder)
     frame = frame[(frame["status"] == "ok") & frame["samples_per_s"].notna()]
@@ -194,8 +194,8 @@ def line(s: dict) -> str:
 
 
 def cmd_profile(args) -> int:
-    from bench.folder import Lock, os_error, write_atomic
-    from bench.tables import show
+    from bench.runs.folder import Lock, os_error, write_atomic
+    from bench.runs.tables import show
 
     if args.steps <= 0 or args.top <= 0:
         raise UserError(f"--steps and --top must be positive, got {args.steps} and {args.top}")
@@ -205,7 +205,7 @@ def cmd_profile(args) -> int:
         raise UserError(f"give one or more CELL labels (e.g. {example_label()}), or --run RUN_DIR --best")
     lock, peaks = None, {}
     if args.run:
-        from bench.run_folder import read_meta
+        from bench.runs.run_folder import read_meta
 
         folder = Path(args.run)
         if not folder.is_dir():
@@ -222,7 +222,7 @@ def cmd_profile(args) -> int:
     try:
         for cell in cells:
             if cell.device not in peaks and not args.run:
-                from bench.meta import probe_peaks
+                from bench.runs.meta import probe_peaks
 
                 peaks[cell.device] = probe_peaks(cell.device, True, [c.precision for c in cells])
             where = out / folder_name(cell.label())

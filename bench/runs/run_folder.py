@@ -6,7 +6,7 @@ nothing derived; speedups and scaling are the report's, :func:`bench.report.anal
 step), ``meta.json`` (schema, config, environment, probed peaks, the load at the start, the gate, compilations),
 ``gate.csv`` and, when the run trained them, ``curves.csv`` and ``predictions.csv``; ``linbench counts`` adds
 ``counts.csv`` and ``linbench profile --run`` adds ``profiles/``. The runner writes through
-:class:`bench.store.Store`; the report and every other reader read through :class:`Run` and the ``read_*``
+:class:`bench.runs.store.Store`; the report and every other reader read through :class:`Run` and the ``read_*``
 functions here, each a one-line error for a damaged file.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.callgrind import COUNT_COLUMNS
-from bench.folder import meta_json, os_error
 from bench.grid import AXES, AXIS
-from bench.status import Status
+from bench.runs.folder import meta_json, os_error
+from bench.runs.status import Status
+from bench.signals.callgrind import COUNT_COLUMNS
 
 SCHEMA = 1
 RESULTS, META, GATE, CURVES, PREDICTIONS = "results.csv", "meta.json", "gate.csv", "curves.csv", "predictions.csv"

@@ -1,0 +1,2 @@
+"""Past one process: K ranks started as a gang (:mod:`distributed`) or by torchrun (:mod:`torchrun`, the ``ranks``
+command)."""

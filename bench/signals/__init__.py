@@ -1,0 +1,2 @@
+"""Signals beside the clock: instruction counts under callgrind (:mod:`counts`, :mod:`callgrind`) and the
+profiler's view of a step (:mod:`profile`)."""
