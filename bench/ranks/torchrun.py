@@ -65,7 +65,7 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     dist.all_gather_object(nodes, _environment())
     from bench.gate.cases import gate_cases
 
-    cases = gate_cases(cell.model, [cell.batch_size], args.steps, 0, args.data_dir)
+    cases = gate_cases(cell.spec, [cell.batch_size], args.steps, 0, args.data_dir)
     gate = distributed._check(setup_s, cell.gate_key(), cases)
     failures = _agree(check.failures([r.as_dict() for r in gate]))
     timed = None if failures else distributed._time(setup_s, cell, Settings(data_dir=args.data_dir))
@@ -74,7 +74,8 @@ def _ranks(args, cell, setup_s, check, runner, Settings) -> int:
     config = runner.plan({a: [v] for a, v in cell.as_dict().items() if a in AXES}, curves=False,
                          data_dir=args.data_dir)
     store, _ = runner.start(config, args.out)
-    store.meta.update(nodes=nodes, peaks={torch.device(cell.device).type: probe_peaks(cell.device, quick=True)})
+    store.meta.update(nodes=nodes, peaks={torch.device(cell.device).type: probe_peaks(cell.device, True,
+                                                                                      [cell.precision])})
     run = runner.Runner(config, store, progress=False)
     if failures:
         row, samples = run.row(cell, Status.FAILED_EQUIVALENCE, next(iter(failures.values()))), None

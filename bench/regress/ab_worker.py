@@ -136,25 +136,14 @@ class Side:
                 "cells": answer}
 
     def gate(self, cells: list, config) -> list[dict]:
-        """The device peaks, the load at the start and the gate; a row for each cell not to be timed."""
-        from bench.grid import skip_reason
-        from bench.runs.meta import probe_peaks
-        from bench.timing.machine_load import machine_load
-
-        skips = {c.label(): skip_reason(c) for c in cells}
-        timed = [c for c in cells if not skips[c.label()]]
-        for device in dict.fromkeys(c.device for c in timed):
-            self.store.meta.setdefault("peaks", {})[device] = probe_peaks(device, config.quick)
-        self.store.meta["load_at_start"] = machine_load()
-        failures = self.runner.gate(timed)
-        answer = []
+        """The run's first stage (:meth:`Runner.prepare`: peaks, load, gate); a row for each cell not to be
+        timed."""
+        untimed, answer = self.runner.prepare(cells), []
         for c in cells:
-            label, failed = c.label(), failures.get(c.gate_key())
-            status, reason = (Status.SKIPPED, skips[label]) if skips[label] else (
-                (Status.FAILED_EQUIVALENCE, failed) if failed else (Status.OK, ""))
+            status, reason = untimed.get(c.key(), (Status.OK, ""))
             if status != Status.OK:
                 self.store.put(self.runner.row(c, status, reason))
-            answer.append({"label": label, "status": status, "reason": reason})
+            answer.append({"label": c.label(), "status": status, "reason": reason})
         return answer
 
     def measure(self, label: str, turns: bool = False) -> dict:
@@ -173,15 +162,11 @@ class Side:
             raise ValueError(f"no cell {label!r} in this run")
         cell = self.cells[label]
         self.runner.loader_cache.clear()  # the loader is timed in every slot too, not once per process
-        try:
-            row, samples = self.runner.measure(cell)
-        except (KeyboardInterrupt, UserError):
-            raise
-        except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
-            reason = f"{e.__class__.__name__}: {e}".splitlines()[0]
-            self.store.put(self.runner.row(cell, Status.ERROR, reason))
+        row, samples = self.runner.attempt(cell)
+        if row["status"] == Status.ERROR:
+            self.store.put(row)
             self.store.write()
-            return {"ok": True, "status": "error", "reason": reason}
+            return {"ok": True, "status": "error", "reason": row["reason"]}
         pool = self.samples.setdefault(label, {m: [] for m in METRICS})
         slots = self.store.meta["ab"]["slots"].setdefault(label, {m: [] for m in (*METRICS, "load")})
         for metric in METRICS:

@@ -8,7 +8,6 @@ Results are rewritten atomically after every cell, so an interrupted run keeps w
 """
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -20,19 +19,19 @@ import torch
 import impls
 from bench import UserError
 from bench.gate import check
-from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, gate_label, skip_reason, train_examples, validate
+from bench.grid import DEFAULT_GRID, QUICK_GRID, Cell, expand, gate_label, skip_reason, validate
 from bench.ranks import distributed
 from bench.runs import interrupt
 from bench.runs import shard as sharding
-from bench.runs.meta import environment, probe_peaks, roofline_s
+from bench.runs.meta import environment, probe_peaks
 from bench.runs.run_folder import CURVES, GATE, SCHEMA
 from bench.runs.status import Status
 from bench.runs.store import Store, empty_row
 from bench.runs.summary import wrapped
 from bench.timing.cell import CellBench, Settings
 from bench.timing.machine_load import DISTURBED, machine_load
+from bench.timing.rows import timed_row
 from impls.models import MODELS
-from impls.precision import PRECISIONS
 
 
 @dataclass
@@ -92,40 +91,8 @@ class Runner:
             bench.close()  # a DataLoader's workers end with the cell, however it ends
 
     def timed_row(self, cell: Cell, timed, compiles: list | None, cap) -> tuple[dict, dict]:
-        """A results row and the raw samples from a cell's timings (``compiles``: those during the cell)."""
-        e2e, step, load, samples = timed.e2e, timed.step, timed.loader, timed.samples
-        step_s = step.median / 1e3
-        spec, total = cell.spec, train_examples(cell.spec)
-        flops, bytes_ = spec.cost(timed.batch, PRECISIONS[cell.precision].storage.itemsize)
-        peaks = self.store.meta["peaks"][torch.device(cell.device).type]
-        roofline_epoch = roofline_s(spec, total, peaks, cell.precision)
-        roofline_step = roofline_s(spec, timed.batch, peaks, cell.precision)
-        notes = list(timed.extra.pop("notes", []))
-        if compiles:
-            notes.append(f"compiled {len(compiles)} time(s) during the cell, at batch size(s) "
-                         + ", ".join(str(e["batch_size"]) for e in compiles))
-        if cap:
-            notes.append(f"capped at {samples} samples per pass; epoch_s extrapolated")
-        if e2e.noisy or step.noisy:
-            notes.append("noisy (IQR >= 10% of median)")
-        disturbed = sum(s.disturbed for s in (e2e, step, load))
-        others = max(s.load for s in (e2e, step, load))
-        if disturbed:
-            notes.append(f"disturbed: others used up to {others:.0%} of the CPU in {disturbed} timed block(s), "
-                         "re-measured and still busy")
-        row = self.row(
-            cell, Status.OK, "; ".join(notes), samples=samples, samples_per_s=total / e2e.median,
-            epoch_s=e2e.median, epoch_s_lo=e2e.lo, epoch_s_hi=e2e.hi, epoch_s_iqr=e2e.iqr, n=e2e.n,
-            noisy=e2e.noisy or step.noisy, step_ms=step.median, step_ms_lo=step.lo, step_ms_hi=step.hi,
-            step_ms_iqr=step.iqr, step_n=step.n,
-            loader_epoch_s=load.median, loader_epoch_s_iqr=load.iqr, loader_n=load.n,
-            load=others, disturbed=bool(disturbed),
-            compile_s=sum(e["seconds"] for e in compiles) if compiles is not None else math.nan,
-            peak_rss_mb=timed.peak_rss_mb, rss_growth_mb=timed.rss_growth_mb, cuda_peak_mb=timed.cuda_peak_mb,
-            gflops=flops / step_s / 1e9, gbps=bytes_ / step_s / 1e9,
-            roofline_frac=roofline_step / step_s, epoch_roofline_frac=roofline_epoch / e2e.median, **timed.extra,
-        )
-        return row, {"epoch": e2e.times, "step": tuple(t / 1e3 for t in step.times), "loader_epoch": load.times}
+        """A results row and the raw samples from a cell's timings (:func:`bench.timing.rows.timed_row`)."""
+        return timed_row(cell, timed, compiles, cap, self.store.meta["peaks"][torch.device(cell.device).type])
 
     # -- the run ----------------------------------------------------------------------------
     def gate(self, cells: list[Cell]) -> dict[tuple, str]:
@@ -155,11 +122,14 @@ class Runner:
 
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress, dynamic_ncols=True, mininterval=1)
 
-    def run(self, cells: list[Cell]) -> pd.DataFrame:
+    # -- the run's lifecycle: prepare, measure, finish (linbench run, and ab's workers) ------------------
+    def prepare(self, cells: list[Cell]) -> dict[tuple, tuple[Status, str]]:
+        """Before any clock: each cell's skip reason, the peaks of each device in each precision timed, the load
+        at the start, the gate of every gate key to be timed. Returns cell key -> (status, reason) of every
+        cell not to be timed (skipped, or its form failed the gate)."""
         meta = self.store.meta
-        todo = [c for c in cells if c.key() not in self.store.rows]  # on --resume: what is left
-        skips = {c.key(): skip_reason(c) for c in todo}
-        timed = [c for c in todo if not skips[c.key()]]
+        skips = {c.key(): skip_reason(c) for c in cells}
+        timed = [c for c in cells if not skips[c.key()]]
         for device in dict.fromkeys(c.device for c in timed):
             precisions = dict.fromkeys(c.precision for c in timed if c.device == device)
             meta.setdefault("peaks", {}).setdefault(device, probe_peaks(device, self.config.quick, precisions))
@@ -170,37 +140,52 @@ class Runner:
                 print(*wrapped(f"linbench: warning: the machine is busy (others use {load['others']:.0%} of its CPU, "
                                f"load average {load['loadavg']} on {load['cores']} cores): timed blocks will be "
                                "re-measured or marked disturbed"), sep="\n", file=sys.stderr)
-        self.say(f"gate: {len({c.gate_key() for c in timed})} form(s) against the fp64 oracle, "
-                 "then timing")
+        self.say(f"gate: {len({c.gate_key() for c in timed})} form(s) against the fp64 oracle, then timing")
         failures = self.gate(timed)
         self.store.write()
-        bar = self.bar(len(timed), "timing", "cell")  # timed work only: a skipped cell takes no time
+        return {c.key(): (Status.SKIPPED, skips[c.key()]) if skips[c.key()] else
+                (Status.FAILED_EQUIVALENCE, failures[c.gate_key()]) for c in cells
+                if skips[c.key()] or c.gate_key() in failures}
+
+    def attempt(self, cell: Cell) -> tuple[dict, dict | None]:
+        """One cell measured: its row and samples; a form that crashes is an ``error`` row (a result), while a
+        signal or Ctrl-C is not a result and propagates (the cell is left to ``--resume``)."""
+        try:
+            row, samples = self.measure(cell)
+            interrupt.check()  # a signal the cell's code swallowed: still not a result
+            return row, samples
+        except (KeyboardInterrupt, UserError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
+            interrupt.raise_if_interrupted(e)  # e.g. its DataLoader workers killed by the same SIGTERM
+            return self.row(cell, Status.ERROR, f"{e.__class__.__name__}: {e}".splitlines()[0]), None
+
+    def finish(self, cells: list[Cell]) -> pd.DataFrame:
+        """After the clock: the training curves, whether every cell is in, the folder written."""
+        self.curves(cells)
+        self.store.meta["complete"] = all(c.key() in self.store.rows for c in cells)
+        self.store.write()
+        return self.store.frame()
+
+    def run(self, cells: list[Cell]) -> pd.DataFrame:
+        todo = [c for c in cells if c.key() not in self.store.rows]  # on --resume: what is left
+        untimed = self.prepare(todo)
+        # timed work only: a skipped cell takes no time
+        bar = self.bar(sum(untimed.get(c.key(), ("",))[0] != Status.SKIPPED for c in todo), "timing", "cell")
         for cell in todo:
             samples = None
-            if skips[cell.key()]:
-                row = self.row(cell, Status.SKIPPED, skips[cell.key()])
-            elif cell.gate_key() in failures:
-                row = self.row(cell, Status.FAILED_EQUIVALENCE, failures[cell.gate_key()])
-                bar.update(1)
+            if cell.key() in untimed:
+                row = self.row(cell, *untimed[cell.key()])
             else:
                 bar.set_postfix_str(cell.label())
-                try:
-                    row, samples = self.measure(cell)
-                    interrupt.check()  # a signal the cell's code swallowed: still not a result
-                except (KeyboardInterrupt, UserError):
-                    raise
-                except Exception as e:  # noqa: BLE001 - a form that crashes while timed is a result
-                    interrupt.raise_if_interrupted(e)  # e.g. its DataLoader workers killed by the same SIGTERM
-                    row = self.row(cell, Status.ERROR, f"{e.__class__.__name__}: {e}".splitlines()[0])
+                row, samples = self.attempt(cell)
+            if row["status"] != Status.SKIPPED:
                 bar.update(1)
             self.store.put(row, samples)
             self.record_compiles()
             self.store.write()
         bar.close()
-        self.curves(cells)
-        meta["complete"] = all(c.key() in self.store.rows for c in cells)
-        self.store.write()
-        return self.store.frame()
+        return self.finish(cells)
 
     def curves(self, cells: list[Cell]) -> None:
         """Training curves and predictions of the run's classifiers' forms (skipped when already there)."""
