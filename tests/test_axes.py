@@ -26,6 +26,20 @@ TOY_ROW = '''    Axis("jitter", "--jitters", "a test's toy axis", parse=int, def
 AXES = tuple('''
 
 
+ONE_PROCESS = """
+import contextlib, io, json, pathlib, sys
+from bench.cli import main
+out, log = [], pathlib.Path(sys.argv[2])
+for argv in json.loads(sys.argv[1]):
+    log.write_text("")
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(argv) == 0, argv
+    out.append([buffer.getvalue(), log.read_text().split()])
+print(json.dumps(out))
+"""
+
+
 def test_a_toy_axis_from_one_row_of_the_axis_table_runs_through_list_check_and_a_timed_cell(tmp_path):
     tree = tmp_path / "tree"
     for part in ("bench", "impls"):
@@ -37,37 +51,32 @@ def test_a_toy_axis_from_one_row_of_the_axis_table_runs_through_list_check_and_a
     log = tmp_path / "applied"
     env = {**__import__("os").environ, "PYTHONPATH": str(tree), "TOY_LOG": str(log)}
 
-    def linbench(*args):
-        done = subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=tree, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        return done.stdout
+    commands = [["list", "--models", "linreg", "--jitters", "0,1"],
+                ["check", "--models", "linreg", "--forms", "module", "--jitters", "0,1", "--steps", "5", "--format",
+                 "json"],
+                ["run", "--models", "linreg", "--forms", "module", "--devices", "cpu", "--loaders", "resident",
+                 "--workers", "0", "--batch-sizes", "10", "--jitters", "1", "--repeats", "1", "--no-curves", "--out",
+                 str(tmp_path / "results"), "--no-report", "--no-progress"]]
+    # the three commands in one process of the copied tree (one torch import), each's output and the axis
+    # values applied during it
+    done = subprocess.run([sys.executable, "-c", ONE_PROCESS, json.dumps(commands), str(log)], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (listed, applied_list), (checked, applied_check), (_, applied_run) = json.loads(done.stdout.splitlines()[-1])
 
-    def table(text):  # the rows of a printed table, each as column -> word
-        head, *rows = [line.split() for line in text.splitlines() if line.split() and line.split()[0] in
-                       ("model", "linreg")]
-        return [dict(zip(head, row)) for row in rows]
-
-    listed = table(linbench("list", "--models", "linreg", "--jitters", "0,1"))
+    head, *rows = [line.split() for line in listed.splitlines() if line.split()[:1] in (["model"], ["linreg"])]
+    listed = [dict(zip(head, row)) for row in rows]
     assert {(r["form"], r["jitter"], r["available"]) for r in listed if r["device"] == "cpu"} >= {
         ("module", "0", "yes"), ("module", "1", "yes")}
-
-    log.write_text("")
-    checked = json.loads(linbench("check", "--models", "linreg", "--forms", "module", "--jitters", "0,1",
-                                  "--steps", "5", "--format", "json"))
+    checked = json.loads(checked)
     assert sorted((r["jitter"], r["status"]) for r in checked) == [(0, "pass"), (1, "pass")], checked
-    assert log.read_text().split() == ["0", "1"]  # applied before each value's form was built
-
-    log.write_text("")
-    linbench("run", "--models", "linreg", "--forms", "module", "--devices", "cpu", "--loaders", "resident", "--workers",
-             "0", "--batch-sizes", "10", "--jitters", "1", "--repeats", "1", "--no-curves", "--out",
-             str(tmp_path / "results"), "--no-report", "--no-progress")
+    assert applied_check == ["0", "1"]  # applied before each value's form was built
     folder = next((tmp_path / "results").iterdir())
     timed = list(csv.DictReader((folder / "results.csv").open()))
     assert [(r["model"], r["jitter"], r["status"]) for r in timed] == [("linreg", "1", "ok")]
     gated = list(csv.DictReader((folder / "gate.csv").open()))
     assert gated and {(g["jitter"], g["status"]) for g in gated} == {("1", "pass")}
-    assert set(log.read_text().split()) == {"1"}
+    assert set(applied_run) == {"1"}
 
 
 def test_low_precisions_pass_the_gate_with_tolerances_derived_from_their_rounding():
