@@ -176,3 +176,13 @@ def test_time_to_accuracy_and_each_precision_against_fp32():
     assert table.loc["bf16", "x_fp32"] == pytest.approx(0.5) and table.loc["bf16", "test_acc_fp32"] == 0.83
     strict = curves_summary(curves, results, target=0.9)
     assert strict["epochs_to_target"].isna().all() and strict["time_to_target_s"].isna().all()
+
+
+def test_a_run_folder_reads_back_its_precisions_and_image_sizes(tmp_path):
+    from bench.runs.run_folder import read_results
+    from tests.test_report import ok_row, write_run
+
+    rows = [dict(ok_row("module", 256, 1000.0), precision=p, image_size=s) for p, s in (("bf16", 28), ("fp32", 64))]
+    rows.append(ok_row("compiled", 256, 900.0))  # a row that predates the axes: their defaults
+    frame = read_results(write_run(tmp_path / "run", rows))
+    assert list(zip(frame["precision"], frame["image_size"])) == [("bf16", 28), ("fp32", 64), ("fp32", 28)]

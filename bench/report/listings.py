@@ -21,7 +21,7 @@ NOT_TIMED = [*AXES, "status", "reason"]
 FAILED = ("failed-equivalence", "error")
 
 
-def _informative(values: pd.Series) -> bool:
+def informative(values: pd.Series) -> bool:
     """A column worth a place: some value, and for an axis with an implicit value, some other value."""
     implicit = AXIS[values.name].implicit if values.name in AXIS else None
     return bool(values.notna().any() and (implicit is None or (values != implicit).any()))
@@ -34,7 +34,7 @@ def all_cells(frame: pd.DataFrame) -> Section:
     rows = frame[frame["status"] != "skipped"]
     several = machines(frame)
     eager = rows[rows["eager"].eq(True)] if "eager" in rows else rows.iloc[:0]
-    columns = [c for c in SHOWN if c in rows.columns and (c in KEPT or _informative(rows[c]))
+    columns = [c for c in SHOWN if c in rows.columns and (c in KEPT or informative(rows[c]))
                and (c != "machine" or several) and (c != "eager" or len(eager))]
     s.text("Every cell timed or failed, one row each (the skipped ones: next section). peak_rss_mb is the process's "
            "peak RSS, shared by every cell of the run, not a form's own memory.")

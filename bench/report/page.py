@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from bench import UserError
-from bench.grid import baselines
+from bench.grid import GATED, baselines
 from bench.regress.verdicts import ONLY, compare_runs, environment_differences, summary
 from bench.report import figures
 from bench.report.analysis import curves_summary, derived, expected_cells, headline_table, headlines, with_model
 from bench.report.history import history_section
-from bench.report.listings import all_cells, environment, not_timed
+from bench.report.listings import KEPT, all_cells, environment, informative, not_timed
 from bench.report.render import Data, Page, Section, Table, to_html, to_markdown
 from bench.report.roofline_why import why_section
 from bench.report.scaling import scaling_section
@@ -31,7 +31,7 @@ from impls.models import MODELS
 
 __all__ = ["Run", "build"]
 
-GATE_SHOWN = ["model", "form", "device", "case", "batches", "status", "loss_max_abs", "loss_max_rel", "param_max_abs",
+GATE_SHOWN = [*GATED, "case", "batches", "status", "loss_max_abs", "loss_max_rel", "param_max_abs",
               "param_max_rel", "predict_max_abs", "tol_used", "rtol", "atol", "tolerance_reason", "reason"]
 SOURCES = "sources.csv"  # every row of every source, under tables/
 
@@ -232,7 +232,7 @@ def equal_results(run: Run) -> Section:
     if run.gate is None or run.gate.empty:
         s.not_shown("equal-results table: the run has no gate.csv (no cell was about to be timed)")
         return s
-    gate = run.gate[[c for c in GATE_SHOWN if c in run.gate.columns]].copy()
+    gate = run.gate[[c for c in GATE_SHOWN if c in run.gate.columns and (c in KEPT or informative(run.gate[c]))]].copy()
     for c in ("reason", "tolerance_reason"):
         if c in gate.columns:
             gate[c] = gate[c].astype(object).where(gate[c].notna(), "")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.grid import AXES
+from bench.grid import AXES, AXIS
 from bench.report.render import Section
 from bench.runs.run_folder import read_counts
 
 JOIN = [a for a in AXES if a != "threads"]
-SHOWN = ["model", "form", "device", "loader", "workers", "batch_size", "status", "instr_per_step", "instr_per_sample",
-         "instr_spread", "step_ms", "threads", "top_functions", "reason"]
+SHOWN = [*JOIN, "status", "instr_per_step", "instr_per_sample", "instr_spread", "step_ms", "threads", "top_functions",
+         "reason"]
 
 
 def counts_of(run) -> pd.DataFrame | None:
@@ -70,7 +70,9 @@ def instructions(run, out: Path) -> Section | None:
     rows = rows.drop(columns=["threads"]).merge(timed, on=JOIN, how="left")
     for c in ("reason", "top_functions"):
         rows[c] = rows[c].astype(object).where(rows[c].notna(), "")
-    s.table("instructions", rows[SHOWN], classes=["" if st == "ok" else "skipped" if st == "skipped" else "fail"
+    shown = [c for c in SHOWN if c in rows.columns and (c not in AXIS or AXIS[c].implicit is None
+                                                          or rows[c].ne(AXIS[c].implicit).any())]
+    s.table("instructions", rows[shown], classes=["" if st == "ok" else "skipped" if st == "skipped" else "fail"
                                                   for st in rows["status"]])
     ok = rows[rows["status"] == "ok"]
     if ok.empty:

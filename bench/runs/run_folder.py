@@ -73,7 +73,7 @@ def read_counts(folder: Path):
         frame = pd.read_csv(path, keep_default_na=True)
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise UserError(f"{path}: not a linbench counts file ({e.__class__.__name__})") from None
-    expected = counts_frame([]).columns
+    frame, expected = later_axes(frame), counts_frame([]).columns
     if missing := [c for c in expected if c not in frame.columns]:
         raise UserError(f"{path}: lacks columns {', '.join(missing)}")
     frame["instr_per_step"] = pd.to_numeric(frame["instr_per_step"], errors="coerce")
@@ -158,17 +158,21 @@ def implicit_axes(row: dict) -> dict:
             and (a not in row or (isinstance(row[a], float) and math.isnan(row[a])))}
 
 
-def _later_axes(frame: pd.DataFrame) -> None:
-    """An axis added after a run was written (or left empty) reads its implicit value (world_size: 1)."""
+def later_axes(frame: pd.DataFrame) -> pd.DataFrame:
+    """An axis added after a run was written (or left empty) reads its implicit value (world_size: 1, precision:
+    fp32); a numeric axis's values as numbers, a named one's as they are."""
     for a in AXES:
         implicit = AXIS[a].implicit
         if implicit is not None:
-            values = pd.to_numeric(frame[a], errors="coerce") if a in frame.columns else pd.Series(index=frame.index)
-            frame[a] = values.fillna(implicit).astype(type(implicit))
+            values = frame[a] if a in frame.columns else pd.Series(None, index=frame.index, dtype=object)
+            if not isinstance(implicit, str):
+                values = pd.to_numeric(values, errors="coerce")
+            frame[a] = values.where(values.notna() & values.astype(str).ne(""), implicit).astype(type(implicit))
+    return frame
 
 
 def _checked(frame: pd.DataFrame, path: Path, repair: bool) -> pd.DataFrame:
-    _later_axes(frame)
+    later_axes(frame)
     for c in LATER_COLUMNS:
         if c not in frame.columns:
             frame[c] = math.nan
@@ -196,7 +200,7 @@ def read_samples(folder: Path) -> pd.DataFrame | None:
     frame = _csv(path, repair=True)
     if frame is None:
         return None
-    _later_axes(frame)
+    later_axes(frame)
     missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: lacks columns {', '.join(missing)}")
