@@ -7,8 +7,8 @@ import math
 import torch
 
 from bench.runs.meta import roofline_s
+from bench.runs.status import Status
 from bench.runs.store import empty_row
-from bench.status import Status
 from impls.models import train_examples
 from impls.precision import PRECISIONS
 
