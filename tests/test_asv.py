@@ -24,7 +24,7 @@ CELL = "linreg/vectorized/cpu/resident/w0/b10/t1"  # asv's cells run at one torc
 STEP = r"Step.time_step\('linreg/vectorized/cpu/resident/w0/b10/t1'"
 # the README's command: asv's verdict (Mann-Whitney over every sample, p < 0.002, and a median ratio past -f),
 # the two commits' rounds interleaved
-CONTINUOUS = ["continuous", "-f", "1.1", "--interleave-rounds"]
+CONTINUOUS = ["continuous", "-f", "1.1", "--interleave-rounds", "-a", "rounds=8"]
 # the benchmarks and asv's units: the report maps each to its linbench metric
 UNITS = {"Step.time_step": "seconds", "CudaStep.track_step": "seconds", "Epoch.track_epoch_s": "seconds",
          "Epoch.peakmem_epoch": "bytes", "Loader.track_loader_epoch_s": "seconds",
