@@ -56,7 +56,7 @@ def form_class(model: str, form: str):
     return _bound(_module(form).FORM, MODELS[model])
 
 
-def setup_of(model: str, setup=None):
+def as_setup(model: str, setup=None):
     """``setup`` as a :class:`~impls.contract.Setup`: as given, or made from a device name (or None: cpu) with
     the model's lr and the other values at their defaults."""
     if setup is None or isinstance(setup, str):
@@ -70,7 +70,7 @@ def unsupported(model: str, form: str, setup=None) -> str | None:
         base = _module(check_names("form", [form], FORM_MODULES)[0]).FORM
     except ImportError:
         return None
-    spec, setup = MODELS[check_names("model", [model], MODELS)[0]], setup_of(model, setup)
+    spec, setup = MODELS[check_names("model", [model], MODELS)[0]], as_setup(model, setup)
     check = getattr(base, "unsupported", None)
     if reason := check(spec, setup) if check else None:
         return reason
@@ -87,7 +87,7 @@ def unavailable(model: str, form: str, setup=None, here: bool = True) -> str | N
     """Why ``form`` of ``model`` cannot run in ``setup`` (a :class:`~impls.contract.Setup` or a device name)
     here, or None when it can. ``here=False``: only what holds on every machine (an exemption, a device the form
     does not list)."""
-    setup = setup_of(model, setup)
+    setup = as_setup(model, setup)
     device = check_names("device", [setup.device], DEVICES)[0]
     try:
         cls = form_class(model, form)
@@ -124,7 +124,7 @@ def entries(models=None, forms=None):
 
 def build(model: str, form: str, params, setup=None):
     """An instance of ``form`` for ``model`` from ``params`` in ``setup`` (a Setup or a device name)."""
-    return form_class(model, form)(params, setup_of(model, setup))
+    return form_class(model, form)(params, as_setup(model, setup))
 
 
 def compiler_versions() -> dict:

@@ -205,22 +205,17 @@ def run_check(selection: dict | None = None, steps: int = DEFAULT_STEPS, data_di
     axes = [selection.get(a) or (["cpu"] if a == "device" else AXIS[a].default()) for a in others]
     keys = [key_of(m, f, **dict(zip(others, values))) for m, f in selected for values in itertools.product(*axes)]
     # all data and every oracle first, so a data problem stops the gate before any form runs
-    cases: dict[tuple, list[Case]] = {}
+    cases: dict[tuple, list[Case]] = {}  # (spec, form) -> its cases; a key whose spec cannot be made has none
+    keyed = []
     for key in keys:
         values = dict(zip(GATED, key))
         try:
             spec = spec_of(values)
-        except ModelError:
-            continue  # check_if_available says why
-        sizes = batch_sizes or default_batch_sizes(values["model"], values["form"])
+        except ModelError:  # check_if_available says why
+            keyed.append((key, []))
+            continue
         if (spec, values["form"]) not in cases:
+            sizes = batch_sizes or default_batch_sizes(values["model"], values["form"])
             cases[(spec, values["form"])] = gate_cases(spec, sizes, steps, seed, data_dir)
-    return [r for key in keys for r in check_if_available(key, cases.get(_spec_form(key), []))]
-
-
-def _spec_form(key: tuple) -> tuple:
-    values = dict(zip(GATED, key))
-    try:
-        return spec_of(values), values["form"]
-    except ModelError:
-        return None, values["form"]
+        keyed.append((key, cases[(spec, values["form"])]))
+    return [r for key, key_cases in keyed for r in check_if_available(key, key_cases)]
