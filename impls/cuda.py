@@ -49,6 +49,20 @@ def extensions_dir() -> Path:
     return Path(os.environ.get("LINBENCH_EXTENSIONS_DIR") or cache_dir() / "torch_extensions")
 
 
+def staged(source: Path, build: Path) -> Path:
+    """``source`` copied into ``build`` (rewritten only when its text changed): the build compiles that copy, so
+    every checkout with the same source shares one build, where the source's own path would make ninja rebuild
+    whenever another checkout had built last."""
+    copy = build / "src" / source.name
+    text = source.read_bytes()
+    if not copy.exists() or copy.read_bytes() != text:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_name(f".{copy.name}.{os.getpid()}")
+        tmp.write_bytes(text)
+        os.replace(tmp, copy)
+    return copy
+
+
 def build_dir(archs: str) -> Path:
     """This build's folder, keyed by torch version, torch's CUDA version and the arch list."""
     key = f"torch{torch.__version__}-cuda{torch.version.cuda}-sm{archs.replace('.', '')}"
@@ -204,7 +218,8 @@ def extension():
     home, cpp_extension.CUDA_HOME = cpp_extension.CUDA_HOME, cuda_home()
     try:
         with quiet(), environ("TORCH_CUDA_ARCH_LIST", archs), environ("CUDA_HOME", cpp_extension.CUDA_HOME):
-            return cpp_extension.load(name="linbench_fused_step", sources=[str(SOURCE)], build_directory=str(build),
+            return cpp_extension.load(name="linbench_fused_step", sources=[str(staged(SOURCE, build))],
+                                      build_directory=str(build),
                                       extra_cuda_cflags=["-O3", "--threads", "0"], verbose=False)
     finally:
         cpp_extension.CUDA_HOME = home

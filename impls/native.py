@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from impls.common import FusedStepForm, quiet
-from impls.cuda import _cpp_extension, extensions_dir
+from impls.cuda import _cpp_extension, extensions_dir, staged
 
 SOURCE = Path(__file__).with_name("native_step.cpp")
 NAME = "linbench_native_step"
@@ -105,7 +105,8 @@ def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME
     try:
         with quiet(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return cpp_extension.load(name=name, sources=[str(source)], build_directory=str(directory),
+            return cpp_extension.load(name=name, sources=[str(staged(source, directory))],
+                                      build_directory=str(directory),
                                       extra_cflags=CFLAGS, with_cuda=False, verbose=False)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         raise BuildError(f"cannot build {source.name}: {first_error(str(e))}") from None
