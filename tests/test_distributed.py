@@ -152,6 +152,8 @@ def test_ranks_under_torchrun_write_a_run_folder_with_every_node(tmp_path):
     folder = next(p for p in tmp_path.iterdir() if p.is_dir())
     meta = json.loads((folder / "meta.json").read_text())
     assert [n["rank"] for n in meta["nodes"]] == [0, 1] and all(n["host"] for n in meta["nodes"])
+    # linbench run's lifecycle on rank 0: peaks and the load before the clock, the folder complete after it
+    assert meta["complete"] and meta["peaks"]["cpu"]["gflops"] > 0 and "load_at_start" in meta
     rows = list(csv.DictReader(open(folder / "results.csv")))
     assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["world_size"] == "2"
     assert all(g["status"] == "pass" for g in csv.DictReader(open(folder / "gate.csv")))
