@@ -33,9 +33,7 @@ from impls import precision
 from impls.common import FP32, flat
 
 MAX_COMPILES = 2  # the dynamic batch graph and the batch-of-one graph
-# Every CompiledStep (one per model, device and thread count, plus any a test makes) caches its graphs
-# on the same code object; dynamo's default of 8 per code object would make later ones run eagerly.
-torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+RECOMPILE_LIMIT = 64  # dynamo's recompile limit while a CompiledStep is made (see CompiledStep.__init__)
 
 
 class RecompileError(RuntimeError):
@@ -51,6 +49,10 @@ class CompiledStep:
         self.graph_runs = 0  # calls of a compiled graph
         self.eager_calls = 0  # calls that ran no compiled graph: dynamo ran the step eagerly
         self._batch_size = 0
+        # Every CompiledStep (one per model, device and thread count, plus any a test makes) caches its graphs on
+        # the same code object; dynamo's default of 8 per code object would make later ones run eagerly. Set
+        # here, not on import: importing dynamo takes over a second, which `linbench --help` need not pay.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         self._fn = torch.compile(self._step, backend=self._backend, fullgraph=True)
 
     @property
