@@ -23,6 +23,11 @@ linreg step does (about 1 us). The form keeps W (d, k) column-major,
 the memory of nn.Linear's (k, d) weight, which the ops accept beside row-major: with 10 classes both
 GEMMs run 2-4x faster so on one thread.
 
+On the resident loader's epochs (the ``train_epoch`` hook) the whole epoch is one call, ``form_epoch``: each
+batch made from the split as stored by the step path's own ATen kernels (``index_select_out``, ``copy_`` to float32,
+``div_`` by 255) into buffers kept for the epoch, then the same step as above on it; no Python and no allocation of
+a batch between the steps. Its losses and weights equal the step path's bit for bit (a test).
+
 The extension is built on first use with ``torch.utils.cpp_extension.load`` (the compiler in ``CXX``,
 default ``c++``; torch's default flags plus ``-O3``, no ``-march=native``: a cached build may be loaded
 on another CPU) and cached per torch and Python version beside the ``cuda`` form's build, under
@@ -174,6 +179,18 @@ class NativeForm(FusedStepForm):
         if not self.fused:
             return self._stack(self.params, X, y, self.lr, self.spec.activation == "relu", bool(self.spec.classes))
         return self._step(self.weight, self.b, X, y, self.lr, self.scratch)
+
+    def train_epoch(self, data) -> torch.Tensor:
+        """One resident epoch (:class:`impls.contract.EpochData`) in one C++ call (``form_epoch``): rows gathered by
+        index and scaled there, then this form's own step on each batch; the steps' losses."""
+        if self.fused:
+            kind, params, relu, classes = self.spec.loss, [self.weight, self.b], False, self.spec.loss != "squared"
+        else:
+            kind, params = "stack", self.params
+            relu, classes = self.spec.activation == "relu", bool(self.spec.classes)
+        return extension().form_epoch(kind, params, data.X, data.y, data.order, data.batch_size,
+                                      float(data.divisor), self.lr, self.scratch if self.fused else None, relu,
+                                      classes)
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         if not self.fused:

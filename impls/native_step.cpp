@@ -252,6 +252,79 @@ at::Tensor stack_form_step(std::vector<at::Tensor> params, const at::Tensor& X, 
   return loss;
 }
 
+// The native form's epoch (its train_epoch hook): every step of one resident epoch in one call, no Python between
+// the steps. Batch i is rows order[i*B:(i+1)*B] of X (N, ...), uint8 pixels or float rows, made by the step path's
+// own ATen kernels into buffers kept for the epoch (index_select_out, then copy_ to float32 and div_ by divisor
+// as ToTensor scales pixels); then the model's step exactly as the step path takes it (linreg_step, softmax_step
+// or stack_form_step on the gathered batch), so the two paths agree bit for bit. Returns
+// the steps' losses (steps,). kind: "squared" (linreg_step; params w, b), "cross_entropy" (softmax_step; W, b, W
+// may be column-major) or "stack" (stack_form_step; W0, b0, W1, b1, ...). Every index is checked before the first
+// step (a bad one is a ValueError, nothing updated).
+at::Tensor form_epoch(const std::string& kind, std::vector<at::Tensor> params, const at::Tensor& X,
+                      const at::Tensor& y, const at::Tensor& order, int64_t batch_size, double divisor,
+                      const at::Tensor& lr, c10::optional<at::Tensor> scratch, bool relu, bool classes) {
+  constexpr const char* op = "linbench_native::form_epoch";
+  TORCH_CHECK_VALUE(kind == "squared" || kind == "cross_entropy" || kind == "stack", op,
+                    ": kind must be squared, cross_entropy or stack, got ", kind);
+  TORCH_CHECK_VALUE(kind == "stack" || params.size() == 2, op, ": a fused kind takes its weight and b, got ",
+                    params.size(), " tensors");
+  TORCH_CHECK_VALUE(X.dim() >= 2 && X.device().is_cpu() && (X.scalar_type() == at::kByte ||
+                    X.scalar_type() == at::kFloat), op, ": X must be (N, ...) uint8 or float32 on the CPU, got ",
+                    shape(X), " ", dtype_name(X.scalar_type()));
+  TORCH_CHECK_VALUE(order.dim() == 1 && order.scalar_type() == at::kLong && order.device().is_cpu(), op,
+                    ": order must be (steps * B,) int64 on the CPU, got ", shape(order), " ",
+                    dtype_name(order.scalar_type()));
+  TORCH_CHECK_VALUE(batch_size >= 1 && divisor > 0, op, ": batch_size and divisor must be positive, got ",
+                    batch_size, " and ", divisor);
+  const int64_t N = X.size(0), total = order.size(0);
+  TORCH_CHECK_VALUE(y.numel() == N, op, ": y must hold one label or target per row of X (", N, "), got ",
+                    shape(y));
+  const at::Tensor rows = X.reshape({N, -1}).contiguous();
+  const at::Tensor labels = y.reshape({-1}).to(classes ? at::kLong : at::kFloat).contiguous();
+  const int64_t* idx = order.data_ptr<int64_t>();
+  if (total) {
+    const auto [lo, hi] = std::minmax_element(idx, idx + total);
+    TORCH_CHECK_VALUE(*lo >= 0 && *hi < N, op, ": order's rows must be in 0..", N - 1, ", got ", *lo, "..", *hi);
+  }
+  const int64_t d = rows.size(1), B = std::min(batch_size, std::max<int64_t>(total, 1));
+  at::Tensor Xb = at::empty({B, d}, rows.options().dtype(at::kFloat));
+  at::Tensor picked = at::empty({B, d}, rows.options());  // the batch's rows as stored (uint8 or float)
+  at::Tensor yb = at::empty({B}, labels.options());
+  const int64_t steps = (total + batch_size - 1) / batch_size;
+  at::Tensor losses = at::empty({steps}, rows.options().dtype(at::kFloat));
+  float* loss = losses.data_ptr<float>();
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t first = s * batch_size, n = std::min(batch_size, total - first);
+    const at::Tensor which = order.narrow(0, first, n);
+    at::Tensor Xs = Xb.narrow(0, 0, n), ps = picked.narrow(0, 0, n);
+    // the step path's own ATen kernels, into buffers kept for the epoch: gather, convert, divide
+    at::index_select_out(ps, rows, 0, which);
+    Xs.copy_(ps);
+    if (divisor != 1.0) Xs.div_(divisor);
+    if (classes) {
+      const int64_t* from = labels.data_ptr<int64_t>();
+      int64_t* to = yb.data_ptr<int64_t>();
+      for (int64_t r = 0; r < n; ++r) to[r] = from[idx[first + r]];
+    } else {
+      const float* from = labels.data_ptr<float>();
+      float* to = yb.data_ptr<float>();
+      for (int64_t r = 0; r < n; ++r) to[r] = from[idx[first + r]];
+    }
+    const at::Tensor ys = yb.narrow(0, 0, n);
+    at::Tensor l;
+    if (kind == "squared") {
+      l = linreg_step(params[0], params[1], Xs, ys, lr);
+    } else if (kind == "cross_entropy") {
+      l = softmax_step(params[0], params[1], Xs, ys, lr, scratch);
+    } else {
+      l = stack_form_step(params, Xs, ys, lr, relu, classes);
+    }
+    loss[s] = l.item<float>();
+  }
+  return losses;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linreg_step", &linreg_step, "fused linreg SGD step (updates w, b in place; returns the mean loss)",
         pybind11::arg("w"), pybind11::arg("b"), pybind11::arg("X"), pybind11::arg("y"), pybind11::arg("lr"));
@@ -265,4 +338,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stack_form_step", &stack_form_step, "the native form's step of a stack of dense layers (updates params in "
         "place; returns the mean loss)", pybind11::arg("params"), pybind11::arg("X"), pybind11::arg("y"),
         pybind11::arg("lr"), pybind11::arg("relu"), pybind11::arg("classes"));
+  m.def("form_epoch", &form_epoch, "the native form's epoch: every step of one resident epoch (rows gathered by "
+        "index and scaled in C++); returns the steps' losses",
+        pybind11::arg("kind"), pybind11::arg("params"), pybind11::arg("X"), pybind11::arg("y"),
+        pybind11::arg("order"), pybind11::arg("batch_size"), pybind11::arg("divisor"), pybind11::arg("lr"),
+        pybind11::arg("scratch"), pybind11::arg("relu"), pybind11::arg("classes"));
 }

@@ -1,6 +1,7 @@
 """The ``native`` form: its C++ ops refuse bad arguments as check_step_args does, a step equals the
-``vectorized`` form's, no autograd graph is built, the scratch buffer is reused, and a machine that
-cannot build the extension gets the form skipped with a one-line reason."""
+``vectorized`` form's, no autograd graph is built, the scratch buffer is reused, the epoch in one call takes the
+step path's steps bit for bit, and a machine that cannot build the extension gets the form skipped with a one-line
+reason."""
 import os
 import subprocess
 import sys
@@ -144,3 +145,32 @@ def test_the_stack_step_refuses_a_label_past_the_last_layer_before_updating(ext)
     with pytest.raises(ValueError, match=r"labels must be in 0\.\.9, got 0\.\.10"):
         form.step(torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 10, 2]))
     assert all(torch.equal(before[k], v) for k, v in form.state().items())
+
+
+@pytest.mark.parametrize("model", ["linreg", "softmax", "mlp"])
+def test_the_epoch_in_one_call_takes_the_steps_of_the_step_path(ext, model):
+    """``train_epoch`` (one C++ call: rows gathered by index and scaled there) against the same form stepped batch
+    by batch through the same epoch: the same losses and weights, bit for bit (the same float division of each
+    pixel, the same step on the same rows), full batches and the ragged last one."""
+    from bench.gate.cases import as_epoch, epoch_runs, gate_batches
+
+    run, *_ = epoch_runs(gate_batches(model, 10 if model == "linreg" else 64, steps=3))
+    data = as_epoch(run, "cpu")
+    assert data.order.numel() > data.batch_size * 3  # three full batches and a ragged one
+    by_step, whole = (impls.build(model, "native", init_params(model), Setup(0.1, "cpu")) for _ in range(2))
+    losses = torch.stack([torch.as_tensor(by_step.step(X, y), dtype=torch.float32) for X, y in data.batches()])
+    assert torch.equal(whole.train_epoch(data), losses)
+    for name, value in by_step.state().items():
+        assert torch.equal(whole.state()[name], value), name
+
+
+def test_the_epoch_refuses_a_row_past_the_split_before_a_step(ext):
+    from bench.gate.cases import as_epoch, epoch_runs, gate_batches
+
+    data = as_epoch(epoch_runs(gate_batches("softmax", 64, steps=2))[0], "cpu")
+    form = impls.build("softmax", "native", init_params("softmax"), Setup(0.1, "cpu"))
+    before = form.state()
+    data.order[-1] = len(data.y)
+    with pytest.raises(ValueError, match=r"form_epoch: order's rows must be in 0\.\.\d+, got \d+\.\.\d+"):
+        form.train_epoch(data)
+    assert all(torch.equal(v, form.state()[k]) for k, v in before.items())
