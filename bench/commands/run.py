@@ -83,7 +83,7 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("run", help="the benchmark grid (the main job); results under --out")
     p.add_argument("--quick", action="store_true",
-                   help="a small grid measured like the default one (about 30 s on 2 quiet cores)")
+                   help="a small grid measured like the default one (about 1.5 minutes on 2 quiet cores)")
     add_axis_flags(p)
     p.add_argument("--repeats", type=int,
                    help="timed epochs per cell at least (default 3; more until the median is known to +-3%%, "
