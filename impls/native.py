@@ -183,14 +183,11 @@ class NativeForm(FusedStepForm):
     def train_epoch(self, data) -> torch.Tensor:
         """One resident epoch (:class:`impls.contract.EpochData`) in one C++ call (``form_epoch``): rows gathered by
         index and scaled there, then this form's own step on each batch; the steps' losses."""
-        if self.fused:
-            kind, params, relu, classes = self.spec.loss, [self.weight, self.b], False, self.spec.loss != "squared"
-        else:
-            kind, params = "stack", self.params
-            relu, classes = self.spec.activation == "relu", bool(self.spec.classes)
+        kind, params, scratch = ((self.spec.loss, [self.weight, self.b], self.scratch) if self.fused else
+                                 ("stack", self.params, None))
         return extension().form_epoch(kind, params, data.X, data.y, data.order, data.batch_size,
-                                      float(data.divisor), self.lr, self.scratch if self.fused else None, relu,
-                                      classes)
+                                      float(data.divisor), self.lr, scratch, self.spec.activation == "relu",
+                                      bool(self.spec.classes))
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         if not self.fused:

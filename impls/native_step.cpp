@@ -302,16 +302,8 @@ at::Tensor form_epoch(const std::string& kind, std::vector<at::Tensor> params, c
     at::index_select_out(ps, rows, 0, which);
     Xs.copy_(ps);
     if (divisor != 1.0) Xs.div_(divisor);
-    if (classes) {
-      const int64_t* from = labels.data_ptr<int64_t>();
-      int64_t* to = yb.data_ptr<int64_t>();
-      for (int64_t r = 0; r < n; ++r) to[r] = from[idx[first + r]];
-    } else {
-      const float* from = labels.data_ptr<float>();
-      float* to = yb.data_ptr<float>();
-      for (int64_t r = 0; r < n; ++r) to[r] = from[idx[first + r]];
-    }
-    const at::Tensor ys = yb.narrow(0, 0, n);
+    at::Tensor ys = yb.narrow(0, 0, n);
+    at::index_select_out(ys, labels, 0, which);
     at::Tensor l;
     if (kind == "squared") {
       l = linreg_step(params[0], params[1], Xs, ys, lr);
