@@ -3,17 +3,25 @@
 Per epoch: mean train loss and train accuracy over the epoch's batches (of the outputs before each
 update, as ``train_epoch_ch3`` counts them) and test accuracy after the epoch. Plus the seeds'
 ``predict_ch3``: the first test images with their true and predicted labels.
+
+Training is untimed work (time to accuracy multiplies the curves' epochs by the cells' timed epochs), so a run
+trains them in a process of their own beside its gate (:class:`Beside`), which is untimed too: the curves are
+in before the first timed block, and no clock ever runs beside them.
 """
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
+import torch
 
 import impls
 from bench.data import LABELS, load_split
 from bench.grid import GATED, apply_gated, gate_key, gate_label, setup_of, spec_of
 from bench.loaders import Resident
+from impls.common import quiet
 from impls.models import MODELS, init_params
 
 PREDICTIONS = 8
@@ -53,25 +61,62 @@ def train_curves(key: tuple, epochs: int = 10, seed: int = 0, data_dir=None, tic
     return rows, predictions, None
 
 
-def record_curves(store, epochs: int, seed: int, data_dir, say, bar) -> None:
+def _trained(keys, epochs: int, seed: int, data_dir, threads: int | None = None, tick=None) -> dict:
+    """Gate key -> :func:`train_curves` of it, for each of ``keys`` (``threads``: torch's, in a process of its own)."""
+    if threads:  # a process of its own: torch's extension builder imported without its no-GPU warning, as in a run
+        with quiet():
+            from torch.utils import cpp_extension  # noqa: F401
+        torch.set_num_threads(threads)
+    return {key: train_curves(key, epochs, seed, data_dir, tick) for key in keys}
+
+
+class Beside:
+    """The curves of ``keys`` (classifier gate keys) trained in a spawned process of one thread, while the caller
+    does other untimed work (the gate); :meth:`result` waits for them (None if that process failed: the curves
+    are then trained at the end, in the run's own process)."""
+
+    def __init__(self, keys, epochs: int, seed: int, data_dir):
+        self.keys = list(keys)
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._job = self._pool.submit(_trained, self.keys, epochs, seed, data_dir, 1)
+
+    def result(self) -> dict | None:
+        try:
+            return self._job.result()
+        except Exception:  # noqa: BLE001 - a broken process: trained again in the run's own process
+            return None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def classifier_keys(gate_keys) -> list[tuple]:
+    """The gate keys (in order, once each) whose model is a classifier: those with training curves."""
+    return [k for k in dict.fromkeys(gate_keys) if MODELS[dict(zip(GATED, k))["model"]].classes]
+
+
+def record_curves(store, epochs: int, seed: int, data_dir, say, bar, trained: dict | None = None) -> None:
     """The curves and predictions of every classifier form a run timed, per gate key (model, form, device,
     precision, image size, ...), into its folder (``say``: a stage line; ``bar(total, desc, unit)``: a progress
-    bar)."""
+    bar). ``trained``: gate key -> curves already trained (:class:`Beside`); the others are trained here."""
     from bench.runs.run_folder import CURVES, PREDICTIONS
 
-    keys = list(dict.fromkeys(gate_key(r) for r in store.rows.values()
-                              if r["status"] == "ok" and MODELS[r["model"]].classes))
+    keys = classifier_keys(gate_key(r) for r in store.rows.values() if r["status"] == "ok")
+    trained = {k: v for k, v in (trained or {}).items() if k in keys}
+    todo = [k for k in keys if k not in trained]
+    if todo:
+        say(f"training curves: {epochs} epochs of each of {len(todo)} classifier form(s)")
+        with bar(len(todo) * epochs, "curves", "epoch") as progress:
+            trained.update(_trained(todo, epochs, seed, data_dir, tick=progress.update))
     curves, predictions, skipped = [], [], {}
-    if keys:
-        say(f"training curves: {epochs} epochs of each of {len(keys)} classifier form(s)")
-    with bar(len(keys) * epochs, "curves", "epoch") as progress:
-        for key in keys:
-            progress.set_postfix_str(gate_label(key))
-            c, p, reason = train_curves(key, epochs, seed, data_dir, progress.update)
-            curves += c
-            predictions += p
-            if reason:
-                skipped[gate_label(key)] = reason
+    for key in keys:
+        c, p, reason = trained[key]
+        curves += c
+        predictions += p
+        if reason:
+            skipped[gate_label(key)] = reason
     if curves:
         store.write_table(PREDICTIONS, pd.DataFrame(predictions))
         store.write_table(CURVES, pd.DataFrame(curves))

@@ -15,9 +15,9 @@ import torch
 
 from impls.common import FP64, flat
 
-# a timed pass covers about this many multiply-adds of the forward pass (about 30 s a pass), the epoch
-# extrapolated: 2560 samples of softmax regression
-CAP_WORK = 2560 * 784 * 10
+# a timed pass covers about this many multiply-adds of the forward pass (about a second a pass), the epoch
+# extrapolated: 1280 samples of softmax regression (a larger model: at least one batch)
+CAP_WORK = 1280 * 784 * 10
 
 
 def _squared(o, t):
@@ -45,7 +45,7 @@ class LoopForm:
         super().__init_subclass__(**kw)
         if "spec" in vars(cls):  # bound to a model: its cap from the model's size
             work = sum(layer.inputs * layer.outputs for layer in cls.spec.layers)
-            cls.sample_cap = min(2560, max(32, CAP_WORK // work))
+            cls.sample_cap = min(1280, max(32, CAP_WORK // work))
 
     def __init__(self, params: dict[str, torch.Tensor], setup):
         self.lr = float(setup.lr)

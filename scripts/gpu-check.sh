@@ -12,14 +12,26 @@
 # LINBENCH_GRID_ARGS adds flags to `linbench run` (e.g. "--quick"); GPU_GRID_ARGS replaces the `grid` stage's
 # axis flags. Called again with the same OUT_DIR (one stage at a time, under `timeout`, say), it appends
 # to OUT_DIR/status.tsv.
+#
+#   scripts/gpu-check.sh --short [OUT_DIR]
+# The short check for scarce GPU time (at most 4 minutes of a cold H100): the epoch forms' GPU tests, bit-for-bit
+# checks and figures, GPU clocks before and after, into one folder to commit as reports/reference-gpu-<card>-short/
+# (bench/commands/gpu_check.py says what each stage records). It prints first the time it plans for each stage
+# from the last H200 timings; without a GPU it is a dry run, its GPU stages skipped with their reason. The CUDA
+# extension is reused from LINBENCH_EXTENSIONS_DIR when a build for the same torch, CUDA version and
+# TORCH_CUDA_ARCH_LIST is there (made beforehand on a CPU machine with that torch and carried along).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-results/gpu-check-$(date -u +%Y%m%d-%H%M%S)}
-stages=${2:-env,tests,check,run,grid,profile,recheck}
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ "${1:-}" = "--short" ]; then
+    shift
+    exec "$PYTHON" -m bench.commands.gpu_check "$@"
+fi
+out=${1:-results/gpu-check-$(date -u +%Y%m%d-%H%M%S)}
+stages=${2:-env,tests,check,run,grid,profile,recheck}
 mkdir -p "$out"
 [ -s "$out/status.tsv" ] || printf 'stage\texit\tseconds\n' >"$out/status.tsv"
 linbench() { "$PYTHON" -m bench.cli "$@"; }

@@ -58,6 +58,18 @@ def test_linreg_module_with_peaks(tmp_path):
     assert s["x_roofline"] == pytest.approx(s["step_plain_us"] / s["roofline_us"])
 
 
+def test_a_form_that_owns_its_epoch_is_profiled_by_epochs(tmp_path, real_data):
+    from bench.signals.profile import EPOCHS, line
+
+    result = profile_cell(parse_label("softmax/native/cpu/resident/w0/b256/t1"), steps=10,
+                          trace_path=tmp_path / TRACE)
+    s = result["summary"]
+    check(result, tmp_path / TRACE)
+    assert s["unit"] == "epoch" and s["steps"] == EPOCHS and s["batch"] == 60000
+    assert "aten::index_select" in set(result["ops"]["op"])  # the labels, gathered inside the C++ epoch
+    assert line(s).startswith("epoch ") and "the form's own code" in line(s)
+
+
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")

@@ -49,7 +49,7 @@ def test_cuda_cells_skip_without_a_gpu():
 
 def test_no_skip_for_a_plain_cell_and_loop_is_capped():
     assert grid.skip_reason(cell(loader="tensor", workers=2)) is None
-    assert grid.sample_cap(cell(form="loop")) == impls.form_class("softmax", "loop").sample_cap == 2560
+    assert grid.sample_cap(cell(form="loop")) == impls.form_class("softmax", "loop").sample_cap == 1280
     assert grid.sample_cap(cell()) is None
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 import impls
-from bench.gate.cases import DEFAULT_STEPS, Case, Reference, Trial, gate_cases, judge
+from bench.gate.cases import DEFAULT_STEPS, MIN_STEPS, Case, Reference, Trial, gate_cases, judge
 from bench.grid import AXIS, BUILT_FROM, DEFAULT_GRID, GATED, apply_gated, expand, gate_key, setup_of, spec_of
 from bench.runs import interrupt
 from impls import precision
@@ -159,6 +159,12 @@ def check_if_available(key: tuple, cases: list[Case], cls=None) -> list[CheckRes
     return [check_case(key, case, cls) for case in cases]
 
 
+def form_steps(spec, form: str, steps: int) -> int:
+    """The full batches a case of ``form`` covers at most: ``steps``, but ``MIN_STEPS`` for a form too slow for
+    whole epochs (its timed passes capped: the pure-Python loop, itself computing in fp64, a second oracle)."""
+    return min(steps, MIN_STEPS) if impls.sample_cap(spec, form) is not None else steps
+
+
 def gate_cells(cells, rows: list[dict], steps: int = DEFAULT_STEPS, seed: int = 0, data_dir=None,
                ranks=None) -> list[dict]:
     """``rows`` (the gate's rows so far, ``as_dict()``) and those of every gate key of ``cells`` (timed cells,
@@ -171,7 +177,8 @@ def gate_cells(cells, rows: list[dict], steps: int = DEFAULT_STEPS, seed: int = 
     rows = list(rows)
     for key, group in todo.items():
         first = group[0]
-        cases = gate_cases(first.spec, {c.batch_size for c in group}, steps, seed, data_dir)
+        cases = gate_cases(first.spec, {c.batch_size for c in group}, form_steps(first.spec, first.form, steps),
+                           seed, data_dir)
         by_ranks = ranks is not None and impls.distributed(first.model, first.form)
         results = (ranks(key, cases, sorted({c.world_size for c in group})) if by_ranks
                    else check_if_available(key, cases))
@@ -216,6 +223,7 @@ def run_check(selection: dict | None = None, steps: int = DEFAULT_STEPS, data_di
             continue
         if (spec, values["form"]) not in cases:
             sizes = batch_sizes or default_batch_sizes(values["model"], values["form"])
-            cases[(spec, values["form"])] = gate_cases(spec, sizes, steps, seed, data_dir)
+            cases[(spec, values["form"])] = gate_cases(spec, sizes, form_steps(spec, values["form"], steps), seed,
+                                                       data_dir)
         keyed.append((key, cases[(spec, values["form"])]))
     return [r for key, key_cases in keyed for r in check_if_available(key, key_cases)]

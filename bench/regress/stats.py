@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -39,10 +40,17 @@ def median_ci(samples, level: float = LEVEL) -> tuple[float, float]:
     n = len(x)
     if n == 0:
         return math.nan, math.nan
-    j = 0  # counting from 0, [x_j, x_(n-1-j)] covers the median with probability 1 - 2 P(B <= j)
-    while j + 1 < n - 2 - j and 1 - 2 * _scipy_stats().binom.cdf(j + 1, n, 0.5) >= level:
-        j += 1
+    j = _order_index(n, level)
     return float(x[j]), float(x[n - 1 - j])
+
+
+@lru_cache(maxsize=1024)
+def _order_index(n: int, level: float) -> int:
+    """The largest j (from 0) whose [x_j, x_(n-1-j)] covers the median of n samples with probability
+    1 - 2 P(Binomial(n, 1/2) <= j) >= ``level`` (0 where none does); once per n (the timer asks at every block)."""
+    k = np.arange(1, n)
+    ok = (k < n - 1 - k) & (1 - 2 * _scipy_stats().binom.cdf(k, n, 0.5) >= level)
+    return int(ok.sum())  # both conditions hold for every k up to j and for none after it
 
 
 def relative_halfwidth(samples, level: float = LEVEL) -> float:

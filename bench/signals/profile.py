@@ -3,7 +3,10 @@ set against the roofline; written as ``profiles/<cell>/`` (``ops.csv``, ``summar
 
 A cell is made ready and warmed by :class:`bench.timing.cell.CellBench` (the compiled form compiles there), stepped
 once more over its batches, then ``steps`` steps on batches already on the device run under the profiler,
-each inside a ``record_function("step")`` range. Definitions (times per step, averaged over the steps):
+each inside a ``record_function("step")`` range. A form that owns its epoch on the resident loader (its
+``train_epoch`` hook: every step of an epoch in one call) is profiled by its epochs instead: ``EPOCHS`` of them,
+each in the range, the summary's ``unit`` "epoch" and its ``batch`` the epoch's samples, so every per-step
+figure below is then per epoch. Definitions (times per step, averaged over the steps):
 
 - an *operator* is a dispatcher op (``namespace::name``, e.g. ``aten::mm``; autograd's own ranges excepted)
   or a kernel the compiler generated and named (``cpp_fused_*``, ``triton_*``); everything else the profiler
@@ -41,7 +44,9 @@ from bench.grid import example_label
 from bench.runs.run_folder import OP_COLUMNS, OPS, PROFILES, SUMMARY, TRACE
 from bench.runs.summary import short
 
-STEP = "step"
+STEP = "step"  # the range around each profiled unit: a step, or an epoch of a form that owns its epoch
+OUTSIDE = {"step": "Python and framework overhead", "epoch": "the form's own code between operators"}
+EPOCHS = 2  # epochs profiled of a form that owns its epoch (its train_epoch: every step of a resident epoch at once)
 _OPERATOR = re.compile(r"^(?!autograd::|torch::)\w+::\w+$|^(graph_\d+_)?cpp_fused_|^triton_")
 
 
@@ -106,6 +111,8 @@ def profile_cell(cell, steps: int = 20, seed: int = 0, data_dir=None, trace_path
         bench = CellBench(cell, Settings(seed=seed, data_dir=data_dir))
         try:
             bench.warm()
+            owns = bench.owns_epoch  # the form trains a resident epoch whole: its train_epoch is profiled
+            steps = min(steps, EPOCHS) if owns else steps
             first = bench.device_batches(steps)
             batches = [first[i % len(first)] for i in range(steps)]
             bench.steps(batches)  # more warm steps, over these very batches
@@ -114,10 +121,10 @@ def profile_cell(cell, steps: int = 20, seed: int = 0, data_dir=None, trace_path
                 start = time.perf_counter()
                 for X, y in batches:
                     with record_function(STEP):
-                        bench.form.step(X, y)
+                        bench.train_pass() if owns else bench.form.step(X, y)
                 sync(bench.dev)
                 wall_us = (time.perf_counter() - start) * 1e6 / steps
-            plain_us = bench.step_ms(batches).median * 1e3
+            plain_us = bench.epoch_s().median * 1e6 if owns else bench.step_ms(batches).median * 1e3
         finally:
             bench.close()
     if trace_path is not None:
@@ -126,12 +133,13 @@ def profile_cell(cell, steps: int = 20, seed: int = 0, data_dir=None, trace_path
     if len(roots) != steps:
         raise RuntimeError(f"the profile holds {len(roots)} step ranges, not {steps}")
     step_us = sum(r.cpu_time_total for r in roots) / steps
-    batch = sum(len(y) for _, y in batches) / steps
+    batch = bench.total if owns else sum(len(y) for _, y in batches) / steps
     flops, bytes_ = cell.spec.cost(batch, PRECISIONS[cell.precision].storage.itemsize)
     device_us = sum(r.device_time_total for r in roots) / steps if bench.dev.type == "cuda" else math.nan
     peak_gflops = (peaks or {}).get(f"gflops_{cell.precision}", (peaks or {}).get("gflops", math.nan))
     roofline_us = roofline_s(cell.spec, batch, peaks, cell.precision) * 1e6 if peaks else math.nan
-    summary = {"label": cell.label(), **cell.as_dict(), "steps": steps, "batch": batch, "step_us": step_us,
+    summary = {"label": cell.label(), **cell.as_dict(), "unit": "epoch" if owns else "step", "steps": steps,
+               "batch": batch, "step_us": step_us,
                "step_wall_us": wall_us, "step_plain_us": plain_us, "operators_us": ops / steps,
                "outside_us": outside / steps, "python_us": python / steps, "framework_us": (outside - python) / steps,
                "operators_share": ops / steps / step_us, "outside_share": outside / steps / step_us,
@@ -184,12 +192,13 @@ def _cells(args) -> list:
 
 def line(s: dict) -> str:
     """The one-line verdict of a profile's summary."""
-    roofline = (f"roofline time {s['roofline_us']:.3g} us (the step is {s['x_roofline']:,.0f}x it)"
+    unit = s.get("unit", "step")
+    roofline = (f"roofline time {s['roofline_us']:.3g} us (the {unit} is {s['x_roofline']:,.0f}x it)"
                 if not math.isnan(s["roofline_us"]) else "roofline time unknown (no probed peaks)")
     device = (f"; the GPU busy {s['device_busy_share']:.0%} of the wall time"
               if not math.isnan(s["device_busy_share"]) else "")
-    return (f"step {s['step_plain_us']:.4g} us ({s['step_us']:.4g} us profiled): {s['operators_share']:.0%} in "
-            f"operators, {s['outside_share']:.0%} outside any operator (Python and framework overhead){device}; "
+    return (f"{unit} {s['step_plain_us']:.4g} us ({s['step_us']:.4g} us profiled): {s['operators_share']:.0%} in "
+            f"operators, {s['outside_share']:.0%} outside any operator ({OUTSIDE[unit]}){device}; "
             f"{roofline}")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -29,6 +29,7 @@ from bench.timing.timer import Stats, Until, slowest, time_repeats
 from impls.models import init_params
 
 SLOW_PASS = 0.1  # seconds: a form slower than this per pass of step_batches is timed a batch at a time
+SLOW_STEP = 1.0  # seconds: a step slower than this (pure Python on a large batch) is repeated as often as an epoch
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class CellBench:
         if settings.plant != 1:
             self.form = Planted(self.form, settings.plant, self.dev)
         self.samples = 0  # samples the last pass covered
+        self.loaded = False  # a timed pass went through the loader (its workers and caches are warm)
         # the form trains a whole resident epoch at once (its own loop over the batches, its own kernels)
         self.owns_epoch = (callable(getattr(self.form, "train_epoch", None)) and isinstance(self.loader, Resident)
                            and not self.cap)
@@ -160,6 +162,7 @@ class CellBench:
         for X, y in self.batches():
             self.form.step(X, y)
             self.samples += len(y)
+        self.loaded = True
 
     def loader_pass(self) -> None:
         self.samples = 0
@@ -208,10 +211,12 @@ class CellBench:
         return stats.scaled(self.epoch_scale)
 
     def loader_epoch_s(self, repeats: int | None = None) -> Stats:
-        """Seconds per epoch of the loader alone (one untimed pass first), extrapolated likewise."""
+        """Seconds per epoch of the loader alone, extrapolated likewise; one untimed pass first, unless the
+        cell's timed epochs already went through the loader (after :meth:`timings`: workers up, pages cached)."""
         until = self.settings.until(repeats)
-        self.prepare(until.most + 1)
-        stats = time_repeats(self.loader_pass, until, self.dev, warmup=1)
+        warmup = 0 if self.loaded else 1
+        self.prepare(until.most + warmup)
+        stats = time_repeats(self.loader_pass, until, self.dev, warmup=warmup)
         return stats.scaled(self.epoch_scale)
 
     def timings(self) -> Timed:
@@ -225,7 +230,9 @@ class CellBench:
         peak_rss = peak_rss_mb() if rss_reset else math.nan
         cuda_peak = torch.cuda.max_memory_allocated(self.dev) / 2**20 if self.dev.type == "cuda" else math.nan
         resident = self.device_batches()
-        step = self.step_ms(resident)
+        # a capped form's timed passes were these steps (pure Python: nothing to warm), so they say how slow it is
+        known = e2e.median / self.total * sum(len(y) for _, y in resident) if self.cap else None
+        step = self.step_ms(resident, known)
         timed = Timed(e2e, step, samples, sum(len(y) for _, y in resident) / len(resident), peak_rss,
                       peak_rss - rss_start, cuda_peak, extra={"whole_epoch": self.owns_epoch})
         if self.owns_epoch:
@@ -233,13 +240,18 @@ class CellBench:
                                     "(loader_epoch_s is the loader's own)"]
         return timed
 
-    def step_ms(self, batches=None) -> Stats:
+    def step_ms(self, batches=None, known: float | None = None) -> Stats:
         """Milliseconds per training step on ``batches`` already on the device (default: the first
-        ``step_batches`` of a pass): each sample is one pass over them, synchronized at its edges."""
+        ``step_batches`` of a pass): each sample is one pass over them, synchronized at its edges. A warm-up
+        pass first, unless ``known`` (seconds a pass over them takes, from passes already timed) says how slow."""
         batches = batches or self.device_batches()
         start = time.perf_counter()
-        self.steps(batches)  # the warm-up pass; a slow form (seconds per pass) is timed a batch at a time
-        if slowest(time.perf_counter() - start) > SLOW_PASS:
+        if known is None:
+            self.steps(batches)  # the warm-up pass; a slow form (seconds per pass) is timed a batch at a time
+        seconds, until = slowest(time.perf_counter() - start) if known is None else known, self.settings.step_until()
+        if seconds / len(batches) > SLOW_STEP:  # a step as long as an epoch of others: as many repeats as epochs
+            until = replace(until, repeats=min(until.repeats, self.settings.repeats))
+        if seconds > SLOW_PASS:
             batches = batches[:1]
-        stats = time_repeats(lambda: self.steps(batches), self.settings.step_until(), self.dev, warmup=0)
+        stats = time_repeats(lambda: self.steps(batches), until, self.dev, warmup=0)
         return stats.scaled(1e3 / len(batches))

@@ -58,6 +58,7 @@ class Runner:
     def __init__(self, config: RunConfig, store: Store, progress: bool = True):
         self.config, self.store, self.progress = config, store, progress
         self.loader_cache: dict[tuple, tuple] = {}
+        self.trained: dict | None = None  # curves trained beside the gate (bench.curves.Beside)
         self.compile_logs: dict[tuple, object] = {}
 
     # -- one cell ---------------------------------------------------------------------------
@@ -73,7 +74,8 @@ class Runner:
             eager_steps = getattr(bench.form, "eager_steps", lambda: 0)  # steps that ran no compiled graph
             compiled_before, eager_before = len(compile_log(bench.form) or []), eager_steps()
             timed = bench.timings()
-            key = (*(v for a, v in cell.as_dict().items() if a != "form"), bench.cap)  # a loader's cells share it
+            # the loader alone depends on the data, not on the model or form: every cell of one loader shares it
+            key = (cell.spec.data, *(v for a, v in cell.as_dict().items() if a not in ("model", "form")), bench.cap)
             if key not in self.loader_cache:
                 self.loader_cache[key] = bench.loader_epoch_s()
             timed.loader = self.loader_cache[key]
@@ -141,7 +143,11 @@ class Runner:
                                f"load average {load['loadavg']} on {load['cores']} cores): timed blocks will be "
                                "re-measured or marked disturbed"), sep="\n", file=sys.stderr)
         self.say(f"gate: {len({c.gate_key() for c in timed})} form(s) against the fp64 oracle, then timing")
-        failures = self.gate(timed)
+        beside = self.curves_beside(timed)
+        try:
+            failures = self.gate(timed)
+        finally:
+            self.trained = beside.result() if beside else None  # in before the first clock starts
         self.store.write()
         return {c.key(): (Status.SKIPPED, skips[c.key()]) if skips[c.key()] else
                 (Status.FAILED_EQUIVALENCE, failures[c.gate_key()]) for c in cells
@@ -187,13 +193,24 @@ class Runner:
         bar.close()
         return self.finish(cells)
 
+    def curves_beside(self, timed: list[Cell]):
+        """The training curves of the classifier forms about to be timed, started in a process beside the gate
+        (:class:`bench.curves.Beside`), or None (no curves wanted, or already in the folder)."""
+        from bench.curves import Beside, classifier_keys
+
+        keys = classifier_keys(c.gate_key() for c in timed)
+        if not (keys and self.config.curves_epochs) or (self.store.folder / CURVES).exists():
+            return None
+        self.say(f"training curves of {len(keys)} classifier form(s) beside the gate")
+        return Beside(keys, self.config.curves_epochs, self.config.seed, self.config.data_dir)
+
     def curves(self, cells: list[Cell]) -> None:
         """Training curves and predictions of the run's classifiers' forms (skipped when already there)."""
         from bench.curves import record_curves
 
         if self.config.curves_epochs and not (self.store.folder / CURVES).exists():
             record_curves(self.store, self.config.curves_epochs, self.config.seed, self.config.data_dir, self.say,
-                          self.bar)
+                          self.bar, self.trained)
 
 
 def plan(overrides: dict, quick: bool = False, repeats: int | None = None, curves: bool = True,

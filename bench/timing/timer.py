@@ -25,6 +25,9 @@ with quiet():  # torch.utils.benchmark imports the extension builder, which warn
     from torch.utils import benchmark
 
 NOISY = 0.10  # IQR/median at or above this flags a measurement as noisy
+# an Until's seconds count its timed blocks; blocks of microseconds spend more between them (the load meter's
+# reads, the interval), so a rule also stops at this many times its seconds of wall time
+WALL_PER_SECOND = 2.0
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,11 @@ class Until:
     most: int = 30
     remeasures: int = REMEASURES
 
-    def done(self, times) -> bool:
+    def done(self, times, wall: float = 0.0) -> bool:
+        """Whether ``times`` (the timed blocks so far, ``wall`` seconds since the first began) are enough."""
         if len(times) < self.repeats:
             return False
-        if len(times) >= self.most or sum(times) >= self.seconds:
+        if len(times) >= self.most or sum(times) >= self.seconds or wall >= WALL_PER_SECOND * self.seconds:
             return True
         return len(times) >= 6 and relative_halfwidth(times) <= self.halfwidth
 
@@ -146,8 +150,8 @@ def time_repeats(fn, repeats: int | Until = 3, device="cpu", warmup: int = 1) ->
     until = repeats if isinstance(repeats, Until) else Until(repeats, 0.0, float("inf"), repeats)
     for _ in range(warmup):
         fn()
-    times, loads, disturbed = [], [], 0
-    while not until.done(times):
+    times, loads, disturbed, start = [], [], 0, time.perf_counter()
+    while not until.done(times, time.perf_counter() - start):
         seconds, meter = _timed(fn, device, until.remeasures)
         times.append(seconds), loads.append(meter.others)
         disturbed += meter.disturbed
