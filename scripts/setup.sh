@@ -42,6 +42,17 @@ fi
 
 echo "setup: Fashion-MNIST at $("$venv/bin/linbench" data)"
 
+# The native form's C++ steps (impls/native_step.cpp), built once per machine (about 20 s), so that a run's first
+# native cell does not build them; built again when the source is newer than the last build's stamp.
+native_stamp="$venv/.linbench-native-built"
+if [ ! -f "$native_stamp" ] || [ impls/native_step.cpp -nt "$native_stamp" ]; then
+    "$venv/bin/python" - <<'PY' && touch "$native_stamp" || echo "setup: warning: the native steps did not build; the native form will say why"
+from impls import native
+why = native.build_problem()
+print(f"setup: native steps not built: {why}" if why else f"setup: native steps at {native.extension().__file__}")
+PY
+fi
+
 # The CUDA kernels (impls/fused_step.cu), built once per machine where a CUDA toolkit is at hand, GPU or not:
 # the forms and the tests load the cached build (a first build takes about 2 minutes on 2 cores). Built again
 # when the source is newer than the last build's stamp.
