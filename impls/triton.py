@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from impls.common import FusedStepForm, check_step_args
+from impls.common import FusedStepForm, check_step_args, flat
+from impls.epoch_graph import EpochGraph
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -54,8 +55,29 @@ if INTERPRET:
     _interpreter_reads_scalars_with_item()
 
 
-@triton.jit(do_not_specialize=["n"])
-def _linreg_step(w_ptr, b_ptr, X_ptr, y_ptr, lr_ptr, loss_ptr, n, d, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+@triton.jit
+def _rows(idx_ptr, rows, rmask, N, GATHER: tl.constexpr):
+    """The split's rows of a block of the batch's rows, and whether each is a row of the split: ``rows`` themselves,
+    or (GATHER) ``idx[rows]``, a bad index read as row 0 and flagged, so its loss and gradient become NaN."""
+    if GATHER:
+        src = tl.load(idx_ptr + rows, mask=rmask, other=0)
+        good = (src >= 0) & (src < N)
+        return tl.where(good, src, 0), good
+    return rows, rows == rows
+
+
+@triton.jit
+def _scaled(x, divisor, GATHER: tl.constexpr):
+    """Pixels as the step path's ToTensor has them: float32, divided by ``divisor`` in IEEE division."""
+    x = x.to(tl.float32)
+    if GATHER:
+        x = tl.math.div_rn(x, divisor)
+    return x
+
+
+@triton.jit(do_not_specialize=["n", "N"])
+def _linreg_step(w_ptr, b_ptr, X_ptr, y_ptr, idx_ptr, lr_ptr, loss_ptr, n, d, N, divisor, GATHER: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     cols = tl.arange(0, BLOCK_D)
     cmask = cols < d
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0)
@@ -66,9 +88,12 @@ def _linreg_step(w_ptr, b_ptr, X_ptr, y_ptr, lr_ptr, loss_ptr, n, d, BLOCK_N: tl
     for start in range(0, n, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
         rmask = rows < n
-        x = tl.load(X_ptr + rows[:, None] * d + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
-        y = tl.load(y_ptr + rows, mask=rmask, other=0.0)
+        src, good = _rows(idx_ptr, rows, rmask, N, GATHER)
+        x = _scaled(tl.load(X_ptr + src[:, None] * d + cols[None, :], mask=rmask[:, None] & cmask[None, :],
+                            other=0.0), divisor, GATHER)
+        y = tl.load(y_ptr + src, mask=rmask, other=0.0)
         res = tl.where(rmask, tl.sum(x * w[None, :], axis=1) + b - y, 0.0)
+        res = tl.where(good | ~rmask, res, float("nan"))  # a bad index's residual shows in w, b and the loss
         g_w += x * res[:, None]
         g_b += res
         total += res * res / 2
@@ -78,36 +103,39 @@ def _linreg_step(w_ptr, b_ptr, X_ptr, y_ptr, lr_ptr, loss_ptr, n, d, BLOCK_N: tl
     tl.store(loss_ptr, tl.sum(total, axis=0) / n)
 
 
-@triton.jit(do_not_specialize=["n"])
-def _softmax_grad(X_ptr, W_ptr, b_ptr, y_ptr, dO_ptr, row_loss_ptr, n, d, k,
-                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+@triton.jit(do_not_specialize=["n", "N"])
+def _softmax_grad(X_ptr, W_ptr, b_ptr, y_ptr, idx_ptr, dO_ptr, row_loss_ptr, n, d, k, N, divisor,
+                  GATHER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < n
+    src, good = _rows(idx_ptr, rows, rmask, N, GATHER)
     cls = tl.arange(0, BLOCK_K)
     kmask = cls < k
     acc = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
     for start in range(0, d, BLOCK_D):
         feats = start + tl.arange(0, BLOCK_D)
         fmask = feats < d
-        x = tl.load(X_ptr + rows[:, None] * d + feats[None, :], mask=rmask[:, None] & fmask[None, :], other=0.0)
+        x = _scaled(tl.load(X_ptr + src[:, None] * d + feats[None, :], mask=rmask[:, None] & fmask[None, :],
+                            other=0.0), divisor, GATHER)
         w = tl.load(W_ptr + feats[:, None] * k + cls[None, :], mask=fmask[:, None] & kmask[None, :], other=0.0)
         acc = tl.dot(x, w, acc=acc, input_precision="ieee")
     O = tl.where(kmask[None, :], acc + tl.load(b_ptr + cls, mask=kmask, other=0.0)[None, :], float("-inf"))
     top = tl.max(O, axis=1)
     e = tl.exp(O - top[:, None])
     total = tl.sum(e, axis=1)
-    y = tl.load(y_ptr + rows, mask=rmask, other=0)
+    y = tl.load(y_ptr + src, mask=rmask, other=0)
     hot = cls[None, :] == y[:, None]
+    ok = (y >= 0) & (y < k) & good  # a bad label or index: its row's loss and gradient NaN, shown in W and b
     row_loss = top + tl.log(total) - tl.sum(tl.where(hot, O, 0.0), axis=1)
-    tl.store(row_loss_ptr + rows, tl.where((y >= 0) & (y < k), row_loss, float("nan")), mask=rmask)
+    tl.store(row_loss_ptr + rows, tl.where(ok, row_loss, float("nan")), mask=rmask)
     dO = (e / total[:, None] - hot.to(tl.float32)) / n
-    dO = tl.where(((y >= 0) & (y < k))[:, None], dO, float("nan"))  # a bad label's gradient shows in W and b
+    dO = tl.where(ok[:, None], dO, float("nan"))
     tl.store(dO_ptr + rows[:, None] * k + cls[None, :], dO, mask=rmask[:, None] & kmask[None, :])
 
 
-@triton.jit(do_not_specialize=["n"])
-def _softmax_update(X_ptr, dO_ptr, row_loss_ptr, W_ptr, b_ptr, lr_ptr, loss_ptr, n, d, k,
-                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+@triton.jit(do_not_specialize=["n", "N"])
+def _softmax_update(X_ptr, idx_ptr, dO_ptr, row_loss_ptr, W_ptr, b_ptr, lr_ptr, loss_ptr, n, d, k, N, divisor,
+                    GATHER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     feats = pid * BLOCK_D + tl.arange(0, BLOCK_D)
     fmask = feats < d
@@ -119,7 +147,9 @@ def _softmax_update(X_ptr, dO_ptr, row_loss_ptr, W_ptr, b_ptr, lr_ptr, loss_ptr,
     for start in range(0, n, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         rmask = rows < n
-        xt = tl.load(X_ptr + rows[None, :] * d + feats[:, None], mask=fmask[:, None] & rmask[None, :], other=0.0)
+        src, good = _rows(idx_ptr, rows, rmask, N, GATHER)
+        xt = _scaled(tl.load(X_ptr + src[None, :] * d + feats[:, None], mask=fmask[:, None] & rmask[None, :],
+                             other=0.0), divisor, GATHER)
         dO = tl.load(dO_ptr + rows[:, None] * k + cls[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
         g = tl.dot(xt, dO, acc=g, input_precision="ieee")
         g_b += dO
@@ -142,10 +172,22 @@ def _device_of(X):
 def linreg_step(w, b, X, y, lr):
     """Updates ``w`` (d, 1) and ``b`` (1,) in place; returns the batch-mean loss (0-dim)."""
     check_step_args("triton linreg_step", w, b, X, y, lr, torch.float32)
-    n, d = X.shape
-    loss = X.new_empty(())
     with _device_of(X):
-        _linreg_step[(1,)](w, b, X, y, lr, loss, n, d, BLOCK_N=64, BLOCK_D=triton.next_power_of_2(d))
+        return _linreg_launch(w, b, X, y, lr)
+
+
+def linreg_gather_step(w, b, X, y, idx, divisor, lr):
+    """:func:`linreg_step` on rows ``idx`` of the split X (N, d), y (N,), each value divided by ``divisor``."""
+    check_step_args("triton linreg_gather_step", w, b, X, y, lr, torch.float32, idx)
+    with _device_of(X):
+        return _linreg_launch(w, b, X, y, lr, idx, divisor)
+
+
+def _linreg_launch(w, b, X, y, lr, idx=None, divisor=1.0):
+    n, d = (len(idx) if idx is not None else len(X)), X.shape[1]
+    loss = X.new_empty((), dtype=torch.float32)
+    _linreg_step[(1,)](w, b, X, y, X if idx is None else idx, lr, loss, n, d, len(X), float(divisor),
+                       GATHER=idx is not None, BLOCK_N=64, BLOCK_D=triton.next_power_of_2(d))
     return loss
 
 
@@ -156,22 +198,43 @@ def softmax_step(W, b, X, y, lr):
         return _softmax_launch(W, b, X, y, lr)
 
 
-def _softmax_launch(W, b, X, y, lr, BLOCK_M=16, BLOCK_D=32):
-    """The two launches of a softmax step, with no checks (tests reach the kernels' own label handling so)."""
-    (n, d), k = X.shape, W.shape[1]
+def softmax_gather_step(W, b, X, y, idx, divisor, lr):
+    """:func:`softmax_step` on rows ``idx`` of the split X (N, d) (uint8 pixels or float32), y (N,), each value
+    divided by ``divisor`` in the kernels (on the GPU a bad index, like a bad label, makes the step NaN)."""
+    check_step_args("triton softmax_gather_step", W, b, X, y, lr, torch.int64, idx)
+    with _device_of(X):
+        return _softmax_launch(W, b, X, y, lr, idx, divisor)
+
+
+def _softmax_launch(W, b, X, y, lr, idx=None, divisor=1.0, BLOCK_M=16, BLOCK_D=32):
+    """The two launches of a softmax step (on rows ``idx`` of X when given), with no checks (tests reach the
+    kernels' own label and index handling so)."""
+    n, d, k = (len(idx) if idx is not None else len(X)), X.shape[1], W.shape[1]
     block_k = max(16, triton.next_power_of_2(k))  # tl.dot needs every dimension >= 16
-    dO, row_loss, loss = X.new_empty((n, k)), X.new_empty((n,)), X.new_empty(())
-    _softmax_grad[(triton.cdiv(n, BLOCK_M),)](X, W, b, y, dO, row_loss, n, d, k,
-                                              BLOCK_M=BLOCK_M, BLOCK_D=64, BLOCK_K=block_k)
-    _softmax_update[(triton.cdiv(d, BLOCK_D),)](X, dO, row_loss, W, b, lr, loss, n, d, k,
-                                                BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_D, BLOCK_K=block_k)
+    dO, row_loss = W.new_empty((n, k)), W.new_empty((n,))
+    loss = W.new_empty(())
+    rows, gather = (X if idx is None else idx), idx is not None
+    _softmax_grad[(triton.cdiv(n, BLOCK_M),)](X, W, b, y, rows, dO, row_loss, n, d, k, len(X), float(divisor),
+                                              GATHER=gather, BLOCK_M=BLOCK_M, BLOCK_D=64, BLOCK_K=block_k)
+    _softmax_update[(triton.cdiv(d, BLOCK_D),)](X, rows, dO, row_loss, W, b, lr, loss, n, d, k, len(X),
+                                                float(divisor), GATHER=gather, BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_D,
+                                                BLOCK_K=block_k)
     return loss
 
 
-class TritonForm(FusedStepForm):
-    """The ``triton`` form: a model's whole SGD step as the Triton kernels above."""
+class TritonForm(EpochGraph, FusedStepForm):
+    """The ``triton`` form: a model's whole SGD step as the Triton kernels above; on the resident loader's epochs
+    (``train_epoch``) the steps that read their rows by index, on the GPU captured as one CUDA graph an epoch."""
     devices = ("cpu", "cuda")  # cpu only through the interpreter (TRITON_INTERPRET=1)
     ops = {"squared": linreg_step, "cross_entropy": softmax_step}
+    gather_ops = {"squared": linreg_gather_step, "cross_entropy": softmax_gather_step}
+
+    def epoch_steps(self, weight, b, data) -> torch.Tensor:
+        """The epoch's gather steps on ``weight`` and ``b``; each step's loss, stacked."""
+        X, y = flat(data.X), data.y.reshape(-1).to(self.label_dtype)
+        op = self.gather_ops[self.spec.loss]
+        return torch.stack([op(weight, b, X, y, idx, data.divisor, self.lr)
+                            for idx in data.order.split(data.batch_size)])
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:

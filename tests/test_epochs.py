@@ -149,7 +149,7 @@ def pixel_args(model, n, device, seed=0):
 
 @needs_gpu
 @pytest.mark.parametrize("model", EPOCHS)
-@pytest.mark.parametrize("form", ["cuda", "cuda_graph", "cuda_epoch"])
+@pytest.mark.parametrize("form", ["cuda", "cuda_graph", "cuda_epoch", "triton"])
 def test_an_epoch_on_the_gpu_matches_the_cpu_reference(model, form):
     skip_if_form_unavailable(model, form)
     for rows, batch_size in ((300, 64), (257, 256), (1000, 10), (5, 7)):
@@ -166,6 +166,32 @@ def test_an_epoch_on_the_gpu_matches_the_cpu_reference(model, form):
                                                                                    f"b={batch_size}: {m}")
         for name, value in instance.state().items():
             torch.testing.assert_close(value, (weight if name != "b" else b), rtol=FP32.rtol, atol=FP32.atol)
+
+
+@needs_gpu
+@pytest.mark.parametrize("model", EPOCHS)
+def test_the_gpu_epoch_forms_agree_bit_for_bit(model):
+    """Two runs of each epoch form give the same losses and weights bit for bit, and the forms that run the ``cuda``
+    form's gather step (its graph, one kernel an epoch) give the ``cuda`` form's bits; a graph replayed on a second
+    order too."""
+    (weight, b, X, y, lr), divisor = pixel_args(model, 1000, "cuda", seed=3)
+    orders = [torch.randperm(1000, generator=torch.Generator().manual_seed(s)).cuda() for s in (1, 2)]
+    runs = {}
+    for form in ("cuda", "cuda_graph", "cuda_epoch", "triton"):
+        skip_if_form_unavailable(model, form)
+        for run in range(2):
+            instance = impls.build(model, form, {"w" if model == "linreg" else "W": weight.double().cpu(),
+                                                 "b": b.double().cpu()}, Setup(float(lr), "cuda"))
+            data = [as_epoch([(X.float() / divisor, y)], "cuda") for _ in orders]
+            losses = []
+            for d, order in zip(data, orders):
+                d.order, d.batch_size = order, 64
+                losses.append(instance.train_epoch(d))
+            runs[form, run] = (torch.cat(losses).cpu(), instance.state())
+        assert torch.equal(runs[form, 0][0], runs[form, 1][0]), f"{form}: two runs differ"
+        assert all(torch.equal(v, runs[form, 1][1][k]) for k, v in runs[form, 0][1].items()), form
+    for form in ("cuda_graph", "cuda_epoch"):
+        assert torch.equal(runs[form, 0][0], runs["cuda", 0][0]), f"{form} differs from cuda"
 
 
 @needs_gpu

@@ -279,6 +279,20 @@ args = op_args("softmax", 8, "cpu")
 args[3][[2, 5]] = torch.tensor([10, -1])
 out["bad_label_loss"] = triton_kernels._softmax_launch(*args).item()  # the kernels, past the host's check
 out["bad_label_weights_nan"] = bool(args[0].isnan().any())
+for model in ("linreg", "softmax"):  # a gather step (rows by index, pixels divided in the kernel) = the step
+    weight, b, X, y, lr = op_args(model, 64, "cpu")
+    divisor = 255.0 if model == "softmax" else 1.0
+    split = (X * 255).round().to(torch.uint8) if model == "softmax" else X
+    idx = torch.randperm(64, generator=torch.Generator().manual_seed(1))[:24]
+    w1, b1, w2, b2 = weight.clone(), b.clone(), weight.clone(), b.clone()
+    gather = getattr(triton_kernels, f"{model}_gather_step")(w1, b1, split, y, idx, divisor, lr)
+    rows = split.index_select(0, idx).float().div_(divisor) if model == "softmax" else split.index_select(0, idx)
+    step = getattr(triton_kernels, f"{model}_step")(w2, b2, rows, y.index_select(0, idx), lr)
+    out[f"{model}_gather_equals_step"] = bool(torch.equal(gather, step) and torch.equal(w1, w2) and torch.equal(b1, b2))
+    bad = idx.clone()
+    bad[3] = 64  # past the split: refused on the host, NaN from the kernels themselves
+    launch = triton_kernels._softmax_launch if model == "softmax" else triton_kernels._linreg_launch
+    out[f"{model}_bad_index_loss"] = launch(w1, b1, split, y, lr, bad, divisor).item()
 print(json.dumps(out))
 """
 
@@ -305,6 +319,12 @@ def test_triton_form_passes_the_gate_under_the_interpreter(interpreted, model):
 def test_triton_kernels_make_out_of_range_labels_nan(interpreted):
     assert math.isnan(interpreted["bad_label_loss"])
     assert interpreted["bad_label_weights_nan"]  # not a silent update: the weights show it
+
+
+@pytest.mark.parametrize("model", STEPS)
+def test_triton_gather_steps_equal_the_steps_and_make_a_bad_index_nan(interpreted, model):
+    assert interpreted[f"{model}_gather_equals_step"]  # bit for bit, the pixels divided inside the kernels
+    assert math.isnan(interpreted[f"{model}_bad_index_loss"])
 
 
 def triton_cache_keys(kernel, launches, **jit_options):
