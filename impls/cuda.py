@@ -250,18 +250,51 @@ def softmax_step(W: Tensor, b: Tensor, X: Tensor, y: Tensor, lr: Tensor) -> Tens
     return loss
 
 
+MAX_OUT = 16  # fused_step.cu's MAX_OUT: most softmax classes (or linreg features) a thread keeps in registers
+SMEM_RESERVED = 24 * 1024  # bytes of shared memory the softmax kernels keep beside W (fused_step.cu's w_smem)
+
+
+def launch_problem(weight: Tensor, X: Tensor, batch_size: int | None = None, classes: bool = True,
+                   device=None) -> str | None:
+    """Why fused_step.cu's kernels cannot launch on these arguments on their GPU, or None: every check a launch
+    could fail (the widths a thread keeps in registers, W in shared memory, a batch's size, the cooperative
+    epoch's sm version), made here, before the extension is called."""
+    width = weight.shape[1] if classes else X.shape[1]
+    if width > MAX_OUT:
+        return f"{'W must be (d, k) with k' if classes else 'X must have features'} <= {MAX_OUT}, got {width}"
+    if X.shape[0] * max(X.shape[1], weight.shape[1]) >= 2**31:
+        return f"X {tuple(X.shape)} is too large"
+    if batch_size is not None and not 1 <= batch_size < 2**24:
+        return f"batch_size must be in 1..2^24, got {batch_size}"
+    props = torch.cuda.get_device_properties(device if device is not None else X.device)
+    need = weight.numel() * 4 + SMEM_RESERVED
+    if classes and need > props.shared_memory_per_block_optin:
+        return (f"W {tuple(weight.shape)} needs {need // 1024} KiB of shared memory; {props.name} gives a block "
+                f"{props.shared_memory_per_block_optin // 1024} KiB")
+    if batch_size is not None and (props.major, props.minor) < (6, 0):
+        return f"{props.name} (sm_{props.major}{props.minor}) cannot launch a cooperative kernel"
+    return None
+
+
+def check_launch(op: str, weight: Tensor, X: Tensor, batch_size: int | None = None, classes: bool = True) -> None:
+    if reason := launch_problem(weight, X, batch_size, classes):
+        raise ValueError(f"{op}: {reason}")
+
+
 # The arguments are checked here, in Python, before the extension is called: on an H100 (torch 2.11,
 # nvcc 13) a failing TORCH_CHECK after fused_step.cu's argument loop crashed the process instead of
 # raising, so the extension's own checks stay only as a last line of defence.
 @linreg_step.register_kernel("cuda")
 def _(w, b, X, y, lr):
     check_step_args("linbench::linreg_step", w, b, X, y, lr, torch.float32)
+    check_launch("linbench::linreg_step", w, X, classes=False)
     return extension().linreg_step(w, b, X, y, lr)
 
 
 @softmax_step.register_kernel("cuda")
 def _(W, b, X, y, lr):
     check_step_args("linbench::softmax_step", W, b, X, y, lr, torch.int64)
+    check_launch("linbench::softmax_step", W, X)
     return extension().softmax_step(W, b, X, y, lr)
 
 
@@ -303,12 +336,14 @@ def _epoch_ops(model: str, step, label_dtype: torch.dtype):
     @gather_step.register_kernel("cuda")
     def _(weight, b, X, y, idx, divisor, lr):
         check_step_args(f"linbench::{model}_gather_step", weight, b, X, y, lr, label_dtype, idx)
+        check_launch(f"linbench::{model}_gather_step", weight, X, classes=label_dtype == torch.int64)
         return getattr(extension(), f"{model}_gather_step")(weight, b, X, y, idx, divisor, lr)
 
     @epoch.register_kernel("cuda")
     def _(weight, b, X, y, order, batch_size, divisor, lr):
         _steps(order, batch_size)
         check_step_args(f"linbench::{model}_epoch", weight, b, X, y, lr, label_dtype, order)
+        check_launch(f"linbench::{model}_epoch", weight, X, batch_size, classes=label_dtype == torch.int64)
         return getattr(extension(), f"{model}_epoch")(weight, b, X, y, order, batch_size, divisor, lr)
 
     @gather_step.register_fake
@@ -335,12 +370,26 @@ class CudaForm(FusedStepForm):
     devices = ("cuda",)
     ops = {"squared": linreg_step, "cross_entropy": softmax_step}
     gather_ops = {"squared": linreg_gather_step, "cross_entropy": softmax_gather_step}
+    owns_epoch_kernel = False  # its epoch is one cooperative launch (cuda_epoch)
 
     @classmethod
     def unavailable(cls, device: str) -> str | None:
         if reason := toolkit_missing():
             return reason
         return arch_problem(chosen_arch_list(), gpus(), nvcc_info(nvcc())[1])
+
+    @classmethod
+    def unsupported(cls, spec, setup=None) -> str | None:
+        """The fused kernels' own limits, and on a GPU at hand whether its launch fits it (W in shared memory, the
+        cooperative epoch): a cell that cannot launch is skipped with the reason, never a dead process."""
+        if reason := super().unsupported(spec, setup):
+            return reason
+        if setup is None or torch.device(setup.device).type != "cuda" or not torch.cuda.is_available():
+            return None
+        weight = torch.empty((spec.widths[0], spec.widths[-1]), device="meta")
+        X = torch.empty((1, spec.widths[0]), device="meta")
+        return launch_problem(weight, X, 1 if cls.owns_epoch_kernel else None, spec.classes is not None,
+                              device=torch.device(setup.device))
 
     def epoch_args(self, data) -> tuple[Tensor, Tensor]:
         """The resident split as the ops take it: X (N, d) as stored, y (N,) in the op's dtype (views, no copy)."""

@@ -19,6 +19,7 @@ from impls.cuda import CudaForm, linreg_epoch, softmax_epoch
 class EpochForm(CudaForm):
     """The ``cuda_epoch`` form: one launch an epoch on the resident loader; the ``cuda`` form's step otherwise."""
     epoch_ops = {"squared": linreg_epoch, "cross_entropy": softmax_epoch}
+    owns_epoch_kernel = True
 
     def train_epoch(self, data) -> torch.Tensor:
         X, y = self.epoch_args(data)

@@ -507,3 +507,27 @@ def test_step_does_not_sync(model, form):
     assert not torch.cuda.current_stream().query(), "the sleep ended before the step returned"
     assert stepped_ms < 50.0, f"step took {stepped_ms:.1f} ms behind a 100 ms kernel: it waited for the GPU"
     assert torch.isfinite(loss).item()
+
+
+def test_launch_limits_are_checked_in_python_before_the_extension(monkeypatch):
+    """Every check a launch of fused_step.cu could fail is made in Python first (a failing TORCH_CHECK crashed the
+    process on an H100): a one-line ValueError from the ops, a skip reason from the form, on a stand-in GPU."""
+    from types import SimpleNamespace
+
+    from impls.models import MODELS
+
+    props = SimpleNamespace(name="a small GPU", major=9, minor=0, shared_memory_per_block_optin=100 * 1024)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    X = torch.empty((256, 784), device="meta")
+    assert cuda_kernels.launch_problem(torch.empty((784, 10), device="meta"), X, 256) is None
+    big = torch.empty((4096, 10), device="meta")  # softmax at 64 x 64 pixels: 160 KiB of W, more than 100 - 24
+    assert "shared memory" in cuda_kernels.launch_problem(big, torch.empty((1, 4096), device="meta"))
+    assert "k <= 16" in cuda_kernels.launch_problem(torch.empty((784, 17), device="meta"), X)
+    assert "batch_size" in cuda_kernels.launch_problem(torch.empty((784, 10), device="meta"), X, 0)
+    with pytest.raises(ValueError, match=r"^linbench::softmax_epoch: W \(4096, 10\) needs 184 KiB"):
+        cuda_kernels.check_launch("linbench::softmax_epoch", big, torch.empty((1, 4096), device="meta"), 256)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    form = impls.form_class("softmax", "cuda_epoch")
+    reason = form.unsupported(MODELS["softmax"].at(64), Setup(0.1, "cuda"))
+    assert reason and "shared memory" in reason and "a small GPU" in reason
+    assert form.unsupported(MODELS["softmax"], Setup(0.1, "cuda")) is None
