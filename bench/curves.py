@@ -11,6 +11,7 @@ in before the first timed block, and no clock ever runs beside them.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -61,26 +62,43 @@ def train_curves(key: tuple, epochs: int = 10, seed: int = 0, data_dir=None, tic
     return rows, predictions, None
 
 
-def _trained(keys, epochs: int, seed: int, data_dir, threads: int | None = None, tick=None) -> dict:
-    """Gate key -> :func:`train_curves` of it, for each of ``keys`` (``threads``: torch's, in a process of its own)."""
-    if threads:  # a process of its own: torch's extension builder imported without its no-GPU warning, as in a run
-        with quiet():
-            from torch.utils import cpp_extension  # noqa: F401
-        torch.set_num_threads(threads)
-    return {key: train_curves(key, epochs, seed, data_dir, tick) for key in keys}
+_alone = None  # in the process of :class:`Beside`: set once the caller's own untimed work is done
+
+
+def _beside(alone) -> None:
+    """The process of :class:`Beside` starts: torch's extension builder imported without its no-GPU warning (as in
+    the run's process), and the event that says when it has the machine to itself."""
+    global _alone
+    with quiet():
+        from torch.utils import cpp_extension  # noqa: F401
+    _alone = alone
+
+
+def _trained(keys, epochs: int, seed: int, data_dir, tick=None) -> dict:
+    """Gate key -> :func:`train_curves` of it, for each of ``keys``; in the process of :class:`Beside`, each on one
+    thread while the caller works beside it, on every core once it is done."""
+    out = {}
+    for key in keys:
+        if _alone is not None:
+            torch.set_num_threads((os.cpu_count() or 1) if _alone.is_set() else 1)
+        out[key] = train_curves(key, epochs, seed, data_dir, tick)
+    return out
 
 
 class Beside:
-    """The curves of ``keys`` (classifier gate keys) trained in a spawned process of one thread, while the caller
-    does other untimed work (the gate); :meth:`result` waits for them (None if that process failed: the curves
-    are then trained at the end, in the run's own process)."""
+    """The curves of ``keys`` (classifier gate keys) trained in a spawned process while the caller does other
+    untimed work (the gate), each curve on one thread until the caller says it is done (:meth:`result`), then on
+    every core; :meth:`result` waits for them (None if that process failed: the curves are then trained at the end,
+    in the run's own process)."""
 
     def __init__(self, keys, epochs: int, seed: int, data_dir):
-        self.keys = list(keys)
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        self._job = self._pool.submit(_trained, self.keys, epochs, seed, data_dir, 1)
+        self.keys, context = list(keys), multiprocessing.get_context("spawn")
+        self._alone = context.Event()
+        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_beside, initargs=(self._alone,))
+        self._job = self._pool.submit(_trained, self.keys, epochs, seed, data_dir)
 
     def result(self) -> dict | None:
+        self._alone.set()
         try:
             return self._job.result()
         except Exception:  # noqa: BLE001 - a broken process: trained again in the run's own process
@@ -109,7 +127,7 @@ def record_curves(store, epochs: int, seed: int, data_dir, say, bar, trained: di
     if todo:
         say(f"training curves: {epochs} epochs of each of {len(todo)} classifier form(s)")
         with bar(len(todo) * epochs, "curves", "epoch") as progress:
-            trained.update(_trained(todo, epochs, seed, data_dir, tick=progress.update))
+            trained.update(_trained(todo, epochs, seed, data_dir, progress.update))
     curves, predictions, skipped = [], [], {}
     for key in keys:
         c, p, reason = trained[key]

@@ -54,7 +54,10 @@ from impls.cuda import _cpp_extension, extensions_dir, staged
 
 SOURCE = Path(__file__).with_name("native_step.cpp")
 NAME = "linbench_native_step"
-CFLAGS = ["-O3"]
+# -fopenmp: at::parallel_for in the extension is ATen's OpenMP loop only when the extension is built with OpenMP
+# (without it the loop runs on one thread, whatever torch's thread count); torch's wheels use the same libgomp
+CFLAGS = ["-O3", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
 
 
 class BuildError(RuntimeError):
@@ -112,7 +115,8 @@ def build(source: Path = SOURCE, directory: Path | None = None, name: str = NAME
             warnings.simplefilter("ignore")
             return cpp_extension.load(name=name, sources=[str(staged(source, directory))],
                                       build_directory=str(directory),
-                                      extra_cflags=CFLAGS, with_cuda=False, verbose=False)
+                                      extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, with_cuda=False,
+                                      verbose=False)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         raise BuildError(f"cannot build {source.name}: {first_error(str(e))}") from None
     except ImportError as e:

@@ -195,7 +195,10 @@ double softmax_grad(at::Tensor& O, const int64_t* label, int64_t n, int64_t batc
     for (int64_t j = 0; j < k; ++j) o[j] -= top;
     loss -= o[label[r]];
   }
-  O.exp_();  // torch's vectorized exp (the library dispatches per CPU)
+  {  // exp in place: a plain loop (torch's exp_ on a block's few logits woke MKL's thread pool every time)
+    float* e = O.data_ptr<float>();
+    for (int64_t t = 0; t < n * k; ++t) e[t] = std::exp(e[t]);
+  }
   o = O.data_ptr<float>();
   for (int64_t r = 0; r < n; ++r, o += k) {  // row sums: the loss's logsumexp part, and dO
     float total = 0.f;
@@ -230,10 +233,9 @@ struct PixelRows {
 };
 
 constexpr int64_t kBlock = 32;  // rows a block: its float rows (100 KB at d = 784) stay in L2 from logits to gradient
-// blocks a thread takes at least: below 2 x 256 rows a step stays on one thread (on the 2-core EPYC a second
-// thread made the b256 epoch slower, 0.049 s against 0.041 s: the fork and join of every step cost more than half
-// a step's work)
-constexpr int64_t kParallelBlocks = 256 / kBlock;
+// blocks a thread takes at least (128 rows): a batch of 256 on two threads (on the 2-core EPYC the b256 epoch took
+// 0.032 s on two, 0.046 s on one)
+constexpr int64_t kParallelBlocks = 128 / kBlock;
 
 // A softmax step by the own kernels on the n rows of ``X``, W (d, 10) column-major and b updated in place, O the
 // (n, 10) scratch; returns the summed loss. Blocks of rows, parallel over blocks: each block's logits, softmax and
@@ -245,8 +247,12 @@ double own_step(const Rows& X, int64_t n, int64_t d, at::Tensor& W, at::Tensor& 
                 at::Tensor& O) {
   float* Wt = W.data_ptr<float>();
   float* bp = b.data_ptr<float>();
-  const int64_t threads = at::get_num_threads(), blocks = (n + kBlock - 1) / kBlock;
-  std::vector<float> G(threads * kClasses * d, 0.f);
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  // the threads parallel_for uses: at most one per kParallelBlocks blocks (one below 2 x 256 rows)
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (blocks + kParallelBlocks - 1) / kParallelBlocks);
+  thread_local std::vector<float> grads;  // each thread's gradient, kept from step to step (zeroed here)
+  grads.assign(threads * kClasses * d, 0.f);
+  float* G = grads.data();  // the caller's buffer: the name inside the loop would be each thread's own vector
   std::vector<double> loss(threads, 0.0), grad_b(threads * kClasses, 0.0);
   at::parallel_for(0, blocks, kParallelBlocks, [&](int64_t lo, int64_t hi) {
     const int64_t t = at::get_thread_num();
@@ -259,7 +265,7 @@ double own_step(const Rows& X, int64_t n, int64_t d, at::Tensor& W, at::Tensor& 
       block_logits(x, m, d, Wt, bp, O.data_ptr<float>() + r0 * kClasses);
       at::Tensor part = O.narrow(0, r0, m);
       loss[t] += softmax_grad(part, label + r0, m, n, gb);
-      block_grad(x, m, d, part.data_ptr<float>(), G.data() + t * kClasses * d);
+      block_grad(x, m, d, part.data_ptr<float>(), G + t * kClasses * d);
     }
     for (int j = 0; j < kClasses; ++j) grad_b[t * kClasses + j] += gb[j];
   });
@@ -523,9 +529,10 @@ at::Tensor form_epoch(const std::string& kind, std::vector<at::Tensor> params, c
     const int64_t first = s * batch_size, n = std::min(batch_size, total - first);
     const at::Tensor which = order.narrow(0, first, n);
     at::Tensor ys = yb.narrow(0, 0, n);
-    at::index_select_out(ys, labels, 0, which);
-    if (pixels) {
-      const int64_t* label = ys.data_ptr<int64_t>();
+    if (pixels) {  // the labels by a plain loop: no ATen call (and no thread pool woken) between the steps
+      int64_t* label = ys.data_ptr<int64_t>();
+      const int64_t* all = labels.data_ptr<int64_t>();
+      for (int64_t r = 0; r < n; ++r) label[r] = all[idx[first + r]];
       const auto [lo, hi] = std::minmax_element(label, label + n);
       TORCH_CHECK_VALUE(*lo >= 0 && *hi < kClasses, "linbench_native::softmax_step: labels must be in 0..",
                         kClasses - 1, ", got ", *lo, "..", *hi);
@@ -536,6 +543,7 @@ at::Tensor form_epoch(const std::string& kind, std::vector<at::Tensor> params, c
       loss[s] = static_cast<float>(sum / n);  // as softmax_step's scalar(loss / n)
       continue;
     }
+    at::index_select_out(ys, labels, 0, which);
     at::Tensor Xs = Xb.narrow(0, 0, n);
     gather_rows(rows, idx + first, n, divisor, Xs);  // into a buffer kept for the epoch
     at::Tensor l;

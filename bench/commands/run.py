@@ -87,7 +87,7 @@ def add_parser(sub) -> None:
     add_axis_flags(p)
     p.add_argument("--repeats", type=int,
                    help="timed epochs per cell at least (default 3; more until the median is known to +-3%%, "
-                        "within 2 s)")
+                        "within 1 s)")
     p.add_argument("--no-persistent-workers", action="store_true", help="restart DataLoader workers every epoch")
     p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="pin DataLoader memory (default: only when the device is cuda)")

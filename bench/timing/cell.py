@@ -61,7 +61,7 @@ class Settings:
     @classmethod
     def of(cls, config) -> Settings:
         """From a run config (any object with these attribute names)."""
-        names = ("seed", "quick", "persistent_workers", "pin_memory", "data_dir", "repeats")
+        names = ("seed", "quick", "persistent_workers", "pin_memory", "data_dir", "repeats", "seconds")
         return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
 
     def until(self, repeats: int | None = None) -> Until:
@@ -171,7 +171,8 @@ class CellBench:
 
     def warm(self) -> None:
         """Untimed: a few steps, then one on the epoch's ragged last batch (a form that compiles or captures
-        per batch size does so here, not in a timed epoch), or one whole epoch for a form that owns it;
+        per batch size does so here, not in a timed epoch), or one whole epoch for a form that owns it, or a step on
+        one row for a capped form;
         compilation, allocator and caches warm, workers started, the next epochs' orders made."""
         self.prepare(self.settings.most + 1)
         if self.owns_epoch:
@@ -179,6 +180,9 @@ class CellBench:
             return
         batch = None
         for _, batch in zip(range(self.settings.warm_steps), self.batches()):
+            if self.cap:  # a form too slow for whole epochs (pure Python): nothing to compile; one row runs its code
+                self.form.step(batch[0][:1], batch[1][:1])
+                return
             self.form.step(*batch)
         ragged = self.total % self.cell.batch_size
         if batch is not None and ragged and not self.cap:

@@ -46,6 +46,7 @@ class RunConfig:
     pin_memory: bool | None = None
     data_dir: str | None = None
     curves_epochs: int = 10
+    seconds: float = 1.0  # after its `repeats`, a cell's epochs (and loader passes) until +-3% or this many seconds
 
 
 def compile_log(form) -> list[dict] | None:
