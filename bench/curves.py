@@ -109,6 +109,25 @@ class Beside:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def abandon(self) -> None:
+        """The caller stops (an error, Ctrl-C, a signal): the curves process ended now, not waited for."""
+        for process in list(getattr(self._pool, "_processes", {}).values()):
+            process.terminate()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def beside(curves: Beside | None, work):
+    """(``work()``, the curves of ``curves`` trained meanwhile, or None); if ``work`` raises (an error, Ctrl-C, a
+    signal), the curves' process is ended at once and the exception goes on."""
+    if curves is None:
+        return work(), None
+    try:
+        out = work()
+    except BaseException:
+        curves.abandon()
+        raise
+    return out, curves.result()
+
 
 def classifier_keys(gate_keys) -> list[tuple]:
     """The gate keys (in order, once each) whose model is a classifier: those with training curves."""

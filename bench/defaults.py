@@ -37,3 +37,9 @@ QUICK_GRID = [
          batch_size=[256]),
     dict(model=["softmax"], form=["module"], device=["cpu"], loader=["torchvision"], workers=[4], batch_size=[256]),
 ]
+
+# The short GPU check (bench/commands/gpu_check.py): its model; the forms whose epochs it compares bit for bit (each
+# against the first), and the forms whose resident epochs it times (each against the first)
+GPU_CHECK_MODEL = "softmax"
+GPU_CHECK_EPOCH_FORMS = ("cuda", "cuda_graph", "cuda_epoch", "cuda_cluster")
+GPU_CHECK_FIGURE_FORMS = ("module", "compiled", *GPU_CHECK_EPOCH_FORMS, "triton")

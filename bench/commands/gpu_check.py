@@ -31,12 +31,13 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from bench.defaults import GPU_CHECK_EPOCH_FORMS, GPU_CHECK_FIGURE_FORMS
+
 REFERENCE = Path("reports/reference-gpu-h200/gpu-check/status.tsv")
 STAGES = ("env", "build", "tests", "equal", "figures", "clocks")
 GPU_STAGES = ("tests", "equal", "figures", "clocks")
 TESTS = ["tests/test_epochs.py", "tests/test_kernels.py", "-k", "gpu or epoch or gather or graph"]
-EPOCH_FORMS = ("cuda", "cuda_graph", "cuda_epoch", "cuda_cluster")
-FIGURE_FORMS = ("module", "compiled", *EPOCH_FORMS, "triton")
+EPOCH_FORMS, FIGURE_FORMS = GPU_CHECK_EPOCH_FORMS, GPU_CHECK_FIGURE_FORMS
 LIMIT_S = 240
 
 

@@ -12,14 +12,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-MODEL, BATCH, SEED, REPEATS = "softmax", 256, 0, 5
+from bench.defaults import GPU_CHECK_EPOCH_FORMS as EPOCH_FORMS
+from bench.defaults import GPU_CHECK_FIGURE_FORMS as FIGURE_FORMS
+from bench.defaults import GPU_CHECK_MODEL
+
+BATCH, SEED, REPEATS = 256, 0, 5
 L2_FLUSH_BYTES = 256 * 2**20  # written between epochs for a cold L2 (the H100's L2 is 50 MB, the H200's 60 MB)
 
 
 def _split():
     from bench.data import load_split
 
-    split = load_split(MODEL, True)
+    split = load_split(GPU_CHECK_MODEL, True)
     return split.X.to("cuda"), split.y.to("cuda")
 
 
@@ -28,7 +32,7 @@ def _form(form: str):
     from impls.contract import Setup
     from impls.models import MODELS, init_params
 
-    spec = MODELS[MODEL]
+    spec = MODELS[GPU_CHECK_MODEL]
     if form not in impls.FORM_MODULES:
         return None, f"no {form} form in this commit"
     if reason := impls.unavailable(spec, form, Setup(spec.lr, "cuda")):
@@ -52,11 +56,13 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def equal_stage(out: Path) -> int:
-    """Two runs of each epoch form bit for bit, each form against ``cuda`` bit for bit, ``cuda_graph`` replayed on a
-    second order against the ops' CPU reference (the gate's fp32 tolerance), a bad label and a bad index NaN."""
-    from bench.commands.gpu_check import EPOCH_FORMS
+    """Two runs of each epoch form bit for bit, each form against the first bit for bit, a form whose epoch is a
+    captured graph replayed on a second order against the ops' CPU reference (the gate's fp32 tolerance), a bad
+    label and a bad index NaN through the raw extension."""
+    import impls
     from impls import cuda
     from impls.common import FP32
+    from impls.epoch_graph import EpochGraph
 
     X, y = _split()
     orders = _orders(len(y), 2)
@@ -75,20 +81,22 @@ def equal_stage(out: Path) -> int:
             same = torch.equal(runs[0][0], runs[1][0]) and _same(runs[0][1], runs[1][1])
             rows.append(dict(check=f"{form}: two runs", ok=same, detail="losses and weights bit for bit"))
             states[form] = runs[0]
+    first = EPOCH_FORMS[0]
     for form, (losses, state) in states.items():
-        if form != "cuda" and "cuda" in states:
-            same = torch.equal(losses, states["cuda"][0]) and _same(state, states["cuda"][1])
-            rows.append(dict(check=f"{form} = cuda", ok=same, detail="losses and weights bit for bit"))
-    if "cuda_graph" in states:  # the graph's second epoch ran on a new order: the CPU reference of both epochs
-        instance, _ = _form("cuda")
+        if form != first and first in states:
+            same = torch.equal(losses, states[first][0]) and _same(state, states[first][1])
+            rows.append(dict(check=f"{form} = {first}", ok=same, detail="losses and weights bit for bit"))
+    for form in [f for f in states if issubclass(impls.form_class(GPU_CHECK_MODEL, f), EpochGraph)]:
+        # a captured epoch's second run replayed it on a new order: the ops' CPU reference of both epochs
+        instance, _ = _form(first)
         W, b = instance.weight.cpu().clone(), instance.b.cpu().clone()
         lr = instance.lr.cpu()
-        want = [cuda.softmax_epoch(W, b, X.cpu(), y.cpu(), o.cpu(), BATCH, 255.0, lr) for o in orders]
-        got = states["cuda_graph"][0]
-        ok = torch.allclose(got, torch.cat(want), rtol=FP32.rtol, atol=FP32.atol)
-        rows.append(dict(check="cuda_graph replayed on a new order = CPU reference", ok=ok,
-                         detail=f"max |diff| {float((got - torch.cat(want)).abs().max()):.3g}"))
-    instance, _ = _form("cuda")
+        want = torch.cat([cuda.softmax_epoch(W, b, X.cpu(), y.cpu(), o.cpu(), BATCH, 255.0, lr) for o in orders])
+        got = states[form][0]
+        ok = torch.allclose(got, want, rtol=FP32.rtol, atol=FP32.atol)
+        rows.append(dict(check=f"{form} replayed on a new order = CPU reference", ok=ok,
+                         detail=f"max |diff| {float((got - want).abs().max()):.3g}"))
+    instance, _ = _form(first)
     if instance is not None:
         ext = cuda.extension()
         small, labels = X[:512].clone(), y[:512].clone()
@@ -116,7 +124,6 @@ def figures_stage(out: Path) -> int:
     kernels of one epoch of each fused form from the profiler, L2 warm and cold (``kernels.csv``)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from bench.commands.gpu_check import EPOCH_FORMS, FIGURE_FORMS
 
     X, y = _split()
     orders = _orders(len(y), REPEATS + 1)
@@ -159,10 +166,11 @@ def figures_stage(out: Path) -> int:
                         kernels.append(dict(form=form, l2=l2, kernel=e.key, calls=e.count,
                                             device_us=e.device_time_total))
     frame = pd.DataFrame(rows)
-    if "wall_s" in frame and frame["form"].eq("module").any():
-        base = frame.loc[frame["form"] == "module"].iloc[0]
-        frame["x_module_wall"] = base["wall_s"] / frame["wall_s"]
-        frame["x_module_events"] = base["events_s"] / frame["events_s"]
+    base = FIGURE_FORMS[0]
+    if "wall_s" in frame and frame["form"].eq(base).any():
+        row = frame.loc[frame["form"] == base].iloc[0]
+        frame[f"x_{base}_wall"] = row["wall_s"] / frame["wall_s"]
+        frame[f"x_{base}_events"] = row["events_s"] / frame["events_s"]
     frame.to_csv(out / "figures.csv", index=False)
     pd.DataFrame(kernels).to_csv(out / "kernels.csv", index=False)
     print(frame.to_string(index=False))

@@ -29,7 +29,7 @@ from bench.gate.cases import DEFAULT_STEPS, MIN_STEPS, Case, Reference, Trial, g
 from bench.grid import AXIS, BUILT_FROM, DEFAULT_GRID, GATED, apply_gated, expand, gate_key, setup_of, spec_of
 from bench.runs import interrupt
 from impls import precision
-from impls.models import MODELS, ModelError
+from impls.models import MODELS, ModelError, train_examples
 
 
 @dataclass
@@ -162,7 +162,8 @@ def check_if_available(key: tuple, cases: list[Case], cls=None) -> list[CheckRes
 def form_steps(spec, form: str, steps: int) -> int:
     """The full batches a case of ``form`` covers at most: ``steps``, but ``MIN_STEPS`` for a form too slow for
     whole epochs (its timed passes capped: the pure-Python loop, itself computing in fp64, a second oracle)."""
-    return min(steps, MIN_STEPS) if impls.sample_cap(spec, form) is not None else steps
+    cap = impls.sample_cap(spec, form)
+    return min(steps, MIN_STEPS) if cap is not None and cap < train_examples(spec) else steps
 
 
 def gate_cells(cells, rows: list[dict], steps: int = DEFAULT_STEPS, seed: int = 0, data_dir=None,

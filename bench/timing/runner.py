@@ -144,11 +144,9 @@ class Runner:
                                f"load average {load['loadavg']} on {load['cores']} cores): timed blocks will be "
                                "re-measured or marked disturbed"), sep="\n", file=sys.stderr)
         self.say(f"gate: {len({c.gate_key() for c in timed})} form(s) against the fp64 oracle, then timing")
-        beside = self.curves_beside(timed)
-        try:
-            failures = self.gate(timed)
-        finally:
-            self.trained = beside.result() if beside else None  # in before the first clock starts
+        from bench.curves import beside  # the curves trained beside the gate, in before the first clock starts
+
+        failures, self.trained = beside(self.curves_beside(timed), lambda: self.gate(timed))
         self.store.write()
         return {c.key(): (Status.SKIPPED, skips[c.key()]) if skips[c.key()] else
                 (Status.FAILED_EQUIVALENCE, failures[c.gate_key()]) for c in cells
