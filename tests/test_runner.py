@@ -268,3 +268,22 @@ def test_a_compiling_form_that_runs_eagerly_is_flagged(tmp_path, monkeypatch, re
     store, cells = runner.start(config, tmp_path / "compiled")
     row = runner.execute(store, config, cells, progress=False).iloc[0]  # dynamo as usual: the graphs run
     assert row["eager"] in (False,) and "EAGER" not in row["reason"], row["reason"]
+
+
+def test_curves_trained_beside_are_those_trained_in_the_run(real_data):
+    """A run of many curve epochs trains them in a process of its own beside the gate (bench.curves.Beside): the
+    same curves as the run's own process trains (to the last digits a thread count may move), and a failing gate
+    ends that process at once."""
+    from bench.curves import Beside, _trained, beside
+
+    key = grid.parse_label("softmax/vectorized/cpu/resident/w0/b256/t1").gate_key()
+    (gate, got) = beside(Beside([key], 1, 0, None), lambda: "gated")
+    want = _trained([key], 1, 0, None)
+    assert gate == "gated" and got is not None
+    for a, b in zip(got[key][0], want[key][0]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.005)
+    started = time.perf_counter()
+    with pytest.raises(ZeroDivisionError):
+        beside(Beside([key] * 20, 10, 0, None), lambda: 1 / 0)  # 200 epochs: not waited for
+    assert time.perf_counter() - started < 30

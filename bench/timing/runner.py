@@ -49,6 +49,9 @@ class RunConfig:
     seconds: float = 1.0  # after its `repeats`, a cell's epochs (and loader passes) until +-3% or this many seconds
 
 
+BESIDE_EPOCHS = 40  # curve epochs from which a run trains them beside the gate (a process costs seconds to start)
+
+
 def compile_log(form) -> list[dict] | None:
     """The form's compilations so far (see the form contract), or None for a form that does not compile."""
     log = getattr(form, "compile_log", None)
@@ -197,9 +200,9 @@ class Runner:
         (:class:`bench.curves.Beside`), or None (no curves wanted, or already in the folder)."""
         from bench.curves import Beside, classifier_keys
 
-        keys = classifier_keys(c.gate_key() for c in timed)
-        if not (keys and self.config.curves_epochs) or (self.store.folder / CURVES).exists():
-            return None
+        keys, epochs = classifier_keys(c.gate_key() for c in timed), self.config.curves_epochs
+        if len(keys) * epochs < BESIDE_EPOCHS or (self.store.folder / CURVES).exists():
+            return None  # none, or too few to pay for a process of their own: trained at the end
         self.say(f"training curves of {len(keys)} classifier form(s) beside the gate")
         return Beside(keys, self.config.curves_epochs, self.config.seed, self.config.data_dir)
 
