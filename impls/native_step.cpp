@@ -443,13 +443,9 @@ void gather_rows(const at::Tensor& rows, const int64_t* which, int64_t n, double
   float* dst = out.data_ptr<float>();
   const float div = static_cast<float>(divisor);
   if (rows.scalar_type() == at::kByte) {
-    const uint8_t* src = rows.data_ptr<uint8_t>();
+    const uint8_t* src = rows.data_ptr<uint8_t>();  // the same conversion as the softmax epoch's blocks
     at::parallel_for(0, n, 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        const uint8_t* s = src + which[r] * d;
-        float* o = dst + r * d;
-        for (int64_t i = 0; i < d; ++i) o[i] = static_cast<float>(s[i]) / div;
-      }
+      block_pixels(src, which + lo, hi - lo, d, div, dst + lo * d);
     });
     return;
   }
