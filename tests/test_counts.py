@@ -1,9 +1,9 @@
-"""Instructions per step (``linbench counts``, ``bench.signals.callgrind``): with another process keeping a core busy, a
-count repeats (its two blocks agree to +-0.5%) and a planted extra step, one in every 16, counted in another process
-at the same time, moves the count by exactly that step's share (17/16, to +-0.5%: so two processes' counts agree to
-that too); the command writes ``counts.csv`` into a run and the report shows it; without valgrind, one line.
-Cell: linreg ``vectorized`` at batch 10 (its data made, not loaded, under valgrind: a count takes about half a minute;
-the two run at once)."""
+"""Instructions per step (``linbench counts``, ``bench.signals.callgrind``): with another process keeping a core
+busy (the other count: both run at once), a count repeats (its two blocks agree to +-0.5%) and a planted extra step,
+one in every 16, counted in that other process, moves the count by exactly that step's share (17/16, to +-0.5%: so
+two processes' counts agree to that too); the command writes ``counts.csv`` into a run and the report shows it;
+without valgrind, one line. Cell: linreg ``vectorized`` at batch 10 (its data made, not loaded, under valgrind: a
+count takes about half a minute; the two run at once)."""
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,8 +49,9 @@ def counting_with(path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def counted(tmp_path_factory, busy_core):
-    """Under one busy core, at once: the cell counted, and the cell with the planted extra step."""
+def counted(tmp_path_factory):
+    """At once, each keeping a core busy while the other counts: the cell counted, and the cell with the planted extra
+    step."""
     plant = tmp_path_factory.mktemp("plant")
     (plant / "sitecustomize.py").write_text(textwrap.dedent(PLANT))
     with callgrind.child_environment(), ThreadPoolExecutor(2) as pool:

@@ -49,8 +49,18 @@ def _order_index(n: int, level: float) -> int:
     """The largest j (from 0) whose [x_j, x_(n-1-j)] covers the median of n samples with probability
     1 - 2 P(Binomial(n, 1/2) <= j) >= ``level`` (0 where none does); once per n (the timer asks at every block)."""
     k = np.arange(1, n)
-    ok = (k < n - 1 - k) & (1 - 2 * _scipy_stats().binom.cdf(k, n, 0.5) >= level)
+    ok = (k < n - 1 - k) & (1 - 2 * _half_binomial_cdf(n)[1:] >= level)
     return int(ok.sum())  # both conditions hold for every k up to j and for none after it
+
+
+def _half_binomial_cdf(n: int) -> np.ndarray:
+    """P(Binomial(n, 1/2) <= k) for k = 0 .. n-1, from exact integer sums (each float correctly rounded): scipy's
+    import would cost every timing process a second, and this is all the timer needs of it."""
+    sums, total = [], 0
+    for k in range(n):
+        total += math.comb(n, k)
+        sums.append(total / 2**n)
+    return np.array(sums)
 
 
 def relative_halfwidth(samples, level: float = LEVEL) -> float:

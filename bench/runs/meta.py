@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
+import importlib.util
 import os
 import platform
+import re
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,10 +37,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def torchvision_version() -> str:
+    """torchvision's ``__version__`` (with its local part, e.g. ``+cu130``), read from its ``version.py`` unless it
+    is imported already: importing it imports ``torch._dynamo`` (2 s), which a run of eager forms never needs."""
+    if "torchvision" in sys.modules:
+        return sys.modules["torchvision"].__version__
+    spec = importlib.util.find_spec("torchvision")
+    path = Path(spec.submodule_search_locations[0]) / "version.py" if spec and spec.submodule_search_locations else None
+    found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", path.read_text(), re.M) if path and path.exists() else None
+    return found.group(1) if found else importlib.metadata.version("torchvision")
+
+
 def environment() -> dict:
     """Everything a result needs to be compared honestly: versions, machine, threads, commit."""
-    import torchvision
-
     cuda = torch.cuda.is_available()
     return {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -44,7 +57,7 @@ def environment() -> dict:
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": torchvision_version(),
         "cuda": torch.version.cuda,
         **impls.compiler_versions(),
         "cpu": cpu_model(),
