@@ -45,6 +45,13 @@ for arg do
 done
 exec {valgrind} "$@"
 """
+# torch's counted process asks `callgrind_control --stat` (every callgrind process of the machine) whether it runs
+# under callgrind: with two counts at once each then waits on the other's answer, and one found itself missing. This
+# one, also first on PATH, asks about the process that calls it alone.
+CONTROL_SHIM = """#!/bin/sh
+# linbench: callgrind_control about its caller's process only
+exec {control} "$@" "$PPID"
+"""
 # valgrind 3.19 runs no AVX-512: torch's kernels, and the code a compiled form generates, use AVX2 when counted
 ISA, MARCH = "avx2", "x86-64-v3"
 
@@ -88,9 +95,10 @@ def prepared_step(label: str, seed: int = 0, data_dir: str | None = None):
 
 
 def late_start() -> Path | None:
-    """A folder with the start-instrumentation library and the valgrind that starts without it, built once
-    (a C compiler and callgrind.h, torch's copy, needed); None where it cannot be built: then a count
-    instruments the start-up too, the same figure, slower."""
+    """A folder with the start-instrumentation library, the valgrind that starts without it and the
+    ``callgrind_control`` that asks about its caller alone, built once (a C compiler and callgrind.h, torch's copy,
+    needed); None where it cannot be built: then a count instruments the start-up too, the same figure, slower,
+    and two counts at once may find one of them not under callgrind."""
     import hashlib
     import tempfile
 
@@ -99,12 +107,13 @@ def late_start() -> Path | None:
     from bench.data import cache_dir
 
     valgrind, cc = shutil.which("valgrind"), shutil.which("cc") or shutil.which("gcc")
-    if not (valgrind and cc):
+    control = shutil.which("callgrind_control")
+    if not (valgrind and cc and control):
         return None
     headers = Path(torch.__file__).parent / "utils" / "benchmark" / "utils" / "valgrind_wrapper"  # callgrind.h
-    key = hashlib.sha256(f"{START_SOURCE}{VALGRIND_SHIM}{valgrind}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{START_SOURCE}{VALGRIND_SHIM}{CONTROL_SHIM}{valgrind}{control}".encode()).hexdigest()[:12]
     folder = cache_dir() / f"callgrind-{key}"
-    if (folder / "start.so").exists() and (folder / "valgrind").exists():
+    if (folder / "start.so").exists():
         return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -114,9 +123,11 @@ def late_start() -> Path | None:
                                    "-o", f"{tmp}/start.so", f"{tmp}/start.c"], capture_output=True)
             if done.returncode:
                 return None
-            (Path(tmp) / "valgrind").write_text(VALGRIND_SHIM.format(valgrind=valgrind))
-            (Path(tmp) / "valgrind").chmod(0o755)
-            for name in ("valgrind", "start.so"):  # start.so last: the folder is ready once it is there
+            for name, text in (("valgrind", VALGRIND_SHIM.format(valgrind=valgrind)),
+                               ("callgrind_control", CONTROL_SHIM.format(control=control))):
+                (Path(tmp) / name).write_text(text)
+                (Path(tmp) / name).chmod(0o755)
+            for name in ("valgrind", "callgrind_control", "start.so"):  # start.so last: ready once it is there
                 os.replace(Path(tmp) / name, folder / name)
     except OSError:
         return None
