@@ -146,7 +146,9 @@ def test_a_planted_commit_and_a_busy_wait_plant_are_slower_and_exit_1(clone, bus
     assert frame.loc[(MODULE, "step"), "verdict"] == "slower", out.stdout
     assert frame.loc[(MODULE, "step"), "ratio"] >= 1.3 * 1.45, out.stdout  # the commit's change times the plant
     truth = plant_reference(VECTORIZED, 1.5, chunks=5, pairs=10)["true_ratio"]  # the plant's step ratio, apart from ab
-    assert 1.45 <= truth <= 1.7, truth
+    # the busy wait slows the step's own work too (1.71 in one run on the 2-core EPYC with a core busy): what
+    # matters is that ab's interval covers the ratio measured here, whatever it is
+    assert 1.45 <= truth <= 2.0, truth
     step = frame.loc[(VECTORIZED, "step")]
     assert step["verdict"] == "slower" and step["ratio_lo"] <= truth <= step["ratio_hi"], (truth, out.stdout)
     for cell in (MODULE, VECTORIZED):  # the loader is neither changed nor planted

@@ -65,6 +65,17 @@ def test_the_runner_loads_no_drawing_and_each_module_imports_alone():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_a_run_of_eager_forms_imports_no_dynamo_scipy_or_torchvision():
+    """What every run does (the CLI's parser, the run's metadata, a median's interval) imports none of them: each
+    costs a second or two of every process (torchvision's import imports torch._dynamo)."""
+    code = ("import sys; from bench import cli; cli.make_parser(); from bench.runs.meta import environment; "
+            "environment(); from bench.regress.stats import median_ci; median_ci(list(range(50))); "
+            "loaded = [m for m in ('torch._dynamo', 'scipy', 'torchvision') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_modules_are_small_and_say_what_they_own():
     for name, path in bench_modules().items():
         lines = path.read_text().count("\n")
