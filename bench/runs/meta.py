@@ -42,10 +42,11 @@ def torchvision_version() -> str:
     is imported already: importing it imports ``torch._dynamo`` (2 s), which a run of eager forms never needs."""
     if "torchvision" in sys.modules:
         return sys.modules["torchvision"].__version__
-    spec = importlib.util.find_spec("torchvision")
-    path = Path(spec.submodule_search_locations[0]) / "version.py" if spec and spec.submodule_search_locations else None
-    found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", path.read_text(), re.M) if path and path.exists() else None
-    return found.group(1) if found else importlib.metadata.version("torchvision")
+    try:
+        text = (Path(importlib.util.find_spec("torchvision").origin).parent / "version.py").read_text()
+        return re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", text, re.M).group(1)
+    except (AttributeError, TypeError, OSError):  # no such file, or no such line in it: the installed version
+        return importlib.metadata.version("torchvision")
 
 
 def environment() -> dict:
