@@ -43,3 +43,5 @@ QUICK_GRID = [
 GPU_CHECK_MODEL = "softmax"
 GPU_CHECK_EPOCH_FORMS = ("cuda", "cuda_graph", "cuda_epoch", "cuda_cluster")
 GPU_CHECK_FIGURE_FORMS = ("module", "compiled", *GPU_CHECK_EPOCH_FORMS, "triton")
+# the extension's epoch kernels the short GPU check feeds a bad label and a bad index, each with the form that runs it
+GPU_CHECK_NAN_KERNELS = {"softmax_epoch": "cuda_epoch", "softmax_cluster_epoch": "cuda_cluster"}

@@ -21,7 +21,8 @@ from impls.models import MODELS, ModelSpec
 
 # form name -> the module defining its FORM: impls.<form>; the order is the order every tool shows.
 FORM_MODULES: dict[str, str] = {form: f"impls.{form}" for form in (
-    "loop", "vectorized", "module", "compiled", "native", "cuda", "cuda_graph", "cuda_epoch", "triton", "ddp")}
+    "loop", "vectorized", "module", "compiled", "native", "cuda", "cuda_graph", "cuda_epoch", "cuda_cluster", "triton",
+    "ddp")}
 
 DEVICES = ("cpu", "cuda")
 

@@ -12,7 +12,8 @@ every step): the kernel makes that row's loss and gradient NaN, so the step's lo
 On the resident loader's epochs (the ``train_epoch`` hook) a step is ``linbench::<model>_gather_step``: the
 batch's rows are gathered by index from the split on the device (uint8 pixels divided by 255 inside the
 kernel), so no loader kernel runs between steps. ``linbench::<model>_epoch`` runs a whole epoch in one launch
-(the ``cuda_epoch`` form).
+(the ``cuda_epoch`` form); ``linbench::softmax_cluster_epoch`` runs it on one thread-block cluster (the
+``cuda_cluster`` form).
 
 The extension is built on first use with ``torch.utils.cpp_extension.load`` for the compute
 capabilities of the visible GPUs plus PTX of the newest (``TORCH_CUDA_ARCH_LIST`` overrides;
@@ -251,7 +252,36 @@ def softmax_step(W: Tensor, b: Tensor, X: Tensor, y: Tensor, lr: Tensor) -> Tens
 
 
 MAX_OUT = 16  # fused_step.cu's MAX_OUT: most softmax classes (or linreg features) a thread keeps in registers
-SMEM_RESERVED = 24 * 1024  # bytes of shared memory the softmax kernels keep beside W (fused_step.cu's w_smem)
+SMEM_RESERVED = 40 * 1024  # bytes of shared memory the softmax kernels keep beside W (fused_step.cu's SMEM_RESERVED)
+THREADS, ROW_WARPS = 256, 8  # fused_step.cu's block size and its warps
+CLUSTER_STATIC_SMEM = 4 * 1024  # the cluster kernel's own tables (3.2 KiB on sm_90), beside its dynamic memory
+
+
+def chunk_of(d: int) -> int:
+    """fused_step.cu's ``chunk_of``: the features of one of a logit's 32 partial sums (a multiple of 4)."""
+    return ((d + 31) // 32 + 3) // 4 * 4
+
+
+def cluster_smem(n: int, ctas: int, d: int, k: int, value_bytes: int) -> int:
+    """fused_step.cu's ``cluster_smem``: the dynamic shared memory of the cluster epoch for batches of ``n`` rows."""
+    per = 32 // ctas
+    width = per * chunk_of(d)
+    floats = width * k + MAX_OUT + n * per * k + n * k + n + ROW_WARPS * 32 * MAX_OUT
+    return n * 8 + 4 * floats + n * width * value_bytes
+
+
+def cluster_problem(props, weight: Tensor, X: Tensor, batch_size: int, rows: int) -> str | None:
+    """Why the cluster epoch cannot launch on a GPU of ``props`` (``torch.cuda.get_device_properties``) with these
+    arguments, or None (the checks that need no kernel: the sm version, and the shared memory of a cluster of 16,
+    the least it takes; the extension then picks 16 or 8 CTAs, as this GPU can launch them)."""
+    if (props.major, props.minor) < (9, 0):
+        return f"{props.name} (sm_{props.major}{props.minor}) has no thread-block clusters: they need sm_90 or newer"
+    n = min(batch_size, rows)
+    need = cluster_smem(n, 16, X.shape[1], weight.shape[1], X.element_size()) + CLUSTER_STATIC_SMEM
+    if need > props.shared_memory_per_block_optin:
+        return (f"a batch of {n} rows needs {need // 1024} KiB of shared memory in each CTA of the cluster; "
+                f"{props.name} gives a block {props.shared_memory_per_block_optin // 1024} KiB")
+    return None
 
 
 def launch_problem(weight: Tensor, X: Tensor, batch_size: int | None = None, classes: bool = True,
@@ -362,6 +392,38 @@ def _epoch_ops(model: str, step, label_dtype: torch.dtype):
 
 linreg_gather_step, linreg_epoch = _epoch_ops("linreg", linreg_step, torch.float32)
 softmax_gather_step, softmax_epoch = _epoch_ops("softmax", softmax_step, torch.int64)
+
+
+@torch.library.custom_op("linbench::softmax_cluster_epoch", mutates_args=("W", "b"), device_types="cpu")
+def softmax_cluster_epoch(W: Tensor, b: Tensor, X: Tensor, y: Tensor, order: Tensor, batch_size: int, divisor: float,
+                          lr: Tensor) -> Tensor:
+    """``linbench::softmax_epoch`` by one thread-block cluster on the GPU (sm_90 and up): the same steps in the same
+    order, so the same bits; each step's loss (steps,). Its CPU reference is softmax_epoch's."""
+    return softmax_epoch(W, b, X, y, order, batch_size, divisor, lr)
+
+
+@softmax_cluster_epoch.register_kernel("cuda")
+def _(W, b, X, y, order, batch_size, divisor, lr):
+    op = "linbench::softmax_cluster_epoch"
+    _steps(order, batch_size)
+    check_step_args(op, W, b, X, y, lr, torch.int64, order)
+    check_launch(op, W, X, batch_size)
+    if reason := cluster_problem(torch.cuda.get_device_properties(X.device), W, X, batch_size, order.shape[0]):
+        raise ValueError(f"{op}: {reason}")
+    with torch.cuda.device(X.device):
+        arch, ctas = extension().cluster_config(X.shape[1], W.shape[1], min(batch_size, order.shape[0]),
+                                                X.dtype == torch.uint8)
+    if arch < 90:
+        raise ValueError(f"{op}: the CUDA extension has no sm_90 code for this GPU (its cluster kernel comes from "
+                         f"compute_{arch}): rebuild it with TORCH_CUDA_ARCH_LIST=9.0+PTX")
+    if not ctas:
+        raise ValueError(f"{op}: this GPU cannot launch a cluster of 16 or 8 CTAs with a batch of {batch_size} rows")
+    return extension().softmax_cluster_epoch(W, b, X, y, order, batch_size, divisor, lr)
+
+
+@softmax_cluster_epoch.register_fake
+def _(W, b, X, y, order, batch_size, divisor, lr):
+    return W.new_empty((_steps(order, batch_size),))
 
 
 class CudaForm(FusedStepForm):

@@ -1,27 +1,37 @@
-// Fused fp32 SGD steps and epochs of d2l ch. 3 on one CUDA stream, for the `cuda`, `cuda_graph` and
-// `cuda_epoch` forms (impls/cuda.py, impls/cuda_graph.py, impls/cuda_epoch.py).
+// Fused fp32 SGD steps and epochs of d2l ch. 3 on one CUDA stream, for the `cuda`, `cuda_graph`, `cuda_epoch`
+// and `cuda_cluster` forms (impls/cuda.py, impls/cuda_graph.py, impls/cuda_epoch.py, impls/cuda_cluster.py).
 //
 // A batch is rows idx[0..n) of X (N, d), gathered inside the kernels, each value divided by `divisor`
-// (uint8 pixels / 255, as ToTensor scales them; float rows / 1), or rows 0..n of X when there is no idx.
+// (uint8 pixels / 255, as ToTensor scales them, read from a table of the 256 quotients: exact and one shared
+// load; float rows / 1), or rows 0..n of X when there is no idx.
 //
 // linreg: 1 launch a step, one block: residuals, loss, gradient and the update of w and b.
-// softmax: 2 launches a step. softmax_grad: one warp per row (W staged in shared memory): logits X@W+b,
-// stable softmax, the row's cross-entropy and dO = (softmax - onehot) / n. softmax_update: one block per
-// tile of FEATS features, its threads over the rows (FEATS x LANES), reduces X^T dO and updates W; one
-// more block updates b and writes the batch-mean loss.
+// softmax: 2 launches a step. softmax_grad: one warp per row (W staged in shared memory with 16-byte loads):
+// logits X@W+b, stable softmax, the row's cross-entropy and dO = (softmax - onehot) / n. softmax_update: one
+// block per tile of FEATS features, its threads over the rows (FEATS x LANES), the batch's indices and dO
+// staged in shared memory 256 rows at a time, reduces X^T dO and updates W; one more block updates b and
+// writes the batch-mean loss.
 // Epochs: linreg_epoch is one block looping over the steps; softmax_epoch is one persistent cooperative
-// kernel: per step the grad phase, a grid-wide barrier, the update phase, a barrier.
+// kernel: per step the grad phase, a grid-wide barrier, the update phase, a barrier. softmax_cluster_epoch
+// (sm_90 and up) is one thread-block cluster persistent for the epoch: each CTA keeps a slice of W's features
+// in shared memory, the partial logits are reduced through distributed shared memory, two cluster barriers a
+// step, no global memory but the rows, labels and indices read and the losses written.
 //
-// Every sum runs in a fixed order, so a step is deterministic. lr is read on the device. A row whose
-// label is outside 0..k-1 (or whose index is outside 0..N-1) gets a NaN loss and a NaN gradient, so the
-// loss and the parameters show it (a host check would sync every step). The host checks the arguments as
-// impls/common.py does (one-line ValueErrors); Python checks them first.
+// Every sum runs in one fixed order, the same in every kernel, so the forms give the same bits. A row's logit
+// j is 32 partial sums, partial l over the features of chunk l ([l * C, (l + 1) * C) with C = chunk(d)) in
+// ascending order, added by warp_all_sum's butterfly, then b[j]. W[i, j]'s gradient is 32 partial sums,
+// partial l over the rows l, l + 32, ... in order, added in order l = 0..31; b's is block_sum's tree over the
+// rows t, t + 256, ... of 256 threads. lr is read on the device. A row whose label is outside 0..k-1 (or whose
+// index is outside 0..N-1) gets a NaN loss and a NaN gradient, so the loss and the parameters show it (a host
+// check would sync every step). The host checks the arguments as impls/common.py does (one-line ValueErrors);
+// Python checks them first.
 #include <torch/extension.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cooperative_groups.h>
 
+#include <cstdint>
 #include <set>
 #include <utility>
 
@@ -34,6 +44,14 @@ constexpr int THREADS = 256;
 constexpr int ROW_WARPS = THREADS / 32;  // rows a block of softmax_grad takes at once
 constexpr int FEATS = 8;                 // features per block of softmax_update
 constexpr int LANES = THREADS / FEATS;   // its threads per feature, over the rows
+constexpr int SMEM_RESERVED = 40 * 1024;  // static shared memory of the softmax kernels, beside W (impls/cuda.py)
+
+// The features of a logit's partial sum: ceil(d / 32) rounded up to 4 values (one 4- or 16-byte load).
+__host__ __device__ inline int chunk_of(int d) { return ((d + 31) / 32 + 3) / 4 * 4; }
+
+template <typename T> struct Vec4;
+template <> struct Vec4<uint8_t> { using type = uchar4; };
+template <> struct Vec4<float> { using type = float4; };
 
 template <typename T>
 struct Batch {
@@ -42,11 +60,23 @@ struct Batch {
   int64_t N;
   int n, d;
   float divisor;
+  bool vec4;  // every row's values 4 to an aligned vector (d % 4 == 0, X aligned): chunks read 4 at a time
 
   __device__ int64_t src(int r) const { return idx ? idx[r] : r; }
   __device__ bool ok(int64_t s) const { return s >= 0 && s < N; }
   __device__ float x(int64_t s, int i) const { return static_cast<float>(X[s * d + i]) / divisor; }
 };
+
+// A value as the step reads it: a pixel from the table of v / divisor (the same bits as the division), a float
+// divided.
+__device__ inline float scale(uint8_t v, const float* table, float) { return table[v]; }
+__device__ inline float scale(float v, const float*, float divisor) { return v / divisor; }
+
+// The table of v / divisor for v = 0..255, in shared memory (blockDim.x >= 256), and a barrier.
+__device__ void fill_table(float* table, float divisor) {
+  if (threadIdx.x < 256) table[threadIdx.x] = static_cast<float>(threadIdx.x) / divisor;
+  __syncthreads();
+}
 
 __device__ float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffff, v, offset);
@@ -134,34 +164,61 @@ __global__ void linreg_epoch_kernel(float* w, float* b, Batch<T> all, const floa
   }
 }
 
-// W (d, k) into shared memory by the whole block (read through L2: other blocks of an epoch wrote it).
+// Asks L2 for `bytes` bytes from p, one 128-byte line per lane of the calling threads (`first`, `stride`): the
+// next step's rows, while this step's update runs.
+__device__ inline void prefetch(const void* p, size_t bytes, int first, int stride) {
+  for (size_t at = static_cast<size_t>(first) * 128; at < bytes; at += static_cast<size_t>(stride) * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(static_cast<const char*>(p) + at));
+}
+
+// W (d, k) into shared memory by the whole block, 16 bytes a load where W is aligned (read through L2: other
+// blocks of an epoch wrote it).
 __device__ void stage(float* Ws, const float* W, int size) {
-  for (int e = threadIdx.x; e < size; e += blockDim.x) Ws[e] = __ldcg(W + e);
+  int start = 0;
+  if ((reinterpret_cast<uintptr_t>(W) & 15) == 0) {
+    const int quads = size / 4;
+    for (int e = threadIdx.x; e < quads; e += blockDim.x)
+      reinterpret_cast<float4*>(Ws)[e] = __ldcg(reinterpret_cast<const float4*>(W) + e);
+    start = quads * 4;
+  }
+  for (int e = start + threadIdx.x; e < size; e += blockDim.x) Ws[e] = __ldcg(W + e);
   __syncthreads();
 }
 
-// Row r of the batch by one warp: logits, softmax, the row's loss and its row of dO.
+// o[j] += the row's values [lo, hi) times W's rows (Ws[i * k + j]), in ascending order: 4 values a load where
+// the rows allow it, every load of the chunk issued before its products need it.
 template <typename T>
-__device__ void softmax_row(const float* Ws, const float* b, const Batch<T>& batch, const int64_t* y, int r,
-                            float* dO, float* row_loss, int k) {
-  const int lane = threadIdx.x % 32;
-  const int64_t s = batch.src(r);
-  const bool found = batch.ok(s);
-  float o[MAX_OUT] = {};
-  if (found)
-    for (int i = lane; i < batch.d; i += 32) {
-      const float xi = batch.x(s, i);
+__device__ void chunk_sum(const T* row, int lo, int hi, bool vec4, const float* Ws, const float* table,
+                          float divisor, int k, float (&o)[MAX_OUT]) {
+  using V = typename Vec4<T>::type;
+#pragma unroll 4
+  for (int i = lo; i < hi; i += 4) {
+    T v[4];
+    if (vec4 && i + 4 <= hi) {
+      const V q = *reinterpret_cast<const V*>(row + i);
+      v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+    } else {
 #pragma unroll
-      for (int j = 0; j < MAX_OUT; ++j)
-        if (j < k) o[j] += xi * Ws[i * k + j];
+      for (int u = 0; u < 4; ++u) v[u] = i + u < hi ? row[i + u] : T(0);
     }
-  const int64_t label = found ? y[s] : -1;
-  const bool good = found && label >= 0 && label < k;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      if (i + u < hi) {
+        const float xi = scale(v[u], table, divisor);
+#pragma unroll
+        for (int j = 0; j < MAX_OUT; ++j)
+          if (j < k) o[j] += xi * Ws[(i + u) * k + j];
+      }
+  }
+}
+
+// A row's logits o (b added) to its loss (the same in every lane) and lane j's dO value (j < k; NaN elsewhere).
+__device__ void softmax_tail(float (&o)[MAX_OUT], int64_t label, bool good, int n, int k, float& loss, float& grad) {
+  const int lane = threadIdx.x % 32;
   float top = -INFINITY, picked = 0.f;
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j)
     if (j < k) {
-      o[j] = warp_all_sum(o[j]) + __ldcg(b + j);
       top = fmaxf(top, o[j]);
       if (j == label) picked = o[j];
     }
@@ -169,36 +226,71 @@ __device__ void softmax_row(const float* Ws, const float* b, const Batch<T>& bat
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j)
     if (j < k) total += (o[j] = expf(o[j] - top));
-  if (lane == 0) row_loss[r] = good ? top + logf(total) - picked : NAN;
+  loss = good ? top + logf(total) - picked : NAN;
+  grad = NAN;
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j)
-    if (j < k && j == lane) dO[(size_t)r * k + j] = good ? (o[j] / total - (j == label ? 1.f : 0.f)) / batch.n : NAN;
+    if (j < k && j == lane) grad = good ? (o[j] / total - (j == label ? 1.f : 0.f)) / n : NAN;
+}
+
+// Row r of the batch by one warp: lane l's partial logits over chunk l, their butterfly sum, softmax, the
+// row's loss and its row of dO.
+template <typename T>
+__device__ void softmax_row(const float* Ws, const float* b, const Batch<T>& batch, const float* table,
+                            const int64_t* y, int r, float* dO, float* row_loss, int k) {
+  const int lane = threadIdx.x % 32, chunk = chunk_of(batch.d);
+  const int64_t s = batch.src(r);
+  const bool found = batch.ok(s);
+  float o[MAX_OUT] = {};
+  if (found)
+    chunk_sum(batch.X + s * batch.d, min(batch.d, lane * chunk), min(batch.d, (lane + 1) * chunk), batch.vec4, Ws,
+              table, batch.divisor, k, o);
+#pragma unroll
+  for (int j = 0; j < MAX_OUT; ++j)
+    if (j < k) o[j] = warp_all_sum(o[j]) + __ldcg(b + j);
+  const int64_t label = found ? y[s] : -1;
+  float loss, grad;
+  softmax_tail(o, label, found && label >= 0 && label < k, batch.n, k, loss, grad);
+  if (lane == 0) row_loss[r] = loss;
+  if (lane < k) dO[(size_t)r * k + lane] = grad;
 }
 
 // The rows this block's warps take: r = first + warp, first + warp + stride, ...
 template <typename T>
-__device__ void softmax_rows(float* Ws, const float* W, const float* b, const Batch<T>& batch, const int64_t* y,
-                             float* dO, float* row_loss, int k, int first, int stride) {
+__device__ void softmax_rows(float* Ws, const float* W, const float* b, const Batch<T>& batch, const float* table,
+                             const int64_t* y, float* dO, float* row_loss, int k, int first, int stride) {
   if (first >= batch.n) return;  // the same for the whole block
   stage(Ws, W, batch.d * k);
   for (int r = first + threadIdx.x / 32; r < batch.n; r += stride)
-    softmax_row(Ws, b, batch, y, r, dO, row_loss, k);
+    softmax_row(Ws, b, batch, table, y, r, dO, row_loss, k);
 }
 
-// W[tile*FEATS ... +FEATS, :] -= rate * X^T dO, by one block: thread (f, lane) sums over rows lane, lane+LANES...
+// W[tile*FEATS ... +FEATS, :] -= rate * X^T dO, by one block: thread (f, lane) sums over rows lane, lane+LANES...;
+// the rows' indices and dO staged in shared memory THREADS rows at a time (LANES divides THREADS: each thread's
+// rows and their order are those of one pass over the batch).
 template <typename T>
-__device__ void softmax_update_tile(int tile, const Batch<T>& batch, const float* dO, float* W, float rate, int k) {
+__device__ void softmax_update_tile(int tile, const Batch<T>& batch, const float* table, const float* dO, float* W,
+                                    float rate, int k) {
   __shared__ float part[LANES][FEATS][MAX_OUT];
+  __shared__ float dOs[THREADS * MAX_OUT];
+  __shared__ int64_t srcs[THREADS];
   const int f = threadIdx.x % FEATS, lane = threadIdx.x / FEATS, i = tile * FEATS + f;
   float g[MAX_OUT] = {};
-  if (i < batch.d)
-    for (int r = lane; r < batch.n; r += LANES) {
-      const int64_t s = batch.src(r);
-      const float xi = batch.ok(s) ? batch.x(s, i) : 0.f;  // that row's dO is NaN
+  for (int r0 = 0; r0 < batch.n; r0 += THREADS) {
+    const int m = min(THREADS, batch.n - r0);
+    if (threadIdx.x < m) srcs[threadIdx.x] = batch.src(r0 + threadIdx.x);
+    for (int e = threadIdx.x; e < m * k; e += THREADS) dOs[e] = __ldcg(dO + (size_t)r0 * k + e);
+    __syncthreads();
+    if (i < batch.d)
+      for (int r = lane; r < m; r += LANES) {
+        const int64_t s = srcs[r];
+        const float xi = batch.ok(s) ? scale(batch.X[s * batch.d + i], table, batch.divisor) : 0.f;  // dO: NaN
 #pragma unroll
-      for (int j = 0; j < MAX_OUT; ++j)
-        if (j < k) g[j] += xi * __ldcg(dO + (size_t)r * k + j);
-    }
+        for (int j = 0; j < MAX_OUT; ++j)
+          if (j < k) g[j] += xi * dOs[r * k + j];
+      }
+    __syncthreads();
+  }
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j) part[lane][f][j] = g[j];
   __syncthreads();
@@ -232,16 +324,20 @@ __device__ void softmax_update_bias(const float* dO, const float* row_loss, floa
 template <typename T>
 __global__ void softmax_grad_kernel(const float* W, const float* b, Batch<T> batch, const int64_t* y, float* dO,
                                     float* row_loss, int k) {
-  extern __shared__ float Ws[];
-  softmax_rows(Ws, W, b, batch, y, dO, row_loss, k, blockIdx.x * ROW_WARPS, gridDim.x * ROW_WARPS);
+  extern __shared__ __align__(16) float Ws[];
+  __shared__ float table[256];
+  fill_table(table, batch.divisor);
+  softmax_rows(Ws, W, b, batch, table, y, dO, row_loss, k, blockIdx.x * ROW_WARPS, gridDim.x * ROW_WARPS);
 }
 
 template <typename T>
 __global__ void softmax_update_kernel(Batch<T> batch, const float* dO, const float* row_loss, float* W, float* b,
                                       const float* lr, float* loss, int k) {
+  __shared__ float table[256];
+  fill_table(table, batch.divisor);
   const int tiles = (batch.d + FEATS - 1) / FEATS;
   if (blockIdx.x < tiles)
-    softmax_update_tile(blockIdx.x, batch, dO, W, *lr, k);
+    softmax_update_tile(blockIdx.x, batch, table, dO, W, *lr, k);
   else
     softmax_update_bias(dO, row_loss, b, *lr, loss, batch.n, k);
 }
@@ -250,7 +346,9 @@ __global__ void softmax_update_kernel(Batch<T> batch, const float* dO, const flo
 template <typename T>
 __global__ void softmax_epoch_kernel(float* W, float* b, Batch<T> all, const int64_t* y, const float* lr,
                                      float* dO, float* row_loss, float* losses, int64_t rows, int batch_size, int k) {
-  extern __shared__ float Ws[];
+  extern __shared__ __align__(16) float Ws[];
+  __shared__ float table[256];
+  fill_table(table, all.divisor);
   cg::grid_group grid = cg::this_grid();
   const float rate = *lr;
   const int tiles = (all.d + FEATS - 1) / FEATS;
@@ -258,16 +356,171 @@ __global__ void softmax_epoch_kernel(float* W, float* b, Batch<T> all, const int
     Batch<T> batch = all;
     batch.idx = all.idx + r0;
     batch.n = static_cast<int>(rows - r0 < batch_size ? rows - r0 : batch_size);
-    softmax_rows(Ws, W, b, batch, y, dO, row_loss, k, blockIdx.x * ROW_WARPS, gridDim.x * ROW_WARPS);
+    softmax_rows(Ws, W, b, batch, table, y, dO, row_loss, k, blockIdx.x * ROW_WARPS, gridDim.x * ROW_WARPS);
     grid.sync();  // dO and the row losses of every row are written
+    // the rows this warp takes next step, asked of L2 while the update runs
+    const int next = static_cast<int>(rows - r0 - batch_size < batch_size ? rows - r0 - batch_size : batch_size);
+    for (int r = blockIdx.x * ROW_WARPS + threadIdx.x / 32; r < next; r += gridDim.x * ROW_WARPS) {
+      const int64_t src = all.idx[r0 + batch_size + r];
+      if (all.ok(src)) prefetch(all.X + src * all.d, all.d * sizeof(T), threadIdx.x % 32, 32);
+    }
     for (int t = blockIdx.x; t <= tiles; t += gridDim.x) {
       if (t < tiles)
-        softmax_update_tile(t, batch, dO, W, rate, k);
+        softmax_update_tile(t, batch, table, dO, W, rate, k);
       else
         softmax_update_bias(dO, row_loss, b, rate, losses + s, batch.n, k);
     }
     grid.sync();  // W and b are updated before the next step reads them
   }
+}
+
+// Shared memory of softmax_cluster_kernel beside its static tables: the step's indices (n int64), then floats:
+// W's slice (width x k), b (MAX_OUT), the partial logits (n x per x k), every row's dO (n x k) and loss (n), the
+// warps' scratch (ROW_WARPS x 32 x MAX_OUT); then the slice of every row (n x width values of X's type).
+__host__ __device__ inline size_t cluster_smem(int n, int per, int chunk, int k, size_t value_bytes) {
+  const size_t width = static_cast<size_t>(per) * chunk;
+  const size_t floats = width * k + MAX_OUT + static_cast<size_t>(n) * per * k + static_cast<size_t>(n) * k + n +
+                        ROW_WARPS * 32 * MAX_OUT;
+  return static_cast<size_t>(n) * 8 + floats * 4 + static_cast<size_t>(n) * width * value_bytes;
+}
+
+// One whole epoch by one thread-block cluster of `ctas` CTAs (32 / ctas of the logit's 32 chunks each, and the
+// features of those chunks: W's rows, kept in shared memory for the epoch). A step: (1) each CTA reads its slice
+// of the batch's rows; (2) each thread the partial logits of its rows' chunks; a cluster barrier; (3) the rows
+// r = rank (mod ctas), a warp each: the 32 partials read through distributed shared memory, summed as
+// softmax_row sums them, softmax, loss and dO pushed into every CTA; a cluster barrier; (4) each CTA updates
+// its W rows and (the same sums in every CTA) its copy of b. The sums are those of the other kernels, in
+// their order.
+template <typename T>
+__global__ void __launch_bounds__(THREADS) softmax_cluster_kernel(float* W, float* b, Batch<T> all, const int64_t* y,
+                                                                  const float* lr, float* losses, int64_t rows,
+                                                                  int batch_size, int k) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank()), ctas = static_cast<int>(cluster.num_blocks());
+  const int per = 32 / ctas, chunk = chunk_of(all.d), width = per * chunk, lo = rank * width;
+  const int feats = max(0, min(all.d - lo, width));  // this CTA's features: lo .. lo + feats
+  const int most = static_cast<int>(rows < batch_size ? rows : batch_size);
+  const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+  extern __shared__ __align__(16) unsigned char smem[];
+  int64_t* srcs = reinterpret_cast<int64_t*>(smem);
+  float* Ws = reinterpret_cast<float*>(srcs + most);
+  float* bs = Ws + width * k;
+  float* part = bs + MAX_OUT;
+  float* dOs = part + most * per * k;
+  float* row_loss = dOs + most * k;
+  float* scratch = row_loss + most;
+  T* xs = reinterpret_cast<T*>(scratch + ROW_WARPS * 32 * MAX_OUT);
+  __shared__ float table[256];
+  fill_table(table, all.divisor);
+  for (int e = t; e < feats * k; e += THREADS) Ws[e] = W[(size_t)lo * k + e];
+  if (t < k) bs[t] = b[t];
+  const float rate = *lr;
+  using V = typename Vec4<T>::type;
+  for (int64_t r0 = 0, s = 0; r0 < rows; r0 += batch_size, ++s) {
+    const int n = static_cast<int>(rows - r0 < batch_size ? rows - r0 : batch_size);
+    for (int r = t; r < n; r += THREADS) srcs[r] = all.idx[r0 + r];
+    __syncthreads();
+    // (1) this CTA's features of each row (zeros for a bad index), 4 values a load where the rows allow it
+    const int quads = (feats + 3) / 4;
+    for (int e = t; e < n * quads; e += THREADS) {
+      const int r = e / quads, f = 4 * (e % quads);
+      const int64_t src = srcs[r];
+      T v[4] = {};
+      if (all.ok(src) && all.vec4 && f + 4 <= feats) {
+        const V q = *reinterpret_cast<const V*>(all.X + src * all.d + lo + f);
+        v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+      } else if (all.ok(src)) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = f + u < feats ? all.X[src * all.d + lo + f + u] : T(0);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (f + u < feats) xs[(size_t)r * width + f + u] = v[u];
+    }
+    __syncthreads();
+    // (2) the partial logits of this CTA's chunks of each row (a chunk past d: 0, as a lane without features)
+    for (int r = t; r < n; r += THREADS) {
+      const bool found = all.ok(srcs[r]);
+      for (int c = 0; c < per; ++c) {
+        float o[MAX_OUT] = {};
+        const int clo = min(feats, c * chunk), chi = min(feats, (c + 1) * chunk);
+        if (found)
+          for (int f = clo; f < chi; ++f) {
+            const float xi = scale(xs[(size_t)r * width + f], table, all.divisor);
+#pragma unroll
+            for (int j = 0; j < MAX_OUT; ++j)
+              if (j < k) o[j] += xi * Ws[f * k + j];
+          }
+#pragma unroll
+        for (int j = 0; j < MAX_OUT; ++j)
+          if (j < k) part[((size_t)r * per + c) * k + j] = o[j];
+      }
+    }
+    cluster.sync();  // every CTA's partial logits are written
+    // (3) this CTA's rows, a warp each: lane l holds chunk l's partial (CTA l / per's), then as softmax_row
+    const float* theirs = cluster.map_shared_rank(part, lane / per);
+    for (int r = rank + ctas * warp; r < n; r += ctas * ROW_WARPS) {
+      const int64_t src = srcs[r];
+      const bool found = all.ok(src);
+      float o[MAX_OUT];
+#pragma unroll
+      for (int j = 0; j < MAX_OUT; ++j)
+        if (j < k) o[j] = warp_all_sum(theirs[((size_t)r * per + lane % per) * k + j]) + bs[j];
+      const int64_t label = found ? y[src] : -1;
+      float loss, grad;
+      softmax_tail(o, label, found && label >= 0 && label < k, n, k, loss, grad);
+      for (int q = 0; q < ctas; ++q) {
+        if (lane < k) cluster.map_shared_rank(dOs, q)[(size_t)r * k + lane] = grad;
+        if (lane == 0) cluster.map_shared_rank(row_loss, q)[r] = loss;
+      }
+    }
+    cluster.sync();  // every row's dO and loss are in every CTA
+    // this CTA's slices of the next step's rows, asked of L2 while the update runs
+    const int next = static_cast<int>(rows - r0 - batch_size < batch_size ? rows - r0 - batch_size : batch_size);
+    for (int r = t; r < next; r += THREADS) {
+      const int64_t src = all.idx[r0 + batch_size + r];
+      if (all.ok(src)) prefetch(all.X + src * all.d + lo, feats * sizeof(T), 0, 1);
+    }
+    // (4) W's rows of this CTA: warp w the features w, w + ROW_WARPS, ...; lane l the rows l, l + 32, ...
+    float* mine = scratch + warp * 32 * MAX_OUT;
+    for (int f = warp; f < feats; f += ROW_WARPS) {
+      float g[MAX_OUT] = {};
+      for (int r = lane; r < n; r += 32) {
+        const float xi = scale(xs[(size_t)r * width + f], table, all.divisor);  // 0 for a bad index: dO is NaN
+#pragma unroll
+        for (int j = 0; j < MAX_OUT; ++j)
+          if (j < k) g[j] += xi * dOs[(size_t)r * k + j];
+      }
+#pragma unroll
+      for (int j = 0; j < MAX_OUT; ++j) mine[lane * MAX_OUT + j] = g[j];
+      __syncwarp();
+      if (lane < k) {
+        float sum = 0.f;
+        for (int l = 0; l < 32; ++l) sum += mine[l * MAX_OUT + lane];
+        Ws[f * k + lane] = Ws[f * k + lane] - rate * sum;
+      }
+      __syncwarp();
+    }
+    // b and the step's loss, as softmax_update_bias sums them
+    float acc[MAX_OUT + 1] = {};
+    for (int r = t; r < n; r += THREADS) {
+#pragma unroll
+      for (int j = 0; j < MAX_OUT; ++j)
+        if (j < k) acc[j] += dOs[(size_t)r * k + j];
+      acc[MAX_OUT] += row_loss[r];
+    }
+    block_sum(acc);  // ends with a barrier: W's rows and b are updated before the next step reads them
+    if (t == 0) {
+      for (int j = 0; j < k; ++j) bs[j] = bs[j] - rate * acc[j];
+      if (rank == 0) losses[s] = acc[MAX_OUT] / n;
+    }
+    __syncthreads();
+  }
+  for (int e = t; e < feats * k; e += THREADS) W[(size_t)lo * k + e] = Ws[e];
+  if (rank == 0 && t < k) b[t] = bs[t];
+  cluster.sync();  // no CTA leaves while another may still address its shared memory
+#endif
 }
 
 // A shape as Python prints it, "(8, 2)" or "(8,)". Messages are built from plain strings: streaming an
@@ -316,9 +569,10 @@ int attribute(cudaDeviceAttr what) {
 
 template <typename T>
 Batch<T> batch_of(const at::Tensor& X, const at::Tensor* idx, double divisor) {
+  const bool vec4 = X.size(1) % 4 == 0 && reinterpret_cast<uintptr_t>(X.data_ptr()) % (4 * sizeof(T)) == 0;
   return Batch<T>{X.data_ptr<T>(), idx ? idx->data_ptr<int64_t>() : nullptr, X.size(0),
                   static_cast<int>(idx ? idx->size(0) : X.size(0)), static_cast<int>(X.size(1)),
-                  static_cast<float>(divisor)};
+                  static_cast<float>(divisor), vec4};
 }
 
 // f.template operator()<T>() with T the C++ type of X's values (float or uint8_t).
@@ -334,7 +588,7 @@ size_t w_smem(K kernel, const at::Tensor& W, const char* op) {
   static std::set<std::pair<int, const void*>> opted;
   const size_t bytes = W.numel() * sizeof(float);
   const size_t optin = attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
-  TORCH_CHECK_VALUE(bytes + 24 * 1024 <= optin, op, ": W ", shape(W), " does not fit in this GPU's shared memory");
+  TORCH_CHECK_VALUE(bytes + SMEM_RESERVED <= optin, op, ": W ", shape(W), " does not fit in this GPU's shared memory");
   const std::pair<int, const void*> key{c10::cuda::current_device(), reinterpret_cast<const void*>(kernel)};
   if (!opted.count(key)) {
     cudaFuncAttributes attributes;
@@ -471,6 +725,82 @@ at::Tensor softmax_epoch(at::Tensor W, at::Tensor b, const at::Tensor& X, const 
   return losses;
 }
 
+// The cluster epoch's kernel as this GPU runs it: the virtual architecture its code was compiled from (90 and up:
+// the cluster code is there; below, the kernel is empty) and the largest cluster (16 CTAs, else 8, else 0) that
+// this GPU can launch with a batch of n rows, chunks of `chunk` features, k classes and values of `value_bytes`.
+template <typename T>
+std::pair<int, int> cluster_fit(int n, int chunk, int k) {
+  auto kernel = softmax_cluster_kernel<T>;
+  cudaFuncAttributes attributes;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  if (attributes.ptxVersion < 90 || attributes.binaryVersion < 90) return {attributes.ptxVersion, 0};
+  const size_t optin = attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  for (int ctas : {16, 8}) {
+    const size_t smem = cluster_smem(n, 32 / ctas, chunk, k, sizeof(T));
+    if (smem + attributes.sharedSizeBytes > optin) continue;
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    cudaLaunchConfig_t config = {};
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = ctas, attribute[0].val.clusterDim.y = 1, attribute[0].val.clusterDim.z = 1;
+    config.gridDim = dim3(ctas), config.blockDim = dim3(THREADS), config.dynamicSmemBytes = smem;
+    config.attrs = attribute, config.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, reinterpret_cast<void*>(kernel), &config) == cudaSuccess &&
+        clusters >= 1)
+      return {attributes.ptxVersion, ctas};
+    (void)cudaGetLastError();  // a cluster size this GPU refuses is an answer, not an error
+  }
+  return {attributes.ptxVersion, 0};
+}
+
+// (the cluster kernel's virtual architecture, the cluster size it launches: 0 when it cannot) for a uint8 or a
+// float32 X of d features, k classes and batches of n rows on the current GPU; the launch sets its shared memory.
+std::vector<int64_t> cluster_config(int64_t d, int64_t k, int64_t n, bool pixels) {
+  const int chunk = chunk_of(static_cast<int>(d));
+  const auto [ptx, ctas] = pixels ? cluster_fit<uint8_t>(static_cast<int>(n), chunk, static_cast<int>(k))
+                                  : cluster_fit<float>(static_cast<int>(n), chunk, static_cast<int>(k));
+  return {ptx, ctas};
+}
+
+at::Tensor softmax_cluster_epoch(at::Tensor W, at::Tensor b, const at::Tensor& X, const at::Tensor& y,
+                                 const at::Tensor& order, int64_t batch_size, double divisor, const at::Tensor& lr) {
+  const char* op = "linbench::softmax_cluster_epoch";
+  check_args(op, W, "W", b, X, y, at::kLong, lr, &order, MAX_OUT);
+  TORCH_CHECK_VALUE(batch_size >= 1 && batch_size < (int64_t(1) << 24), op, ": batch_size must be in 1..2^24");
+  const int k = W.size(1), d = X.size(1);
+  const int64_t rows = order.size(0), steps = (rows + batch_size - 1) / batch_size;
+  const int n = static_cast<int>(std::min<int64_t>(batch_size, rows));
+  const c10::cuda::CUDAGuard guard(X.device());
+  const bool pixels = X.scalar_type() == at::kByte;
+  const auto fit = cluster_config(d, k, n, pixels);
+  TORCH_CHECK_VALUE(fit[0] >= 90, op, ": the extension has no sm_90 code for this GPU (built for compute_", fit[0],
+                    "): build it with TORCH_CUDA_ARCH_LIST=9.0+PTX");
+  TORCH_CHECK_VALUE(fit[1] > 0, op, ": no cluster of 16 or 8 CTAs with this batch's shared memory fits this GPU");
+  const int ctas = static_cast<int>(fit[1]);
+  auto losses = at::empty({steps}, W.options());
+  by_type(X, [&](auto t) {
+    using T = decltype(t);
+    const size_t smem = cluster_smem(n, 32 / ctas, chunk_of(d), k, sizeof(T));
+    cudaLaunchConfig_t config = {};
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = ctas, attribute[0].val.clusterDim.y = 1, attribute[0].val.clusterDim.z = 1;
+    C10_CUDA_CHECK(cudaFuncSetAttribute(softmax_cluster_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(smem)));
+    config.gridDim = dim3(ctas), config.blockDim = dim3(THREADS), config.dynamicSmemBytes = smem;
+    config.stream = c10::cuda::getCurrentCUDAStream();
+    config.attrs = attribute, config.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, softmax_cluster_kernel<T>, W.data_ptr<float>(), b.data_ptr<float>(),
+                                      batch_of<T>(X, &order, divisor), y.data_ptr<int64_t>(),
+                                      lr.data_ptr<float>(), losses.data_ptr<float>(), rows,
+                                      static_cast<int>(batch_size), k));
+    return 0;
+  });
+  return losses;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linreg_step", &linreg_step, "fused linreg SGD step (updates w, b in place; returns the mean loss)");
   m.def("softmax_step", &softmax_step, "fused softmax SGD step (updates W, b in place; returns the mean loss)");
@@ -479,4 +809,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linreg_epoch", &linreg_epoch, "linreg steps over batches of order (one launch); returns each step's loss");
   m.def("softmax_epoch", &softmax_epoch, "softmax steps over batches of order (one cooperative launch); returns "
         "each step's loss");
+  m.def("softmax_cluster_epoch", &softmax_cluster_epoch, "softmax_epoch by one thread-block cluster (sm_90 and up)");
+  m.def("cluster_config", &cluster_config, "(compute arch of the cluster kernel, cluster size it launches) for "
+        "X's d, k, batch rows n and whether X is uint8");
 }

@@ -50,19 +50,20 @@ def test_a_gate_batch_sequence_becomes_resident_epochs():
     assert rows.X.dtype == torch.float32 and rows.divisor == 1.0
 
 
-@pytest.mark.parametrize("model", EPOCHS)
-def test_the_gate_judges_train_epoch(model):
+@pytest.mark.parametrize("model, form", [("linreg", "cuda_epoch"), ("softmax", "cuda_epoch"),
+                                         ("softmax", "cuda_cluster")])
+def test_the_gate_judges_train_epoch(model, form):
     batches = gate_batches(model, 64 if model == "softmax" else 10, steps=3)
     params = init_params(model)
     reference = run_oracle(model, batches, params)
-    good = impls.form_class(model, "cuda_epoch")  # on CPU tensors: the ops' CPU reference
-    assert check_form(model, "cuda_epoch", "cpu", batches, params, reference, good).status == "pass"
+    good = impls.form_class(model, form)  # on CPU tensors: the ops' CPU reference
+    assert check_form(model, form, "cpu", batches, params, reference, good).status == "pass"
 
     class SkipsTheLastStep(good):
         def train_epoch(self, data):
             return super().train_epoch(replace_order(data, data.order[: -(len(data.order) % data.batch_size or 1)]))
 
-    result = check_form(model, "cuda_epoch", "cpu", batches, params, reference, SkipsTheLastStep)
+    result = check_form(model, form, "cpu", batches, params, reference, SkipsTheLastStep)
     assert result.status == "fail" and "train_epoch: " in result.reason, result.reason
 
 
@@ -130,8 +131,11 @@ def test_gather_and_epoch_ops_pass_opcheck(model):
     weight, b, X, y, lr = op_args(model, 16, "cpu")
     order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
     tests = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-    for op, args in [(GATHERS[model], (weight, b, X, y, order[:5], 1.0, lr)),
-                     (EPOCHS[model], (weight, b, X, y, order, 5, 1.0, lr))]:
+    ops = [(GATHERS[model], (weight, b, X, y, order[:5], 1.0, lr)),
+           (EPOCHS[model], (weight, b, X, y, order, 5, 1.0, lr))]
+    if model == "softmax":
+        ops.append((cuda_kernels.softmax_cluster_epoch, (weight, b, X, y, order, 5, 1.0, lr)))
+    for op, args in ops:
         results = torch.library.opcheck(op._opoverload, args, test_utils=tests)
         assert set(results.values()) == {"SUCCESS"}, results
 
@@ -147,9 +151,25 @@ def pixel_args(model, n, device, seed=0):
     return [t.to(device) for t in (weight, b, X, y, lr)], divisor
 
 
+def test_the_cluster_epoch_declines_what_it_cannot_launch_before_any_kernel():
+    """The checks a cluster launch could fail are made in Python first: below sm_90, a batch whose slices do not
+    fit a CTA's shared memory; linreg (no cluster kernel) is declined by the form."""
+    from types import SimpleNamespace
+
+    h100 = SimpleNamespace(name="H100", major=9, minor=0, shared_memory_per_block_optin=227 * 1024)
+    a100 = SimpleNamespace(name="A100", major=8, minor=0, shared_memory_per_block_optin=163 * 1024)
+    W, X = torch.empty(784, 10), torch.empty(60000, 784, dtype=torch.uint8)
+    assert cuda_kernels.cluster_problem(h100, W, X, 256, 60000) is None
+    assert "sm_90" in cuda_kernels.cluster_problem(a100, W, X, 256, 60000)
+    assert "shared memory" in cuda_kernels.cluster_problem(h100, W, X, 4096, 60000)
+    assert cuda_kernels.cluster_problem(h100, W, X, 4096, 100) is None  # an epoch of 100 rows: batches of 100
+    assert cuda_kernels.chunk_of(784) * 28 == 784 and cuda_kernels.chunk_of(4096) == 128  # 28 and 128 features
+    assert "cross-entropy" in impls.form_class("linreg", "cuda_cluster").unsupported(impls.MODELS["linreg"])
+
+
 @needs_gpu
 @pytest.mark.parametrize("model", EPOCHS)
-@pytest.mark.parametrize("form", ["cuda", "cuda_graph", "cuda_epoch", "triton"])
+@pytest.mark.parametrize("form", ["cuda", "cuda_graph", "cuda_epoch", "cuda_cluster", "triton"])
 def test_an_epoch_on_the_gpu_matches_the_cpu_reference(model, form):
     skip_if_form_unavailable(model, form)
     for rows, batch_size in ((300, 64), (257, 256), (1000, 10), (5, 7)):
@@ -172,12 +192,12 @@ def test_an_epoch_on_the_gpu_matches_the_cpu_reference(model, form):
 @pytest.mark.parametrize("model", EPOCHS)
 def test_the_gpu_epoch_forms_agree_bit_for_bit(model):
     """Two runs of each epoch form give the same losses and weights bit for bit, and the forms that run the ``cuda``
-    form's gather step (its graph, one kernel an epoch) give the ``cuda`` form's bits; a graph replayed on a second
-    order too."""
+    form's sums (its graph, one kernel an epoch, one cluster an epoch) give the ``cuda`` form's bits; a graph
+    replayed on a second order too."""
     (weight, b, X, y, lr), divisor = pixel_args(model, 1000, "cuda", seed=3)
     orders = [torch.randperm(1000, generator=torch.Generator().manual_seed(s)).cuda() for s in (1, 2)]
     runs = {}
-    for form in ("cuda", "cuda_graph", "cuda_epoch", "triton"):
+    for form in ("cuda", "cuda_graph", "cuda_epoch", *(("cuda_cluster",) if model == "softmax" else ()), "triton"):
         skip_if_form_unavailable(model, form)
         for run in range(2):
             instance = impls.build(model, form, {"w" if model == "linreg" else "W": weight.double().cpu(),
@@ -190,19 +210,29 @@ def test_the_gpu_epoch_forms_agree_bit_for_bit(model):
             runs[form, run] = (torch.cat(losses).cpu(), instance.state())
         assert torch.equal(runs[form, 0][0], runs[form, 1][0]), f"{form}: two runs differ"
         assert all(torch.equal(v, runs[form, 1][1][k]) for k, v in runs[form, 0][1].items()), form
-    for form in ("cuda_graph", "cuda_epoch"):
-        assert torch.equal(runs[form, 0][0], runs["cuda", 0][0]), f"{form} differs from cuda"
+    for form in ("cuda_graph", "cuda_epoch", "cuda_cluster"):
+        if (form, 0) in runs:
+            assert torch.equal(runs[form, 0][0], runs["cuda", 0][0]), f"{form}'s losses differ from cuda's"
+            assert all(torch.equal(v, runs["cuda", 0][1][k]) for k, v in runs[form, 0][1].items()), form
 
 
 @needs_gpu
-@pytest.mark.parametrize("op", ["gather", "epoch"])
-def test_a_bad_label_on_the_gpu_makes_the_loss_and_the_weights_nan(op):
-    skip_if_form_unavailable("softmax", "cuda")
+@pytest.mark.parametrize("op", ["gather", "epoch", "cluster"])
+@pytest.mark.parametrize("bad", ["label", "index"])
+def test_a_bad_label_or_index_on_the_gpu_makes_the_loss_and_the_weights_nan(op, bad):
+    skip_if_form_unavailable("softmax", "cuda_cluster" if op == "cluster" else "cuda")
     (W, b, X, y, lr), divisor = pixel_args("softmax", 64, "cuda")
-    y[5] = 10
     order = torch.arange(64, device="cuda")
-    loss = (GATHERS["softmax"](W, b, X, y, order, divisor, lr) if op == "gather"
-            else EPOCHS["softmax"](W, b, X, y, order, 32, divisor, lr))
+    if bad == "label":
+        y[5] = 10
+    else:  # the kernels are the last line: the ops refuse a bad index on the host, so call the extension itself
+        order[5] = 64
+    ops = cuda_kernels.extension() if bad == "index" else cuda_kernels
+    if op == "gather":
+        loss = ops.softmax_gather_step(W, b, X, y, order, divisor, lr)
+    else:
+        loss = getattr(ops, "softmax_cluster_epoch" if op == "cluster" else "softmax_epoch")(W, b, X, y, order, 32,
+                                                                                              divisor, lr)
     assert torch.isnan(loss).any().item() and torch.isnan(W).any().item()
 
 

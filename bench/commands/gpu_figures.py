@@ -14,7 +14,7 @@ import torch
 
 from bench.defaults import GPU_CHECK_EPOCH_FORMS as EPOCH_FORMS
 from bench.defaults import GPU_CHECK_FIGURE_FORMS as FIGURE_FORMS
-from bench.defaults import GPU_CHECK_MODEL
+from bench.defaults import GPU_CHECK_MODEL, GPU_CHECK_NAN_KERNELS
 
 BATCH, SEED, REPEATS = 256, 0, 5
 L2_FLUSH_BYTES = 256 * 2**20  # written between epochs for a cold L2 (the H100's L2 is 50 MB, the H200's 60 MB)
@@ -98,21 +98,31 @@ def equal_stage(out: Path) -> int:
                          detail=f"max |diff| {float((got - want).abs().max()):.3g}"))
     instance, _ = _form(first)
     if instance is not None:
-        ext = cuda.extension()
-        small, labels = X[:512].clone(), y[:512].clone()
-        labels[3] = 10  # a label past the classes
-        loss = ext.softmax_epoch(instance.weight.clone(), instance.b.clone(), small, labels,
-                                 torch.arange(512, device="cuda"), BATCH, 255.0, instance.lr)
-        rows.append(dict(check="bad label: NaN", ok=bool(torch.isnan(loss).any()), detail=str(loss.tolist())))
-        order = torch.arange(512, device="cuda")
-        order[7] = 10**9  # a row index past the split (the Python wrappers refuse it; the kernel's own answer)
-        loss = ext.softmax_epoch(instance.weight.clone(), instance.b.clone(), small, y[:512].clone(), order, BATCH,
-                                 255.0, instance.lr)
-        rows.append(dict(check="bad index: NaN", ok=bool(torch.isnan(loss).any()), detail=str(loss.tolist())))
+        rows += _nan_checks(instance, X, y, states)
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "equal.csv", index=False)
     print(frame.to_string(index=False))
     return 0 if frame["ok"].dropna().all() else 1
+
+
+def _nan_checks(instance, X: torch.Tensor, y: torch.Tensor, states: dict) -> list[dict]:
+    """A bad label and a bad index give NaN in each epoch kernel whose form ran (the extension called directly: the
+    Python wrappers refuse a bad index before a launch)."""
+    from impls import cuda
+
+    ext, rows = cuda.extension(), []
+    for name in [k for k, form in GPU_CHECK_NAN_KERNELS.items() if form in states]:
+        for bad in ("label", "index"):
+            small, labels, order = X[:512].clone(), y[:512].clone(), torch.arange(512, device="cuda")
+            if bad == "label":
+                labels[3] = 10  # a label past the classes
+            else:
+                order[7] = 10**9  # a row index past the split
+            loss = getattr(ext, name)(instance.weight.clone(), instance.b.clone(), small, labels, order, BATCH, 255.0,
+                                      instance.lr)
+            rows.append(dict(check=f"{name}: bad {bad}: NaN", ok=bool(torch.isnan(loss).any()),
+                             detail=str(loss.tolist())))
+    return rows
 
 
 def _flush_l2(buffer: torch.Tensor) -> None:
