@@ -251,3 +251,16 @@ def test_an_epoch_on_the_gpu_does_not_sync():
     losses = instance.train_epoch(data)
     assert not torch.cuda.current_stream().query(), "the sleep ended before the epoch returned"
     assert losses.shape == (4,) and torch.isfinite(losses).all().item()
+
+
+def test_the_python_launch_checks_use_the_kernels_own_constants():
+    """impls/cuda.py's copies of fused_step.cu's sizes (the checks made before a launch) are the source's."""
+    import re
+
+    source = cuda_kernels.SOURCE.read_text()
+    for name, value in [("MAX_OUT", cuda_kernels.MAX_OUT), ("THREADS", cuda_kernels.THREADS),
+                        ("SMEM_RESERVED", cuda_kernels.SMEM_RESERVED)]:
+        (text,) = re.findall(rf"constexpr int {name} = ([^;]+);", source)
+        assert eval(text, {}) == value, name  # e.g. "40 * 1024"
+    assert "return ((d + 31) / 32 + 3) / 4 * 4;" in source  # chunk_of, as cuda.chunk_of computes it
+    assert [cuda_kernels.chunk_of(d) for d in (1, 2, 784, 4096)] == [4, 4, 28, 128]
