@@ -258,8 +258,8 @@ CLUSTER_STATIC_SMEM = 4 * 1024  # the cluster kernel's own tables (3.2 KiB on sm
 
 
 def chunk_of(d: int) -> int:
-    """fused_step.cu's ``chunk_of``: the features of one of a logit's 32 partial sums (a multiple of 4)."""
-    return ((d + 31) // 32 + 3) // 4 * 4
+    """fused_step.cu's ``chunk_of``: the features of one of a logit's 32 partial sums (a multiple of 16)."""
+    return ((d + 31) // 32 + 15) // 16 * 16
 
 
 def cluster_smem(n: int, ctas: int, d: int, k: int, value_bytes: int) -> int:

@@ -46,12 +46,16 @@ constexpr int FEATS = 8;                 // features per block of softmax_update
 constexpr int LANES = THREADS / FEATS;   // its threads per feature, over the rows
 constexpr int SMEM_RESERVED = 40 * 1024;  // static shared memory of the softmax kernels, beside W (impls/cuda.py)
 
-// The features of a logit's partial sum: ceil(d / 32) rounded up to 4 values (one 4- or 16-byte load).
-__host__ __device__ inline int chunk_of(int d) { return ((d + 31) / 32 + 3) / 4 * 4; }
+// The features of a logit's partial sum: ceil(d / 32) rounded up to 16 (16-byte loads of pixels, 64 of floats).
+__host__ __device__ inline int chunk_of(int d) { return ((d + 31) / 32 + 15) / 16 * 16; }
 
-template <typename T> struct Vec4;
-template <> struct Vec4<uint8_t> { using type = uchar4; };
-template <> struct Vec4<float> { using type = float4; };
+// 16 bytes of a row: 16 pixels or 4 floats, read in one load.
+template <typename T>
+union Pack {
+  static constexpr int size = 16 / sizeof(T);
+  uint4 raw;
+  T v[16 / sizeof(T)];
+};
 
 template <typename T>
 struct Batch {
@@ -60,7 +64,7 @@ struct Batch {
   int64_t N;
   int n, d;
   float divisor;
-  bool vec4;  // every row's values 4 to an aligned vector (d % 4 == 0, X aligned): chunks read 4 at a time
+  bool packed;  // every row starts 16-byte aligned (d * sizeof(T) % 16 == 0, X aligned): chunks read 16 bytes a load
 
   __device__ int64_t src(int r) const { return idx ? idx[r] : r; }
   __device__ bool ok(int64_t s) const { return s >= 0 && s < N; }
@@ -185,26 +189,33 @@ __device__ void stage(float* Ws, const float* W, int size) {
   __syncthreads();
 }
 
-// o[j] += the row's values [lo, hi) times W's rows (Ws[i * k + j]), in ascending order: 4 values a load where
-// the rows allow it, every load of the chunk issued before its products need it.
+// A pack of values from `at`: one 16-byte load where `packed` and `count` fill it, else value by value (past
+// `count`: 0).
 template <typename T>
-__device__ void chunk_sum(const T* row, int lo, int hi, bool vec4, const float* Ws, const float* table,
+__device__ inline Pack<T> load_pack(const T* at, int count, bool packed) {
+  Pack<T> p;
+  if (packed && count >= Pack<T>::size) {
+    p.raw = *reinterpret_cast<const uint4*>(at);
+  } else {
+#pragma unroll
+    for (int u = 0; u < Pack<T>::size; ++u) p.v[u] = u < count ? at[u] : T(0);
+  }
+  return p;
+}
+
+// o[j] += the row's values [lo, hi) times W's rows (Ws[i * k + j]), in ascending order: 16 bytes a load where
+// the rows allow it, the chunk's loads issued ahead of the products that need them.
+template <typename T>
+__device__ void chunk_sum(const T* row, int lo, int hi, bool packed, const float* Ws, const float* table,
                           float divisor, int k, float (&o)[MAX_OUT]) {
-  using V = typename Vec4<T>::type;
-#pragma unroll 4
-  for (int i = lo; i < hi; i += 4) {
-    T v[4];
-    if (vec4 && i + 4 <= hi) {
-      const V q = *reinterpret_cast<const V*>(row + i);
-      v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-    } else {
+  constexpr int P = Pack<T>::size;
+#pragma unroll 2
+  for (int i = lo; i < hi; i += P) {
+    const Pack<T> v = load_pack(row + i, hi - i, packed);
 #pragma unroll
-      for (int u = 0; u < 4; ++u) v[u] = i + u < hi ? row[i + u] : T(0);
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u)
+    for (int u = 0; u < P; ++u)
       if (i + u < hi) {
-        const float xi = scale(v[u], table, divisor);
+        const float xi = scale(v.v[u], table, divisor);
 #pragma unroll
         for (int j = 0; j < MAX_OUT; ++j)
           if (j < k) o[j] += xi * Ws[(i + u) * k + j];
@@ -243,7 +254,7 @@ __device__ void softmax_row(const float* Ws, const float* b, const Batch<T>& bat
   const bool found = batch.ok(s);
   float o[MAX_OUT] = {};
   if (found)
-    chunk_sum(batch.X + s * batch.d, min(batch.d, lane * chunk), min(batch.d, (lane + 1) * chunk), batch.vec4, Ws,
+    chunk_sum(batch.X + s * batch.d, min(batch.d, lane * chunk), min(batch.d, (lane + 1) * chunk), batch.packed, Ws,
               table, batch.divisor, k, o);
 #pragma unroll
   for (int j = 0; j < MAX_OUT; ++j)
@@ -416,27 +427,20 @@ __global__ void __launch_bounds__(THREADS) softmax_cluster_kernel(float* W, floa
   for (int e = t; e < feats * k; e += THREADS) Ws[e] = W[(size_t)lo * k + e];
   if (t < k) bs[t] = b[t];
   const float rate = *lr;
-  using V = typename Vec4<T>::type;
+  constexpr int P = Pack<T>::size;
   for (int64_t r0 = 0, s = 0; r0 < rows; r0 += batch_size, ++s) {
     const int n = static_cast<int>(rows - r0 < batch_size ? rows - r0 : batch_size);
     for (int r = t; r < n; r += THREADS) srcs[r] = all.idx[r0 + r];
     __syncthreads();
-    // (1) this CTA's features of each row (zeros for a bad index), 4 values a load where the rows allow it
-    const int quads = (feats + 3) / 4;
-    for (int e = t; e < n * quads; e += THREADS) {
-      const int r = e / quads, f = 4 * (e % quads);
+    // (1) this CTA's features of each row (zeros for a bad index), 16 bytes a load where the rows allow it
+    const int packs = (feats + P - 1) / P;
+    for (int e = t; e < n * packs; e += THREADS) {
+      const int r = e / packs, f = P * (e % packs);
       const int64_t src = srcs[r];
-      T v[4] = {};
-      if (all.ok(src) && all.vec4 && f + 4 <= feats) {
-        const V q = *reinterpret_cast<const V*>(all.X + src * all.d + lo + f);
-        v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-      } else if (all.ok(src)) {
+      const Pack<T> v = all.ok(src) ? load_pack(all.X + src * all.d + lo + f, feats - f, all.packed) : Pack<T>{};
 #pragma unroll
-        for (int u = 0; u < 4; ++u) v[u] = f + u < feats ? all.X[src * all.d + lo + f + u] : T(0);
-      }
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-        if (f + u < feats) xs[(size_t)r * width + f + u] = v[u];
+      for (int u = 0; u < P; ++u)
+        if (f + u < feats) xs[(size_t)r * width + f + u] = v.v[u];
     }
     __syncthreads();
     // (2) the partial logits of this CTA's chunks of each row (a chunk past d: 0, as a lane without features)
@@ -569,10 +573,10 @@ int attribute(cudaDeviceAttr what) {
 
 template <typename T>
 Batch<T> batch_of(const at::Tensor& X, const at::Tensor* idx, double divisor) {
-  const bool vec4 = X.size(1) % 4 == 0 && reinterpret_cast<uintptr_t>(X.data_ptr()) % (4 * sizeof(T)) == 0;
+  const bool packed = X.size(1) * sizeof(T) % 16 == 0 && reinterpret_cast<uintptr_t>(X.data_ptr()) % 16 == 0;
   return Batch<T>{X.data_ptr<T>(), idx ? idx->data_ptr<int64_t>() : nullptr, X.size(0),
                   static_cast<int>(idx ? idx->size(0) : X.size(0)), static_cast<int>(X.size(1)),
-                  static_cast<float>(divisor), vec4};
+                  static_cast<float>(divisor), packed};
 }
 
 // f.template operator()<T>() with T the C++ type of X's values (float or uint8_t).
@@ -684,14 +688,25 @@ at::Tensor linreg_epoch(at::Tensor w, at::Tensor b, const at::Tensor& X, const a
   return losses;
 }
 
+// A softmax epoch's arguments checked, and its sizes: classes k, features d, the largest batch n, rows, steps.
+struct EpochShape {
+  int k, d, n;
+  int64_t rows, steps;
+};
+
+EpochShape softmax_epoch_shape(const char* op, const at::Tensor& W, const at::Tensor& b, const at::Tensor& X,
+                               const at::Tensor& y, const at::Tensor& order, int64_t batch_size, const at::Tensor& lr) {
+  check_args(op, W, "W", b, X, y, at::kLong, lr, &order, MAX_OUT);
+  TORCH_CHECK_VALUE(batch_size >= 1 && batch_size < (int64_t(1) << 24), op, ": batch_size must be in 1..2^24");
+  const int64_t rows = order.size(0);
+  return {static_cast<int>(W.size(1)), static_cast<int>(X.size(1)),
+          static_cast<int>(std::min<int64_t>(batch_size, rows)), rows, (rows + batch_size - 1) / batch_size};
+}
+
 at::Tensor softmax_epoch(at::Tensor W, at::Tensor b, const at::Tensor& X, const at::Tensor& y, const at::Tensor& order,
                          int64_t batch_size, double divisor, const at::Tensor& lr) {
   const char* op = "linbench::softmax_epoch";
-  check_args(op, W, "W", b, X, y, at::kLong, lr, &order, MAX_OUT);
-  TORCH_CHECK_VALUE(batch_size >= 1 && batch_size < (int64_t(1) << 24), op, ": batch_size must be in 1..2^24");
-  const int k = W.size(1), d = X.size(1);
-  const int64_t rows = order.size(0), steps = (rows + batch_size - 1) / batch_size;
-  const int n = static_cast<int>(std::min<int64_t>(batch_size, rows));
+  const auto [k, d, n, rows, steps] = softmax_epoch_shape(op, W, b, X, y, order, batch_size, lr);
   const c10::cuda::CUDAGuard guard(X.device());
   TORCH_CHECK_VALUE(attribute(cudaDevAttrCooperativeLaunch), op, ": this GPU cannot launch a cooperative kernel");
   auto dO = at::empty({n, k}, W.options());
@@ -767,11 +782,7 @@ std::vector<int64_t> cluster_config(int64_t d, int64_t k, int64_t n, bool pixels
 at::Tensor softmax_cluster_epoch(at::Tensor W, at::Tensor b, const at::Tensor& X, const at::Tensor& y,
                                  const at::Tensor& order, int64_t batch_size, double divisor, const at::Tensor& lr) {
   const char* op = "linbench::softmax_cluster_epoch";
-  check_args(op, W, "W", b, X, y, at::kLong, lr, &order, MAX_OUT);
-  TORCH_CHECK_VALUE(batch_size >= 1 && batch_size < (int64_t(1) << 24), op, ": batch_size must be in 1..2^24");
-  const int k = W.size(1), d = X.size(1);
-  const int64_t rows = order.size(0), steps = (rows + batch_size - 1) / batch_size;
-  const int n = static_cast<int>(std::min<int64_t>(batch_size, rows));
+  const auto [k, d, n, rows, steps] = softmax_epoch_shape(op, W, b, X, y, order, batch_size, lr);
   const c10::cuda::CUDAGuard guard(X.device());
   const bool pixels = X.scalar_type() == at::kByte;
   const auto fit = cluster_config(d, k, n, pixels);
