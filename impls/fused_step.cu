@@ -32,7 +32,10 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace cg = cooperative_groups;
@@ -740,9 +743,20 @@ at::Tensor softmax_epoch(at::Tensor W, at::Tensor b, const at::Tensor& X, const 
   return losses;
 }
 
+// A launch of `ctas` CTAs as one cluster with `smem` bytes of dynamic shared memory; `attribute` (the cluster's
+// shape) is the caller's and must outlive the config.
+cudaLaunchConfig_t cluster_launch(cudaLaunchAttribute* attribute, int ctas, size_t smem, cudaStream_t stream) {
+  attribute->id = cudaLaunchAttributeClusterDimension;
+  attribute->val.clusterDim.x = ctas, attribute->val.clusterDim.y = 1, attribute->val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(ctas), config.blockDim = dim3(THREADS), config.dynamicSmemBytes = smem;
+  config.stream = stream, config.attrs = attribute, config.numAttrs = 1;
+  return config;
+}
+
 // The cluster epoch's kernel as this GPU runs it: the virtual architecture its code was compiled from (90 and up:
 // the cluster code is there; below, the kernel is empty) and the largest cluster (16 CTAs, else 8, else 0) that
-// this GPU can launch with a batch of n rows, chunks of `chunk` features, k classes and values of `value_bytes`.
+// this GPU can launch with a batch of n rows, chunks of `chunk` features, k classes and values of type T.
 template <typename T>
 std::pair<int, int> cluster_fit(int n, int chunk, int k) {
   auto kernel = softmax_cluster_kernel<T>;
@@ -755,12 +769,8 @@ std::pair<int, int> cluster_fit(int n, int chunk, int k) {
     const size_t smem = cluster_smem(n, 32 / ctas, chunk, k, sizeof(T));
     if (smem + attributes.sharedSizeBytes > optin) continue;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    cudaLaunchConfig_t config = {};
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = ctas, attribute[0].val.clusterDim.y = 1, attribute[0].val.clusterDim.z = 1;
-    config.gridDim = dim3(ctas), config.blockDim = dim3(THREADS), config.dynamicSmemBytes = smem;
-    config.attrs = attribute, config.numAttrs = 1;
+    cudaLaunchAttribute shape;
+    const cudaLaunchConfig_t config = cluster_launch(&shape, ctas, smem, nullptr);
     int clusters = 0;
     if (cudaOccupancyMaxActiveClusters(&clusters, reinterpret_cast<void*>(kernel), &config) == cudaSuccess &&
         clusters >= 1)
@@ -772,11 +782,17 @@ std::pair<int, int> cluster_fit(int n, int chunk, int k) {
 
 // (the cluster kernel's virtual architecture, the cluster size it launches: 0 when it cannot) for a uint8 or a
 // float32 X of d features, k classes and batches of n rows on the current GPU; the launch sets its shared memory.
+// Asked once per device and shape (the op asks before every epoch).
 std::vector<int64_t> cluster_config(int64_t d, int64_t k, int64_t n, bool pixels) {
+  static std::mutex lock;
+  static std::map<std::tuple<int, int64_t, int64_t, int64_t, bool>, std::vector<int64_t>> known;
+  const auto key = std::make_tuple(static_cast<int>(c10::cuda::current_device()), d, k, n, pixels);
+  const std::lock_guard<std::mutex> hold(lock);
+  if (const auto found = known.find(key); found != known.end()) return found->second;
   const int chunk = chunk_of(static_cast<int>(d));
   const auto [ptx, ctas] = pixels ? cluster_fit<uint8_t>(static_cast<int>(n), chunk, static_cast<int>(k))
                                   : cluster_fit<float>(static_cast<int>(n), chunk, static_cast<int>(k));
-  return {ptx, ctas};
+  return known[key] = {ptx, ctas};
 }
 
 at::Tensor softmax_cluster_epoch(at::Tensor W, at::Tensor b, const at::Tensor& X, const at::Tensor& y,
@@ -794,15 +810,10 @@ at::Tensor softmax_cluster_epoch(at::Tensor W, at::Tensor b, const at::Tensor& X
   by_type(X, [&](auto t) {
     using T = decltype(t);
     const size_t smem = cluster_smem(n, 32 / ctas, chunk_of(d), k, sizeof(T));
-    cudaLaunchConfig_t config = {};
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = ctas, attribute[0].val.clusterDim.y = 1, attribute[0].val.clusterDim.z = 1;
     C10_CUDA_CHECK(cudaFuncSetAttribute(softmax_cluster_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
-    config.gridDim = dim3(ctas), config.blockDim = dim3(THREADS), config.dynamicSmemBytes = smem;
-    config.stream = c10::cuda::getCurrentCUDAStream();
-    config.attrs = attribute, config.numAttrs = 1;
+    cudaLaunchAttribute shape;
+    const cudaLaunchConfig_t config = cluster_launch(&shape, ctas, smem, c10::cuda::getCurrentCUDAStream());
     C10_CUDA_CHECK(cudaLaunchKernelEx(&config, softmax_cluster_kernel<T>, W.data_ptr<float>(), b.data_ptr<float>(),
                                       batch_of<T>(X, &order, divisor), y.data_ptr<int64_t>(),
                                       lr.data_ptr<float>(), losses.data_ptr<float>(), rows,
