@@ -151,7 +151,9 @@ def time_repeats(fn, repeats: int | Until = 3, device="cpu", warmup: int = 1) ->
     for _ in range(warmup):
         fn()
     times, loads, disturbed, start = [], [], 0, time.perf_counter()
-    while not until.done(times, time.perf_counter() - start):
+    # the elapsed time as every rank agrees on it: each rank's own clock could stop one rank a block before another,
+    # which then waits in that block's barrier for ever
+    while not until.done(times, slowest(time.perf_counter() - start)):
         seconds, meter = _timed(fn, device, until.remeasures)
         times.append(seconds), loads.append(meter.others)
         disturbed += meter.disturbed
